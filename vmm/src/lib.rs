@@ -1,0 +1,18 @@
+//! husk-vmm: the virtual machine monitor that boots husk's guests.
+//!
+//! It owns KVM, guest memory, the Linux boot protocol, vCPU threads and devices; it knows
+//! nothing about containers. [`builder::run_vm`] runs one VM from a [`builder::VmConfig`].
+//!
+//! Layout: [`layout`] (addresses), [`memory`], [`boot`] (what is written before the first
+//! `KVM_RUN`), [`vstate`] (the only KVM users), [`devices`], [`event_loop`], [`exit`],
+//! [`host`] (can this host boot a stock kernel?), [`builder`] (the boot order).
+
+pub mod boot;
+pub mod builder;
+pub mod devices;
+pub mod event_loop;
+pub mod exit;
+pub mod host;
+pub mod layout;
+pub mod memory;
+pub mod vstate;

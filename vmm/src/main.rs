@@ -1,0 +1,197 @@
+//! `husk-vmm`: boot a Linux guest (or any 64-bit kernel) in a KVM microVM from the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use husk_vmm::boot::LinuxBoot;
+use husk_vmm::builder::{run_vm, Payload, SerialOutput, VmConfig};
+use husk_vmm::host::{self, HostKvm};
+use husk_vmm::memory::MemoryBacking;
+use vmm_sys_util::signal::register_signal_handler;
+use vmm_sys_util::terminal::Terminal;
+
+/// Kernel command line used when --cmdline is not given.
+const DEFAULT_CMDLINE: &str =
+    "console=ttyS0 reboot=k panic=-1 tsc=reliable no_timer_check nowatchdog quiet";
+
+/// Exit code when the host cannot run the guest at all.
+const EXIT_HOST_UNSUITABLE: u8 = 7;
+/// Exit code for configuration and start-up errors.
+const EXIT_ERROR: u8 = 1;
+
+/// Boot a Linux kernel in a KVM microVM and run it until it powers off, reboots or fails.
+///
+/// The guest gets the given memory and vCPUs, a serial console (COM1, ttyS0) on stdout, an
+/// i8042 whose reset ends the VM, and the husk control page at 0xd0000000 (write the byte 123
+/// there to mark boot complete; `devmem 0xd0000000 8 123` from busybox).
+///
+/// Exit status: 0 guest powered off or rebooted; 1 bad arguments or set-up error; 3 guest
+/// panic; 4 triple fault; 5 KVM error; 6 no sign of life within --boot-timeout; 7 this host
+/// cannot boot a stock kernel (no KVM, or PVM).
+#[derive(Debug, Parser)]
+#[command(name = "husk-vmm", version, about, long_about)]
+struct Args {
+    /// Uncompressed ELF vmlinux or bzImage to boot.
+    #[arg(long, value_name = "PATH")]
+    kernel: PathBuf,
+
+    /// Initramfs (cpio, optionally compressed) to load.
+    #[arg(long, value_name = "PATH")]
+    initrd: Option<PathBuf>,
+
+    /// Kernel command line; replaces the default.
+    #[arg(long, value_name = "STRING", default_value = DEFAULT_CMDLINE)]
+    cmdline: String,
+
+    /// Words appended to the kernel command line (e.g. "init=/bin/sh").
+    #[arg(long, value_name = "STRING")]
+    append: Option<String>,
+
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    memory_mib: u64,
+
+    /// Number of vCPUs.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    vcpus: u8,
+
+    /// Where the guest's serial console goes: "stdout", "none" or a file path.
+    #[arg(long, value_name = "stdout|none|PATH", default_value = "stdout")]
+    serial: String,
+
+    /// Forward stdin to the guest's serial console (raw mode when stdin is a terminal).
+    #[arg(long)]
+    serial_input: bool,
+
+    /// Back guest RAM with a memfd instead of anonymous memory.
+    #[arg(long)]
+    memfd: bool,
+
+    /// Seconds to wait for the guest's first device access before giving up.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    boot_timeout: u64,
+
+    /// Write a JSON summary (exit reason, VMM start-up ms, kernel entry to boot marker ms,
+    /// VMM RSS outside guest memory) to this file.
+    #[arg(long, value_name = "PATH")]
+    report_json: Option<PathBuf>,
+
+    /// Try to boot even on a PVM host, where a stock kernel is known not to boot.
+    #[arg(long)]
+    allow_pvm: bool,
+
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, value_name = "LEVEL", default_value = "warn")]
+    log_level: String,
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_terminate(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn main() -> ExitCode {
+    let vmm_start = Instant::now();
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let host = host::detect();
+    match &host {
+        HostKvm::Pvm if args.allow_pvm => {
+            eprintln!("husk-vmm: warning: {}", host.describe());
+        }
+        h if !h.can_boot_stock_kernel() => {
+            eprintln!("husk-vmm: {}", h.describe());
+            return ExitCode::from(EXIT_HOST_UNSUITABLE);
+        }
+        h => tracing::info!("host: {}", h.describe()),
+    }
+
+    match run(args, vmm_start) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("husk-vmm: error: {}", error_chain(&e));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// The error and its causes on one line, skipping causes whose text the previous message
+/// already ends with (our error types include their source in their message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
+fn run(args: Args, vmm_start: Instant) -> anyhow::Result<ExitCode> {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        register_signal_handler(sig, on_terminate).context("installing signal handlers")?;
+    }
+    let serial = match args.serial.as_str() {
+        "stdout" => SerialOutput::Stdout,
+        "none" => SerialOutput::Discard,
+        path => SerialOutput::File(path.into()),
+    };
+    let mut cmdline = args.cmdline.clone();
+    if let Some(extra) = &args.append {
+        cmdline.push(' ');
+        cmdline.push_str(extra);
+    }
+    let stdin = std::io::stdin();
+    let raw_tty = args.serial_input && stdin.lock().set_raw_mode().is_ok();
+    let config = VmConfig {
+        memory_mib: args.memory_mib,
+        vcpus: args.vcpus,
+        payload: Payload::Linux(LinuxBoot {
+            kernel: args.kernel,
+            initrd: args.initrd,
+            cmdline,
+        }),
+        serial,
+        serial_input: args.serial_input,
+        backing: if args.memfd {
+            MemoryBacking::Memfd
+        } else {
+            MemoryBacking::Anonymous
+        },
+        sign_of_life_timeout: Duration::from_secs(args.boot_timeout),
+        vmm_start,
+        stop: Some(&STOP),
+    };
+    let report = run_vm(config);
+    if raw_tty {
+        let _ = stdin.lock().set_canon_mode();
+    }
+    let report = report?;
+    eprintln!("husk-vmm: {}", report.reason);
+    if let Some(ms) = report.entry_to_marker_ms {
+        eprintln!(
+            "husk-vmm: boot complete {ms:.1} ms after kernel entry (VMM start-up {:.1} ms)",
+            report.startup_ms.unwrap_or(f64::NAN)
+        );
+    }
+    if let Some(path) = &args.report_json {
+        std::fs::write(path, report.to_json() + "\n")
+            .with_context(|| format!("--report-json {}", path.display()))?;
+    }
+    Ok(ExitCode::from(report.reason.exit_code() as u8))
+}

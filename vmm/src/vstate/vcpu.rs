@@ -1,0 +1,355 @@
+//! vCPUs: configuration for the 64-bit entry, and one thread each running `KVM_RUN`.
+//!
+//! A vCPU thread is a small state machine: `Created → Running → Exited`. It leaves `Running`
+//! when its guest asks the VM to stop (reset, power off, triple fault), when KVM fails, or when
+//! the VMM sets the shared [`ExitSignal`] and kicks it with [`VCPU_KICK_SIGNAL`], which makes
+//! `KVM_RUN` return `EINTR`.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Once};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use kvm_bindings::{
+    kvm_mp_state, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
+    KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
+
+use super::{cpuid, regs};
+use crate::boot::BootLayout;
+use crate::devices::bus::Bus;
+use crate::devices::control::BootTimes;
+use crate::exit::{ExitReason, ExitSignal};
+use crate::vstate::vm::Vm;
+
+/// Errors configuring a vCPU.
+#[derive(Debug, thiserror::Error)]
+pub enum VcpuError {
+    /// A KVM ioctl failed.
+    #[error("vCPU {index}: {what}: {source}")]
+    Kvm {
+        /// Which vCPU.
+        index: u8,
+        /// The operation.
+        what: &'static str,
+        /// The error.
+        source: kvm_ioctls::Error,
+    },
+    /// KVM took fewer MSRs than given.
+    #[error("vCPU {index}: KVM_SET_MSRS set {set} of {wanted} boot MSRs")]
+    Msrs {
+        /// Which vCPU.
+        index: u8,
+        /// How many were set.
+        set: usize,
+        /// How many were given.
+        wanted: usize,
+    },
+    /// The thread could not be spawned.
+    #[error("vCPU {index}: cannot start its thread: {source}")]
+    Thread {
+        /// Which vCPU.
+        index: u8,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The kick signal handler could not be installed.
+    #[error("cannot install the vCPU kick signal handler: {0}")]
+    Signal(vmm_sys_util::errno::Error),
+}
+
+/// Run state of a vCPU thread, readable from other threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum VcpuState {
+    /// Configured, thread not yet in `KVM_RUN`.
+    Created = 0,
+    /// In the run loop.
+    Running = 1,
+    /// The thread has left the run loop.
+    Exited = 2,
+}
+
+/// The real-time signal that interrupts `KVM_RUN`.
+#[allow(non_snake_case)]
+pub fn VCPU_KICK_SIGNAL() -> i32 {
+    SIGRTMIN()
+}
+
+extern "C" fn kick_handler(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+fn install_kick_handler() -> Result<(), VcpuError> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result =
+            register_signal_handler(VCPU_KICK_SIGNAL(), kick_handler).map_err(VcpuError::Signal);
+    });
+    result
+}
+
+/// A configured vCPU, not yet running.
+pub struct Vcpu {
+    index: u8,
+    fd: VcpuFd,
+}
+
+/// What every vCPU thread shares.
+#[derive(Clone)]
+pub struct VcpuContext {
+    /// Port I/O bus.
+    pub pio: Arc<Bus>,
+    /// MMIO bus.
+    pub mmio: Arc<Bus>,
+    /// Stop latch.
+    pub exit: ExitSignal,
+    /// Boot clock (the BSP stamps kernel entry).
+    pub times: Arc<BootTimes>,
+}
+
+impl Vcpu {
+    /// Creates vCPU `index` of `count` and sets it up for the 64-bit entry described by `boot`.
+    /// `runnable` makes an AP start at the entry too instead of waiting for INIT/SIPI (used by
+    /// flat test payloads; Linux starts its APs itself).
+    pub fn new(
+        vm: &Vm,
+        index: u8,
+        count: u8,
+        boot: &BootLayout,
+        runnable: bool,
+    ) -> Result<Self, VcpuError> {
+        let kvm_err = |what| {
+            move |source| VcpuError::Kvm {
+                index,
+                what,
+                source,
+            }
+        };
+        let fd = vm
+            .fd()
+            .create_vcpu(u64::from(index))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
+
+        let mut cpuid: CpuId = vm
+            .kvm()
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        cpuid::adjust(cpuid.as_mut_slice(), index, count, vm.has_tsc_deadline());
+        fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
+
+        let entries = regs::boot_msrs();
+        let msrs = Msrs::from_entries(&entries).expect("boot MSR list fits a kvm_msrs");
+        let set = fd.set_msrs(&msrs).map_err(kvm_err("KVM_SET_MSRS"))?;
+        if set != entries.len() {
+            return Err(VcpuError::Msrs {
+                index,
+                set,
+                wanted: entries.len(),
+            });
+        }
+
+        fd.set_regs(&regs::boot_regs(boot.entry.0))
+            .map_err(kvm_err("KVM_SET_REGS"))?;
+        let sregs = fd.get_sregs().map_err(kvm_err("KVM_GET_SREGS"))?;
+        fd.set_sregs(&regs::long_mode_sregs(sregs, boot.cr3))
+            .map_err(kvm_err("KVM_SET_SREGS"))?;
+        fd.set_fpu(&regs::boot_fpu())
+            .map_err(kvm_err("KVM_SET_FPU"))?;
+        let lapic = fd.get_lapic().map_err(kvm_err("KVM_GET_LAPIC"))?;
+        fd.set_lapic(&regs::configure_lint(lapic))
+            .map_err(kvm_err("KVM_SET_LAPIC"))?;
+        if runnable && index != 0 {
+            fd.set_mp_state(kvm_mp_state {
+                mp_state: KVM_MP_STATE_RUNNABLE,
+            })
+            .map_err(kvm_err("KVM_SET_MP_STATE"))?;
+        }
+        Ok(Self { index, fd })
+    }
+
+    /// Starts the vCPU thread.
+    pub fn start(self, ctx: VcpuContext) -> Result<VcpuHandle, VcpuError> {
+        install_kick_handler()?;
+        let index = self.index;
+        let state = Arc::new(AtomicU8::new(VcpuState::Created as u8));
+        let thread_state = state.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("vcpu{index}"))
+            .spawn(move || self.run(ctx, thread_state))
+            .map_err(|source| VcpuError::Thread { index, source })?;
+        Ok(VcpuHandle {
+            index,
+            thread: Some(thread),
+            state,
+        })
+    }
+
+    fn rip(&self) -> Option<u64> {
+        self.fd.get_regs().ok().map(|r| r.rip)
+    }
+
+    fn run(mut self, ctx: VcpuContext, state: Arc<AtomicU8>) {
+        state.store(VcpuState::Running as u8, Ordering::Release);
+        if self.index == 0 {
+            let _ = ctx.times.kernel_entry.set(Instant::now());
+        }
+        while !ctx.exit.is_set() {
+            match self.run_once(&ctx) {
+                Step::Continue => {}
+                Step::Stop(reason) => {
+                    ctx.exit.request(reason);
+                    break;
+                }
+            }
+        }
+        state.store(VcpuState::Exited as u8, Ordering::Release);
+    }
+
+    fn run_once(&mut self, ctx: &VcpuContext) -> Step {
+        let index = self.index;
+        let outcome = match self.fd.run() {
+            Ok(exit) => match exit {
+                VcpuExit::IoOut(port, data) => {
+                    ctx.pio.write(u64::from(port), data);
+                    Ok(None)
+                }
+                VcpuExit::IoIn(port, data) => {
+                    ctx.pio.read(u64::from(port), data);
+                    Ok(None)
+                }
+                VcpuExit::MmioRead(addr, data) => {
+                    ctx.mmio.read(addr, data);
+                    Ok(None)
+                }
+                VcpuExit::MmioWrite(addr, data) => {
+                    ctx.mmio.write(addr, data);
+                    Ok(None)
+                }
+                VcpuExit::Intr | VcpuExit::IrqWindowOpen => Ok(None),
+                VcpuExit::Hlt => Ok(Some(Fault::Other("guest halted with no in-kernel wake source (KVM_EXIT_HLT)".into()))),
+                VcpuExit::Shutdown => Ok(Some(Fault::Triple)),
+                VcpuExit::SystemEvent(kind, _) => Ok(Some(match kind {
+                    KVM_SYSTEM_EVENT_SHUTDOWN => Fault::Exit(ExitReason::Poweroff),
+                    KVM_SYSTEM_EVENT_RESET => Fault::Exit(ExitReason::Reboot),
+                    KVM_SYSTEM_EVENT_CRASH => Fault::Exit(ExitReason::Panic),
+                    other => Fault::Other(format!("unknown KVM system event {other}")),
+                })),
+                VcpuExit::FailEntry(reason, cpu) => Ok(Some(Fault::Other(format!(
+                    "KVM_EXIT_FAIL_ENTRY (hardware entry failure reason {reason:#x} on host CPU {cpu})"
+                )))),
+                VcpuExit::InternalError => Ok(Some(Fault::Other(
+                    "KVM_EXIT_INTERNAL_ERROR (KVM could not emulate an instruction)".into(),
+                ))),
+                VcpuExit::Exception => Ok(Some(Fault::Other("KVM_EXIT_EXCEPTION".into()))),
+                VcpuExit::Unsupported(code) => {
+                    Ok(Some(Fault::Other(format!("unhandled KVM exit reason {code}"))))
+                }
+                other => Ok(Some(Fault::Other(format!("unhandled KVM exit {other:?}")))),
+            },
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(None) => Step::Continue,
+            Ok(Some(Fault::Exit(reason))) => Step::Stop(reason),
+            Ok(Some(Fault::Triple)) => Step::Stop(ExitReason::TripleFault {
+                vcpu: index,
+                rip: self.rip(),
+            }),
+            Ok(Some(Fault::Other(detail))) => Step::Stop(ExitReason::KvmError {
+                vcpu: index,
+                detail,
+                rip: self.rip(),
+            }),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                self.fd.set_kvm_immediate_exit(0);
+                Step::Continue
+            }
+            Err(e) => Step::Stop(ExitReason::KvmError {
+                vcpu: index,
+                detail: format!("KVM_RUN failed: {e}"),
+                rip: self.rip(),
+            }),
+        }
+    }
+}
+
+enum Fault {
+    Exit(ExitReason),
+    Triple,
+    Other(String),
+}
+
+enum Step {
+    Continue,
+    Stop(ExitReason),
+}
+
+/// A running vCPU thread.
+pub struct VcpuHandle {
+    index: u8,
+    thread: Option<JoinHandle<()>>,
+    state: Arc<AtomicU8>,
+}
+
+impl VcpuHandle {
+    /// The vCPU's index.
+    pub fn index(&self) -> u8 {
+        self.index
+    }
+
+    /// Its current run state.
+    pub fn state(&self) -> VcpuState {
+        match self.state.load(Ordering::Acquire) {
+            0 => VcpuState::Created,
+            1 => VcpuState::Running,
+            _ => VcpuState::Exited,
+        }
+    }
+
+    /// Interrupts `KVM_RUN` so the thread notices the exit signal.
+    pub fn kick(&self) {
+        if let Some(t) = &self.thread {
+            if self.state() != VcpuState::Exited {
+                let _ = t.kill(VCPU_KICK_SIGNAL());
+            }
+        }
+    }
+
+    /// Whether the thread has finished.
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for the thread.
+    pub fn join(&mut self) {
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                tracing::error!("vCPU {} thread panicked", self.index);
+            }
+        }
+    }
+}
+
+/// Sets nothing itself: the caller has already recorded the exit reason. Kicks every vCPU until
+/// all threads have left `KVM_RUN`, then joins them. Re-kicking covers a signal that lands just
+/// before a thread re-enters `KVM_RUN`.
+pub fn stop_all(handles: &mut [VcpuHandle]) {
+    loop {
+        let mut pending = false;
+        for h in handles.iter() {
+            if !h.is_finished() {
+                h.kick();
+                pending = true;
+            }
+        }
+        if !pending {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    for h in handles.iter_mut() {
+        h.join();
+    }
+}
