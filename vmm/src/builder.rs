@@ -217,7 +217,7 @@ pub fn run_vm(mut config: VmConfig) -> Result<VmReport, BuildError> {
     vm.register_irqfd(&serial_irq, SERIAL_IRQ)?;
     let serial = Arc::new(Mutex::new(Serial::new(
         serial_irq,
-        ConsoleWatcher::new(out, console.clone()),
+        ConsoleWatcher::new(out, console.clone(), Some(exit.clone())),
     )));
     let bus_err = |e: crate::devices::bus::BusError| BuildError::Device(e.to_string());
     pio.insert(serial.clone(), u64::from(SERIAL_PORT_BASE), 8)

@@ -1,6 +1,11 @@
 //! COM1: vm-superio's 8250 UART on port 0x3f8, its interrupt on an irqfd (IRQ 4), its output to
 //! stdout or a file, watched for the kernel's panic and power-down banners.
 //!
+//! The watcher exists because a guest without ACPI cannot power off: Linux turns `poweroff`
+//! into a halt (`reboot: System halted`) and its CPUs then sleep forever with no VM exit, so the
+//! banner is the only signal the VMM gets. Cooperative guests (husk's agent) use the control
+//! page instead ([`super::control`]).
+//!
 //! Owns: the UART and the console watcher. Input bytes arrive from the event loop
 //! ([`crate::event_loop`]) through [`Serial::enqueue_input`].
 
@@ -13,6 +18,7 @@ use vm_superio::{Serial as Uart, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::BusDevice;
+use crate::exit::{ExitReason, ExitSignal};
 
 /// A `Trigger` that writes an eventfd (registered with KVM as an irqfd).
 #[derive(Debug)]
@@ -33,12 +39,13 @@ pub enum ConsoleVerdict {
     None = 0,
     /// `Kernel panic - not syncing` was printed.
     Panic = 1,
-    /// `reboot: Power down` was printed.
+    /// `reboot: Power down` or `reboot: System halted` was printed.
     PowerDown = 2,
 }
 
 const PANIC_BANNER: &[u8] = b"Kernel panic - not syncing";
 const POWER_DOWN_BANNER: &[u8] = b"reboot: Power down";
+const HALT_BANNER: &[u8] = b"reboot: System halted";
 const WINDOW: usize = 64;
 
 /// Shared verdict, read by the VMM when the guest resets.
@@ -68,15 +75,17 @@ pub struct ConsoleWatcher {
     out: Box<dyn Write + Send>,
     window: Vec<u8>,
     state: ConsoleState,
+    exit: Option<ExitSignal>,
 }
 
 impl ConsoleWatcher {
-    /// Watches what is written to `out`.
-    pub fn new(out: Box<dyn Write + Send>, state: ConsoleState) -> Self {
+    /// Watches what is written to `out`. With `exit`, a halted guest ends the VM as powered off.
+    pub fn new(out: Box<dyn Write + Send>, state: ConsoleState, exit: Option<ExitSignal>) -> Self {
         Self {
             out,
             window: Vec::with_capacity(WINDOW * 2),
             state,
+            exit,
         }
     }
 
@@ -87,6 +96,11 @@ impl ConsoleWatcher {
             self.state.set(ConsoleVerdict::Panic);
         } else if contains(&self.window, POWER_DOWN_BANNER) {
             self.state.set(ConsoleVerdict::PowerDown);
+        } else if contains(&self.window, HALT_BANNER) {
+            self.state.set(ConsoleVerdict::PowerDown);
+            if let Some(exit) = &self.exit {
+                exit.request(ExitReason::Poweroff);
+            }
         }
         if self.window.len() > WINDOW {
             let cut = self.window.len() - WINDOW;
@@ -188,7 +202,7 @@ mod tests {
         let state = ConsoleState::default();
         let mut s = Serial::new(
             irq.try_clone().unwrap(),
-            ConsoleWatcher::new(Box::new(sink.clone()), state.clone()),
+            ConsoleWatcher::new(Box::new(sink.clone()), state.clone(), None),
         );
         // Enable the THR-empty interrupt (IER bit 1), then write two bytes.
         s.write(1, &[0x02]);
@@ -202,7 +216,7 @@ mod tests {
     #[test]
     fn banners_are_found_across_writes() {
         let state = ConsoleState::default();
-        let mut w = ConsoleWatcher::new(Box::new(io::sink()), state.clone());
+        let mut w = ConsoleWatcher::new(Box::new(io::sink()), state.clone(), None);
         w.write_all(b"[ 1.0] reboot: Pow").unwrap();
         w.write_all(b"er down\r\n").unwrap();
         assert_eq!(state.verdict(), ConsoleVerdict::PowerDown);
@@ -215,11 +229,21 @@ mod tests {
     }
 
     #[test]
+    fn halt_banner_ends_the_vm_as_poweroff() {
+        let exit = ExitSignal::new().unwrap();
+        let state = ConsoleState::default();
+        let mut w = ConsoleWatcher::new(Box::new(io::sink()), state.clone(), Some(exit.clone()));
+        w.write_all(b"[   2.1] reboot: System halted\r\n").unwrap();
+        assert_eq!(exit.reason(), Some(ExitReason::Poweroff));
+        assert_eq!(state.verdict(), ConsoleVerdict::PowerDown);
+    }
+
+    #[test]
     fn input_is_readable_from_rbr() {
         let irq = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let mut s = Serial::new(
             irq,
-            ConsoleWatcher::new(Box::new(io::sink()), ConsoleState::default()),
+            ConsoleWatcher::new(Box::new(io::sink()), ConsoleState::default(), None),
         );
         assert_eq!(s.enqueue_input(b"ok"), 2);
         let mut b = [0u8];
