@@ -31,7 +31,7 @@ trap 'rm -rf "$work"' EXIT
 
 if [ -e /sys/module/kvm_pvm ] || ! grep -qwE 'vmx|svm' /proc/cpuinfo; then
     where="unknown KVM"
-elif grep -q 'hostroot' /proc/mounts 2>/dev/null || [ -n "${KVM_HOST_RESULTS:-}" ]; then
+elif [ -n "${KVM_HOST_INSIDE:-}" ]; then
     where="the KVM test host (QEMU TCG L1, nested SVM): absolute times are not hardware times"
 else
     where="hardware KVM ($(grep -owE 'vmx|svm' /proc/cpuinfo | head -n1))"

@@ -10,6 +10,7 @@
 //! Owns: the order above and the run loop. Knows nothing about containers.
 
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ use crate::devices::bus::Bus;
 use crate::devices::control::{BootTimes, ControlPage};
 use crate::devices::legacy::I8042;
 use crate::devices::serial::{ConsoleState, ConsoleVerdict, ConsoleWatcher, Serial};
+use crate::devices::virtio::attach::{attach as attach_virtio, VirtioConfig};
 use crate::event_loop::{ConsoleInput, ExitWatcher};
 use crate::exit::{ExitReason, ExitSignal};
 use crate::layout::{
@@ -122,6 +124,8 @@ pub struct VmConfig {
     pub vmm_start: Instant,
     /// Set from outside (a signal handler) to stop the VM.
     pub stop: Option<&'static AtomicBool>,
+    /// virtio-mmio devices (disks, network cards, vsock, rng).
+    pub devices: VirtioConfig,
 }
 
 /// How a VM ended, with the VMM's own measurements.
@@ -205,7 +209,13 @@ pub fn run_vm(mut config: VmConfig) -> Result<VmReport, BuildError> {
     let console = ConsoleState::default();
     let serial_out = std::mem::replace(&mut config.serial, SerialOutput::Discard);
     let out: Box<dyn Write + Send> = match serial_out {
-        SerialOutput::Stdout => Box::new(std::io::stdout()),
+        // An unbuffered duplicate of fd 1: Stdout's line buffering would hold back prompts.
+        SerialOutput::Stdout => Box::new(std::fs::File::from(
+            std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(device_err("serial stdout"))?,
+        )),
         SerialOutput::File(path) => Box::new(
             std::fs::File::create(&path)
                 .map_err(|source| BuildError::SerialFile { path, source })?,
@@ -234,9 +244,27 @@ pub fn run_vm(mut config: VmConfig) -> Result<VmReport, BuildError> {
         CONTROL_PAGE_SIZE,
     )
     .map_err(bus_err)?;
+    let virtio = attach_virtio(
+        &config.devices,
+        &mem,
+        &mmio,
+        &mut |evt, addr, data| {
+            vm.register_ioevent(evt, addr, data)
+                .map_err(|e| e.to_string())
+        },
+        &mut |evt, gsi| vm.register_irqfd(evt, gsi).map_err(|e| e.to_string()),
+    )
+    .map_err(|e| BuildError::Device(e.to_string()))?;
 
-    // 3. Payload.
-    let (layout, runnable) = load_payload(&mem, &config.payload, mem_size, config.vcpus)?;
+    // 3. Payload (the kernel learns about virtio-mmio devices from its command line).
+    let mut payload = config.payload.clone();
+    if let Payload::Linux(linux) = &mut payload {
+        for entry in &virtio.cmdline {
+            linux.cmdline.push(' ');
+            linux.cmdline.push_str(entry);
+        }
+    }
+    let (layout, runnable) = load_payload(&mem, &payload, mem_size, config.vcpus)?;
 
     // 4. vCPUs: configure all before starting any.
     let vcpus = (0..config.vcpus)
@@ -262,7 +290,15 @@ pub fn run_vm(mut config: VmConfig) -> Result<VmReport, BuildError> {
     let started = Instant::now();
 
     // 5. Event loop.
-    let result = event_loop(&config, &exit, &serial, &pio, &mmio, started);
+    let result = event_loop(
+        &config,
+        &exit,
+        &serial,
+        &pio,
+        &mmio,
+        started,
+        virtio.subscribers,
+    );
     if let Err(e) = &result {
         tracing::error!("{e}");
         exit.request(ExitReason::Stopped);
@@ -328,6 +364,7 @@ fn event_loop(
     pio: &Bus,
     mmio: &Bus,
     started: Instant,
+    devices: Vec<Box<dyn MutEventSubscriber + Send>>,
 ) -> Result<(), BuildError> {
     let mut em: EventManager<Box<dyn MutEventSubscriber + Send>> =
         EventManager::new().map_err(BuildError::EventLoop)?;
@@ -336,6 +373,9 @@ fn event_loop(
         .try_clone()
         .map_err(device_err("exit eventfd"))?;
     em.add_subscriber(Box::new(ExitWatcher::new(exit_evt)));
+    for device in devices {
+        em.add_subscriber(device);
+    }
     if config.serial_input {
         em.add_subscriber(Box::new(ConsoleInput::new(
             std::io::stdin(),
@@ -445,6 +485,7 @@ Rss:                   8 kB
             sign_of_life_timeout: Duration::from_secs(1),
             vmm_start: Instant::now(),
             stop: None,
+            devices: VirtioConfig::default(),
         };
         let e = run_vm(cfg(0, 128)).unwrap_err();
         assert!(e.to_string().starts_with("vcpus:"), "{e}");
