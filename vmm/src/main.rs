@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::Parser;
 use husk_vmm::boot::LinuxBoot;
 use husk_vmm::builder::{run_vm, Payload, SerialOutput, VmConfig};
+use husk_vmm::devices::virtio::attach::VirtioConfig;
+use husk_vmm::devices::virtio::config::{DiskConfig, NetConfig, VsockConfig};
 use husk_vmm::host::{self, HostKvm};
 use husk_vmm::memory::MemoryBacking;
 use vmm_sys_util::signal::register_signal_handler;
@@ -83,6 +85,24 @@ struct Args {
     /// Try to boot even on a PVM host, where a stock kernel is known not to boot.
     #[arg(long)]
     allow_pvm: bool,
+
+    /// A virtio-blk disk from a raw image or block device; repeatable (vda, vdb, ... in order).
+    /// `serial` is what the guest reads from /sys/block/vdX/serial.
+    #[arg(long = "disk", value_name = "path=P[,ro=on][,serial=S]")]
+    disks: Vec<DiskConfig>,
+
+    /// A virtio-vsock device with guest CID N. Host side: connect to PATH and send
+    /// "CONNECT <port>\n" to reach a guest port; guest connections to port P go to PATH_P.
+    #[arg(long, value_name = "cid=N,uds=PATH")]
+    vsock: Option<VsockConfig>,
+
+    /// A virtio-net card on a TAP interface (opened by name, or an inherited fd); repeatable.
+    #[arg(long = "net", value_name = "tap=NAME[,mac=M]|fd=N[,mac=M]")]
+    nets: Vec<NetConfig>,
+
+    /// A virtio-rng device fed from the host's /dev/urandom.
+    #[arg(long)]
+    rng: bool,
 
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "warn")]
@@ -176,6 +196,12 @@ fn run(args: Args, vmm_start: Instant) -> anyhow::Result<ExitCode> {
         sign_of_life_timeout: Duration::from_secs(args.boot_timeout),
         vmm_start,
         stop: Some(&STOP),
+        devices: VirtioConfig {
+            disks: args.disks,
+            nets: args.nets,
+            vsock: args.vsock,
+            rng: args.rng,
+        },
     };
     let report = run_vm(config);
     if raw_tty {

@@ -101,6 +101,7 @@ fn run_flat(code: Vec<u8>, vcpus: u8, timeout: Duration) -> (VmReport, Vec<u8>) 
         sign_of_life_timeout: timeout,
         vmm_start: Instant::now(),
         stop: None,
+        devices: Default::default(),
     };
     let report = run_vm(config).expect("VM runs");
     let bytes = out.0.lock().unwrap().clone();

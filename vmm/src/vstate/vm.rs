@@ -1,4 +1,4 @@
-//! The KVM VM: creation, in-kernel irqchip and PIT, guest memory slots, irqfds.
+//! The KVM VM: creation, in-kernel irqchip and PIT, guest memory slots, irqfds, ioeventfds.
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{Cap, Kvm, VmFd};
@@ -96,6 +96,19 @@ impl Vm {
         self.fd
             .register_irqfd(evt, gsi)
             .map_err(kvm_err("KVM_IRQFD"))
+    }
+
+    /// Makes a 4-byte guest write of `datamatch` to MMIO address `addr` signal `evt` inside KVM,
+    /// without an exit to the vCPU thread (virtio queue notifications).
+    pub fn register_ioevent(
+        &self,
+        evt: &EventFd,
+        addr: u64,
+        datamatch: u32,
+    ) -> Result<(), VmError> {
+        self.fd
+            .register_ioevent(evt, &kvm_ioctls::IoEventAddress::Mmio(addr), datamatch)
+            .map_err(kvm_err("KVM_IOEVENTFD"))
     }
 
     /// Whether the host can give the guest a TSC-deadline timer.
