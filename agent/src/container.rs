@@ -1,0 +1,268 @@
+//! A container: its validated spec, cgroup, init process and execs, and the lifecycle
+//! created -> running <-> paused -> stopped. Creation leaves nothing behind on failure: the
+//! stage is killed (its mounts die with its mount namespace) and the cgroup removed.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxResources, Process as OciProcess, Spec};
+
+use crate::cgroup::{Cgroup, CgroupError, CgroupRoot};
+use crate::namespaces::NamespacePlan;
+use crate::process::{IoError, Process, ProcessIo};
+use crate::reaper::ExitRegistry;
+use crate::spawn::{self, ReadyStage, SpawnError};
+use crate::spec::{self, SpecError};
+use crate::stage::StageConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    InvalidSpec(#[from] SpecError),
+    #[error("invalid spec: {0}")]
+    BadJson(String),
+    #[error("container {id} is {status:?}; cannot {op}")]
+    WrongState { id: String, status: Status, op: &'static str },
+    #[error("exec {0} already exists")]
+    ExecExists(String),
+    #[error("no exec {0} in this container")]
+    NoExec(String),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Spawn(#[from] SpawnError),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error("signal {0}: {1}")]
+    Signal(u32, nix::errno::Errno),
+}
+
+type Result<T> = std::result::Result<T, ContainerError>;
+
+/// What containers share: where cgroups go, how to re-exec the agent, who reaps.
+pub struct Runtime {
+    pub cgroups: CgroupRoot,
+    pub exe: CString,
+    pub registry: Arc<ExitRegistry>,
+}
+
+struct State {
+    status: Status,
+    pending_start: Option<ReadyStage>,
+}
+
+pub struct Container {
+    pub id: String,
+    namespaces: Vec<oci_spec::runtime::LinuxNamespace>,
+    cgroup: Cgroup,
+    pub init: Arc<Process>,
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+    state: Mutex<State>,
+    pub warnings: Vec<String>,
+}
+
+fn io_for(p: &OciProcess) -> Result<(ProcessIo, crate::process::ChildStdio)> {
+    Ok(if p.terminal().unwrap_or(false) {
+        let (rows, cols) = p.console_size().map(|b| (b.height() as u16, b.width() as u16)).unwrap_or((24, 80));
+        ProcessIo::pty(rows, cols)?
+    } else {
+        ProcessIo::pipes()?
+    })
+}
+
+impl Container {
+    /// Validates the spec, creates the cgroup and the init stage, and leaves the container
+    /// `Created`, its process waiting for `start`.
+    pub fn create(rt: &Runtime, id: &str, spec_json: &str, rootfs: Option<&Path>) -> Result<Arc<Self>> {
+        let spec: Spec = serde_json::from_str(spec_json).map_err(|e| ContainerError::BadJson(e.to_string()))?;
+        let v = spec::validate(&spec, rootfs)?;
+        for w in &v.warnings {
+            tracing::warn!(container = id, "{w}");
+        }
+        let cg_path = rt.cgroups.resolve(v.cgroups_path.as_deref(), id)?;
+        let cgroup = rt.cgroups.create(&cg_path)?;
+        let cleanup = |e: ContainerError| {
+            let _ = cgroup.destroy();
+            e
+        };
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().clone());
+        if let Some(res) = &resources {
+            cgroup.apply(res).map_err(|e| cleanup(e.into()))?;
+        }
+        let (io, child) = io_for(&v.process).map_err(cleanup)?;
+        let cfg = StageConfig {
+            ns: v.ns.clone(),
+            rootfs: Some(v.rootfs.clone()),
+            hostname: v.hostname.clone(),
+            sysctl: v.sysctl.clone(),
+            process: v.process.clone(),
+            root_for_users: "/".into(),
+        };
+        let stage = spawn::launch(&rt.exe, &cfg, child.raw(), &cgroup, v.idmaps.as_ref(), &rt.registry)
+            .map_err(|e| cleanup(e.into()))?;
+        drop(child);
+        let init = Process::new("", stage.pid, io, &rt.registry);
+        Ok(Arc::new(Container {
+            id: id.to_string(),
+            namespaces: v.namespaces,
+            cgroup,
+            init,
+            execs: Mutex::new(HashMap::new()),
+            state: Mutex::new(State { status: Status::Created, pending_start: Some(stage) }),
+            warnings: v.warnings,
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The current status (a finished init makes a running container stopped).
+    pub fn status(&self) -> Status {
+        let mut st = self.state();
+        if st.status != Status::Stopped && st.status != Status::Created && self.init.exit_status().is_some() {
+            st.status = Status::Stopped;
+        }
+        st.status
+    }
+
+    fn wrong(&self, status: Status, op: &'static str) -> ContainerError {
+        ContainerError::WrongState { id: self.id.clone(), status, op }
+    }
+
+    pub fn start(&self) -> Result<()> {
+        let stage = {
+            let mut st = self.state();
+            if st.status != Status::Created {
+                return Err(self.wrong(st.status, "start"));
+            }
+            st.status = Status::Running;
+            st.pending_start.take()
+        };
+        let stage = stage.ok_or_else(|| self.wrong(Status::Created, "start"))?;
+        stage.start().inspect_err(|_| self.state().status = Status::Stopped)?;
+        Ok(())
+    }
+
+    /// Runs `process` in the container's namespaces and cgroup.
+    pub fn exec(&self, rt: &Runtime, exec_id: &str, process: OciProcess) -> Result<Arc<Process>> {
+        let status = self.status();
+        if status != Status::Running {
+            return Err(self.wrong(status, "exec"));
+        }
+        if exec_id.is_empty() || self.execs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(exec_id) {
+            return Err(ContainerError::ExecExists(exec_id.to_string()));
+        }
+        let mut warnings = Vec::new();
+        spec::validate_process(&process, "process", &mut warnings)?;
+        let (io, child) = io_for(&process)?;
+        let cfg = StageConfig {
+            ns: NamespacePlan::for_exec(&self.namespaces, self.init.pid),
+            rootfs: None,
+            hostname: None,
+            sysctl: HashMap::new(),
+            process,
+            root_for_users: "/".into(),
+        };
+        let stage = spawn::launch(&rt.exe, &cfg, child.raw(), &self.cgroup, None, &rt.registry)?;
+        drop(child);
+        let pid = stage.pid;
+        let proc = Process::new(exec_id, pid, io, &rt.registry);
+        stage.start()?;
+        self.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(exec_id.to_string(), Arc::clone(&proc));
+        Ok(proc)
+    }
+
+    /// The init (empty `exec_id`) or an exec.
+    pub fn process(&self, exec_id: &str) -> Result<Arc<Process>> {
+        if exec_id.is_empty() {
+            return Ok(Arc::clone(&self.init));
+        }
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| ContainerError::NoExec(exec_id.to_string()))
+    }
+
+    pub fn signal(&self, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        let sig = Signal::try_from(signal as i32).map_err(|e| ContainerError::Signal(signal, e))?;
+        if all {
+            for pid in self.cgroup.procs()? {
+                let _ = kill(Pid::from_raw(pid), sig);
+            }
+            return Ok(());
+        }
+        let p = self.process(exec_id)?;
+        if p.exit_status().is_some() {
+            return Ok(());
+        }
+        // A created container's init has not exec'd yet: a signal just ends it.
+        kill(Pid::from_raw(p.pid), sig).map_err(|e| ContainerError::Signal(signal, e))
+    }
+
+    pub fn pause(&self) -> Result<()> {
+        let status = self.status();
+        if status != Status::Running {
+            return Err(self.wrong(status, "pause"));
+        }
+        self.cgroup.set_frozen(true)?;
+        self.state().status = Status::Paused;
+        Ok(())
+    }
+
+    pub fn resume(&self) -> Result<()> {
+        let status = self.status();
+        if status != Status::Paused {
+            return Err(self.wrong(status, "resume"));
+        }
+        self.cgroup.set_frozen(false)?;
+        self.state().status = Status::Running;
+        Ok(())
+    }
+
+    pub fn update(&self, res: &LinuxResources) -> Result<()> {
+        Ok(self.cgroup.apply(res)?)
+    }
+
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        Ok(self.cgroup.procs()?)
+    }
+
+    pub fn cgroup(&self) -> &Cgroup {
+        &self.cgroup
+    }
+
+    /// Kills everything left, waits for the init, and removes the cgroup.
+    pub fn destroy(&self, timeout: Duration) -> Result<()> {
+        if let Some(stage) = self.state().pending_start.take() {
+            stage.abort();
+        }
+        if self.status() == Status::Paused {
+            let _ = self.cgroup.set_frozen(false);
+        }
+        for pid in self.cgroup.procs().unwrap_or_default() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = kill(Pid::from_raw(self.init.pid), Signal::SIGKILL);
+        if self.init.wait_timeout(timeout).is_none() {
+            tracing::warn!(container = %self.id, "init did not exit after SIGKILL");
+        }
+        self.state().status = Status::Stopped;
+        Ok(self.cgroup.destroy()?)
+    }
+}

@@ -1,0 +1,260 @@
+//! The container init stage: runs as a fresh `husk-agent init` process, cloned by the agent
+//! into the container's new namespaces and cgroup. It joins namespaces given by path, sets up
+//! the filesystem, hostname, sysctls, rlimits, user, capabilities, then reports `ready` and
+//! waits for `start` before exec'ing the container process. Single-threaded by construction;
+//! never returns.
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::FromRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{PosixRlimitType, Process};
+
+use crate::caps::{self, CapMasks};
+use crate::mounts;
+use crate::namespaces;
+use crate::stage::{StageConfig, SYNC_FD};
+use crate::syscall::linux::LinuxSyscall;
+use crate::syscall::Syscall;
+use crate::user;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("reading stage config: {0}")]
+    Config(String),
+    #[error("linux.namespaces: {0}")]
+    Namespaces(crate::syscall::SyscallError),
+    #[error(transparent)]
+    Mounts(#[from] mounts::MountError),
+    #[error(transparent)]
+    Caps(#[from] caps::CapsError),
+    #[error("{field}: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+fn field(field: &'static str, reason: impl ToString) -> InitError {
+    InitError::Field { field, reason: reason.to_string() }
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Entry point of `husk-agent init`. Reports failures on the sync socket and exits.
+pub fn run() -> ! {
+    // SAFETY: fd 3 was set up by the agent as the sync socket before exec; we own it now.
+    let sync = unsafe { UnixStream::from_raw_fd(SYNC_FD) };
+    let mut writer = match sync.try_clone() {
+        Ok(w) => w,
+        Err(_) => std::process::exit(125),
+    };
+    let mut reader = BufReader::new(sync);
+    match stage(&mut reader, &mut writer) {
+        Ok(never) => match never {},
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            let _ = writeln!(writer, "error {msg}");
+            std::process::exit(125);
+        }
+    }
+}
+
+enum Never {}
+
+fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<Never, InitError> {
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(|e| InitError::Config(e.to_string()))?;
+    let cfg: StageConfig = serde_json::from_str(&line).map_err(|e| InitError::Config(e.to_string()))?;
+    mark_fds_cloexec();
+    let sys = LinuxSyscall;
+
+    namespaces::apply_joins(&sys, &cfg.ns).map_err(InitError::Namespaces)?;
+    if cfg.ns.join_pid {
+        fork_into_pid_ns(writer)?;
+    }
+    if let Some(plan) = &cfg.rootfs {
+        if let Some(h) = &cfg.hostname {
+            sys.sethostname(h).map_err(|e| field("hostname", e))?;
+        }
+        mounts::setup_rootfs(&sys, plan)?;
+        for (k, v) in sorted(&cfg.sysctl) {
+            let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
+            sys.write_file(&path, v).map_err(|e| field("linux.sysctl", e))?;
+        }
+    }
+    let exec = prepare_process(&sys, &cfg.process, &cfg.root_for_users)?;
+
+    writer.write_all(b"ready\n").map_err(|e| InitError::Config(e.to_string()))?;
+    line.clear();
+    reader.read_line(&mut line).map_err(|e| InitError::Config(e.to_string()))?;
+    if line.trim() != "start" {
+        // The agent went away or cancelled: never run the process.
+        std::process::exit(125);
+    }
+    reset_signals();
+    let err = nix::unistd::execve(&exec.path, &exec.argv, &exec.env).unwrap_err();
+    Err(field("process.args", format!("exec {}: {err}", exec.path.to_string_lossy())))
+}
+
+fn sorted(m: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort();
+    v
+}
+
+/// Every inherited fd above the sync socket closes at exec (the agent's sockets must never
+/// reach the container).
+fn mark_fds_cloexec() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, SYNC_FD as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
+    }
+}
+
+/// Enters the joined pid namespace: fork, report the child's pid (as the agent sees it, since
+/// the agent's pid namespace is an ancestor), and let the parent exit; the agent, a
+/// subreaper, inherits the child.
+fn fork_into_pid_ns(writer: &mut UnixStream) -> Result<(), InitError> {
+    let (rd, wr) = nix::unistd::pipe().map_err(|e| field("linux.namespaces", e))?;
+    // SAFETY: this process is single-threaded (a fresh exec), so fork is safe.
+    match unsafe { nix::unistd::fork() }.map_err(|e| field("linux.namespaces", e))? {
+        nix::unistd::ForkResult::Parent { child } => {
+            let _ = writeln!(writer, "pid {child}");
+            let _ = nix::unistd::close(wr);
+            std::process::exit(0);
+        }
+        nix::unistd::ForkResult::Child => {
+            let _ = nix::unistd::close(wr);
+            let mut b = [0u8; 1];
+            // Wait until the parent has reported our pid (EOF when it closes the pipe).
+            let _ = nix::unistd::read(rd, &mut b);
+            let _ = nix::unistd::close(rd);
+            Ok(())
+        }
+    }
+}
+
+/// What execve needs, resolved before `ready` so bad args fail at create (as runc does).
+struct Exec {
+    path: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+}
+
+fn cstring(field_name: &'static str, s: &str) -> Result<CString, InitError> {
+    CString::new(s).map_err(|_| field(field_name, format!("{s:?} contains a NUL byte")))
+}
+
+fn prepare_process(sys: &dyn Syscall, p: &Process, users_root: &Path) -> Result<Exec, InitError> {
+    for rl in p.rlimits().iter().flatten() {
+        let res = rlimit_resource(rl.typ());
+        let lim = libc::rlimit { rlim_cur: rl.soft(), rlim_max: rl.hard() };
+        // SAFETY: setrlimit reads one rlimit struct that lives across the call.
+        if unsafe { libc::setrlimit(res, &lim) } != 0 {
+            return Err(field("process.rlimits", format!("{}: {}", rl.typ(), nix::errno::Errno::last())));
+        }
+    }
+    if let Some(adj) = p.oom_score_adj() {
+        sys.write_file(Path::new("/proc/self/oom_score_adj"), &adj.to_string())
+            .map_err(|e| field("process.oomScoreAdj", e))?;
+    }
+    let u = p.user();
+    let mut env: Vec<String> = p.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", user::home_for_uid(users_root, u.uid())));
+    }
+    let args = p.args().clone().unwrap_or_default();
+    let arg0 = args.first().ok_or_else(|| field("process.args", "must not be empty"))?;
+    sys.chdir(p.cwd()).map_err(|e| field("process.cwd", e))?;
+    let path = find_executable(arg0, &env)
+        .ok_or_else(|| field("process.args", format!("{arg0:?}: executable file not found in $PATH")))?;
+
+    // Session and controlling terminal: stdio is the pty slave when process.terminal is set.
+    let _ = nix::unistd::setsid();
+    if p.terminal().unwrap_or(false) {
+        // SAFETY: TIOCSCTTY on fd 0 with an integer argument.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
+            return Err(field("process.terminal", nix::errno::Errno::last()));
+        }
+    }
+
+    let masks = match p.capabilities() {
+        Some(c) => CapMasks::from_spec(c)?,
+        None => CapMasks::default(),
+    };
+    caps::drop_bounding(&masks)?;
+    caps::set_keep_caps(true)?;
+    let gids: Vec<nix::unistd::Gid> =
+        u.additional_gids().iter().flatten().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&gids).map_err(|e| field("process.user.additionalGids", e))?;
+    let gid = nix::unistd::Gid::from_raw(u.gid());
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| field("process.user.gid", e))?;
+    let uid = nix::unistd::Uid::from_raw(u.uid());
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| field("process.user.uid", e))?;
+    caps::apply_sets(&masks)?;
+    caps::set_keep_caps(false)?;
+    if let Some(mask) = u.umask() {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    if p.no_new_privileges().unwrap_or(false) {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(field("process.noNewPrivileges", nix::errno::Errno::last()));
+        }
+    }
+    Ok(Exec {
+        path: cstring("process.args", &path)?,
+        argv: args.iter().map(|a| cstring("process.args", a)).collect::<Result<_, _>>()?,
+        env: env.iter().map(|e| cstring("process.env", e)).collect::<Result<_, _>>()?,
+    })
+}
+
+fn find_executable(arg0: &str, env: &[String]) -> Option<String> {
+    let is_exec = |p: &Path| {
+        nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok()
+            && std::fs::metadata(p).map(|m| m.is_file()).unwrap_or(false)
+    };
+    if arg0.contains('/') {
+        return is_exec(Path::new(arg0)).then(|| arg0.to_string());
+    }
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(arg0))
+        .find(|p| is_exec(p))
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
+    match t {
+        PosixRlimitType::RlimitCpu => libc::RLIMIT_CPU,
+        PosixRlimitType::RlimitFsize => libc::RLIMIT_FSIZE,
+        PosixRlimitType::RlimitData => libc::RLIMIT_DATA,
+        PosixRlimitType::RlimitStack => libc::RLIMIT_STACK,
+        PosixRlimitType::RlimitCore => libc::RLIMIT_CORE,
+        PosixRlimitType::RlimitRss => libc::RLIMIT_RSS,
+        PosixRlimitType::RlimitNproc => libc::RLIMIT_NPROC,
+        PosixRlimitType::RlimitNofile => libc::RLIMIT_NOFILE,
+        PosixRlimitType::RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        PosixRlimitType::RlimitAs => libc::RLIMIT_AS,
+        PosixRlimitType::RlimitLocks => libc::RLIMIT_LOCKS,
+        PosixRlimitType::RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        PosixRlimitType::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        PosixRlimitType::RlimitNice => libc::RLIMIT_NICE,
+        PosixRlimitType::RlimitRtprio => libc::RLIMIT_RTPRIO,
+        PosixRlimitType::RlimitRttime => libc::RLIMIT_RTTIME,
+    }
+}
+
+/// The container process starts with default dispositions and nothing blocked (Rust's
+/// runtime ignores SIGPIPE, and ignored signals survive exec).
+fn reset_signals() {
+    use nix::sys::signal::{sigprocmask, signal, SigHandler, SigSet, SigmaskHow, Signal};
+    for s in Signal::iterator() {
+        if s != Signal::SIGKILL && s != Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL runs no handler code.
+            let _ = unsafe { signal(s, SigHandler::SigDfl) };
+        }
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}

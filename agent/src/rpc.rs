@@ -1,0 +1,217 @@
+//! The ttrpc service: thin handlers that log, call the sandbox, and map typed errors to ttrpc
+//! codes. No container logic lives here.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ttrpc::{Code, TtrpcContext};
+
+use crate::container::ContainerError;
+use crate::convert;
+use crate::logbuf::LogBuffer;
+use crate::protocol as pb;
+use crate::sandbox::{Sandbox, SandboxError};
+use crate::spawn::SpawnError;
+
+/// Asks the process that owns the server to shut down (power off in the guest).
+pub type ShutdownHook = Box<dyn Fn() + Send + Sync>;
+
+pub struct AgentService {
+    sandbox: Arc<Sandbox>,
+    logs: LogBuffer,
+    shutdown: ShutdownHook,
+}
+
+impl AgentService {
+    pub fn new(sandbox: Arc<Sandbox>, logs: LogBuffer, shutdown: ShutdownHook) -> Self {
+        AgentService { sandbox, logs, shutdown }
+    }
+}
+
+/// The ttrpc code for a failure. Typed, never by message text.
+pub fn code_of(e: &SandboxError) -> Code {
+    match e {
+        SandboxError::NotFound(_) => Code::NOT_FOUND,
+        SandboxError::Exists(_) => Code::ALREADY_EXISTS,
+        SandboxError::Invalid { .. } => Code::INVALID_ARGUMENT,
+        SandboxError::Io { .. } => Code::INTERNAL,
+        SandboxError::Container(c) => match c {
+            ContainerError::InvalidSpec(_) | ContainerError::BadJson(_) => Code::INVALID_ARGUMENT,
+            ContainerError::Spawn(SpawnError::Stage(_)) => Code::INVALID_ARGUMENT,
+            ContainerError::Cgroup(crate::cgroup::CgroupError::Unavailable { .. })
+            | ContainerError::Cgroup(crate::cgroup::CgroupError::Invalid { .. })
+            | ContainerError::Cgroup(crate::cgroup::CgroupError::BadPath(_)) => Code::INVALID_ARGUMENT,
+            ContainerError::Signal(_, nix::errno::Errno::EINVAL) => Code::INVALID_ARGUMENT,
+            ContainerError::WrongState { .. } => Code::FAILED_PRECONDITION,
+            ContainerError::ExecExists(_) => Code::ALREADY_EXISTS,
+            ContainerError::NoExec(_) => Code::NOT_FOUND,
+            ContainerError::Io(crate::process::IoError::NoStream(_)) => Code::FAILED_PRECONDITION,
+            _ => Code::INTERNAL,
+        },
+    }
+}
+
+fn status(e: SandboxError) -> ttrpc::Error {
+    tracing::warn!("request failed: {e}");
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code_of(&e), e.to_string()))
+}
+
+fn cerr(e: ContainerError) -> ttrpc::Error {
+    status(SandboxError::Container(e))
+}
+
+fn invalid(field: &'static str, reason: impl ToString) -> ttrpc::Error {
+    status(SandboxError::Invalid { field, reason: reason.to_string() })
+}
+
+type R<T> = ttrpc::Result<T>;
+
+impl pb::AgentService for AgentService {
+    fn create_sandbox(&self, _: &TtrpcContext, req: pb::CreateSandboxRequest) -> R<pb::Empty> {
+        tracing::info!(sandbox = %req.sandbox_id, "CreateSandbox");
+        if !req.storages.is_empty() {
+            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(Code::UNIMPLEMENTED, "storages: not supported yet")));
+        }
+        self.sandbox.setup(&req.hostname, &req.dns).map_err(status)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn destroy_sandbox(&self, _: &TtrpcContext, _: pb::Empty) -> R<pb::Empty> {
+        tracing::info!("DestroySandbox");
+        self.sandbox.remove_all();
+        (self.shutdown)();
+        Ok(pb::Empty::new())
+    }
+
+    fn get_guest_details(&self, _: &TtrpcContext, _: pb::Empty) -> R<pb::GuestDetailsResponse> {
+        Ok(convert::guest_details())
+    }
+
+    fn create_container(&self, _: &TtrpcContext, req: pb::CreateContainerRequest) -> R<pb::Empty> {
+        tracing::info!(container = %req.container_id, "CreateContainer");
+        if !req.storages.is_empty() {
+            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(Code::UNIMPLEMENTED, "storages: not supported yet")));
+        }
+        let rootfs = (!req.rootfs.is_empty()).then(|| Path::new(&req.rootfs));
+        self.sandbox.create_container(&req.container_id, &req.oci_spec_json, rootfs).map_err(status)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn start_container(&self, _: &TtrpcContext, req: pb::ContainerRequest) -> R<pb::Empty> {
+        tracing::info!(container = %req.container_id, "StartContainer");
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        c.start().map_err(cerr)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn remove_container(&self, _: &TtrpcContext, req: pb::RemoveContainerRequest) -> R<pb::Empty> {
+        tracing::info!(container = %req.container_id, "RemoveContainer");
+        let timeout = Duration::from_secs(if req.timeout == 0 { 10 } else { req.timeout.into() });
+        self.sandbox.remove_container(&req.container_id, timeout).map_err(status)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn pause_container(&self, _: &TtrpcContext, req: pb::ContainerRequest) -> R<pb::Empty> {
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        c.pause().map_err(cerr)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn resume_container(&self, _: &TtrpcContext, req: pb::ContainerRequest) -> R<pb::Empty> {
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        c.resume().map_err(cerr)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn update_container(&self, _: &TtrpcContext, req: pb::UpdateContainerRequest) -> R<pb::Empty> {
+        let res: oci_spec::runtime::LinuxResources =
+            serde_json::from_str(&req.resources_json).map_err(|e| invalid("resources_json", e))?;
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        c.update(&res).map_err(cerr)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn stats_container(&self, _: &TtrpcContext, req: pb::ContainerRequest) -> R<pb::StatsContainerResponse> {
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        Ok(convert::stats(c.cgroup()))
+    }
+
+    fn list_processes(&self, _: &TtrpcContext, req: pb::ContainerRequest) -> R<pb::ListProcessesResponse> {
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        Ok(pb::ListProcessesResponse { pids: c.pids().map_err(cerr)?, ..Default::default() })
+    }
+
+    fn exec_process(&self, _: &TtrpcContext, req: pb::ExecProcessRequest) -> R<pb::Empty> {
+        tracing::info!(container = %req.container_id, exec = %req.exec_id, "ExecProcess");
+        let process: oci_spec::runtime::Process =
+            serde_json::from_str(&req.process_json).map_err(|e| invalid("process_json", e))?;
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        c.exec(self.sandbox.runtime(), &req.exec_id, process).map_err(cerr)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn signal_process(&self, _: &TtrpcContext, req: pb::SignalProcessRequest) -> R<pb::Empty> {
+        tracing::info!(container = %req.container_id, exec = %req.exec_id, signal = req.signal, "SignalProcess");
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        c.signal(&req.exec_id, req.signal, req.all).map_err(cerr)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn wait_process(&self, _: &TtrpcContext, req: pb::ProcessRequest) -> R<pb::WaitProcessResponse> {
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        let p = c.process(&req.exec_id).map_err(cerr)?;
+        Ok(pb::WaitProcessResponse { status: p.wait(), ..Default::default() })
+    }
+
+    fn write_stdin(&self, _: &TtrpcContext, req: pb::WriteStreamRequest) -> R<pb::WriteStreamResponse> {
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        let p = c.process(&req.exec_id).map_err(cerr)?;
+        let n = p.io.write_stdin(&req.data).map_err(|e| cerr(e.into()))?;
+        Ok(pb::WriteStreamResponse { len: n as u32, ..Default::default() })
+    }
+
+    fn close_stdin(&self, _: &TtrpcContext, req: pb::ProcessRequest) -> R<pb::Empty> {
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        let p = c.process(&req.exec_id).map_err(cerr)?;
+        p.io.close_stdin().map_err(|e| cerr(e.into()))?;
+        Ok(pb::Empty::new())
+    }
+
+    fn read_stdout(&self, _: &TtrpcContext, req: pb::ReadStreamRequest) -> R<pb::ReadStreamResponse> {
+        self.read(req, false)
+    }
+
+    fn read_stderr(&self, _: &TtrpcContext, req: pb::ReadStreamRequest) -> R<pb::ReadStreamResponse> {
+        self.read(req, true)
+    }
+
+    fn tty_win_resize(&self, _: &TtrpcContext, req: pb::TtyWinResizeRequest) -> R<pb::Empty> {
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        let p = c.process(&req.exec_id).map_err(cerr)?;
+        p.io.resize(req.row as u16, req.column as u16).map_err(|e| cerr(e.into()))?;
+        Ok(pb::Empty::new())
+    }
+
+    fn copy_file(&self, _: &TtrpcContext, req: pb::CopyFileRequest) -> R<pb::Empty> {
+        self.sandbox
+            .copy_file(&req.path, &req.data, req.file_mode, req.dir_mode, req.uid, req.gid)
+            .map_err(status)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn read_logs(&self, _: &TtrpcContext, req: pb::ReadLogsRequest) -> R<pb::ReadLogsResponse> {
+        let (data, next_offset) = self.logs.read(req.offset, req.len as usize);
+        Ok(pb::ReadLogsResponse { data, next_offset, ..Default::default() })
+    }
+}
+
+impl AgentService {
+    fn read(&self, req: pb::ReadStreamRequest, stderr: bool) -> R<pb::ReadStreamResponse> {
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        let p = c.process(&req.exec_id).map_err(cerr)?;
+        let data = p.io.read(stderr, req.len as usize).map_err(|e| cerr(e.into()))?;
+        let eof = data.is_empty();
+        Ok(pb::ReadStreamResponse { data, eof, ..Default::default() })
+    }
+}

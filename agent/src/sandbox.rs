@@ -1,0 +1,167 @@
+//! The sandbox: the set of containers in this guest (or this host-mode agent) plus
+//! guest-wide operations (hostname, DNS, copying host files in, guest details). The RPC layer
+//! calls only this; it never touches processes or cgroups itself.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::container::{Container, ContainerError, Runtime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("container {0} not found")]
+    NotFound(String),
+    #[error("container {0} already exists")]
+    Exists(String),
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error("{path}: {source}", path = .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+type Result<T> = std::result::Result<T, SandboxError>;
+
+fn invalid(field: &'static str, reason: impl ToString) -> SandboxError {
+    SandboxError::Invalid { field, reason: reason.to_string() }
+}
+
+/// Guest-wide settings chosen at start-up.
+#[derive(Debug, Clone, Default)]
+pub struct SandboxConfig {
+    /// Host mode: the agent is not the guest's PID 1 and must not change guest-wide state
+    /// such as the hostname or /etc/resolv.conf.
+    pub host_mode: bool,
+    /// Where CopyFile may write (guest: "/"; host mode: a scratch directory).
+    pub copy_root: PathBuf,
+}
+
+pub struct Sandbox {
+    rt: Runtime,
+    cfg: SandboxConfig,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+}
+
+fn valid_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 256
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !id.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid("container_id", format!("{id:?} must be 1-256 of [A-Za-z0-9_.-]")))
+    }
+}
+
+impl Sandbox {
+    pub fn new(rt: Runtime, cfg: SandboxConfig) -> Self {
+        Sandbox { rt, cfg, containers: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    pub fn container(&self, id: &str) -> Result<Arc<Container>> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| SandboxError::NotFound(id.to_string()))
+    }
+
+    pub fn setup(&self, hostname: &str, dns: &[String]) -> Result<()> {
+        if self.cfg.host_mode {
+            tracing::info!("host mode: not changing hostname or resolv.conf");
+            return Ok(());
+        }
+        if !hostname.is_empty() {
+            nix::unistd::sethostname(hostname).map_err(|e| invalid("hostname", e))?;
+        }
+        if !dns.is_empty() {
+            let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
+            let path = Path::new("/etc/resolv.conf");
+            std::fs::create_dir_all("/etc").map_err(|source| SandboxError::Io { path: "/etc".into(), source })?;
+            std::fs::write(path, text).map_err(|source| SandboxError::Io { path: path.into(), source })?;
+        }
+        Ok(())
+    }
+
+    pub fn create_container(&self, id: &str, spec_json: &str, rootfs: Option<&Path>) -> Result<()> {
+        valid_id(id)?;
+        // Reserve the id first so concurrent creates of one id cannot both proceed.
+        if self.containers.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id) {
+            return Err(SandboxError::Exists(id.into()));
+        }
+        let c = Container::create(&self.rt, id, spec_json, rootfs)?;
+        let mut map = self.containers.lock().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(id) {
+            drop(map);
+            let _ = c.destroy(Duration::from_secs(5));
+            return Err(SandboxError::Exists(id.into()));
+        }
+        map.insert(id.to_string(), c);
+        Ok(())
+    }
+
+    pub fn remove_container(&self, id: &str, timeout: Duration) -> Result<()> {
+        let c = self.container(id)?;
+        c.destroy(timeout)?;
+        self.containers.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        Ok(())
+    }
+
+    /// Removes every container (DestroySandbox, shutdown).
+    pub fn remove_all(&self) {
+        let all: Vec<_> = self.containers.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        for (id, c) in all {
+            if let Err(e) = c.destroy(Duration::from_secs(5)) {
+                tracing::warn!(container = %id, "destroy: {e}");
+            }
+        }
+    }
+
+    /// Writes a host file into the guest (bind-mounted /etc/hosts, resolv.conf, secrets).
+    pub fn copy_file(&self, path: &str, data: &[u8], file_mode: u32, dir_mode: u32, uid: u32, gid: u32) -> Result<()> {
+        let rel = Path::new(path);
+        if !rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(invalid("path", format!("{path:?} must be absolute without '..'")));
+        }
+        let target = self.cfg.copy_root.join(rel.strip_prefix("/").unwrap_or(rel));
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| SandboxError::Io { path: p, source }
+        };
+        if let Some(parent) = target.parent() {
+            let mode = if dir_mode == 0 { 0o755 } else { dir_mode };
+            std::fs::DirBuilder::new().recursive(true).mode(mode).create(parent).map_err(io(parent))?;
+        }
+        let tmp = target.with_extension("husk-tmp");
+        std::fs::write(&tmp, data).map_err(io(&tmp))?;
+        let mode = if file_mode == 0 { 0o644 } else { file_mode };
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
+        nix::unistd::chown(&tmp, Some(uid.into()), Some(gid.into()))
+            .map_err(|e| io(&tmp)(std::io::Error::from_raw_os_error(e as i32)))?;
+        std::fs::rename(&tmp, &target).map_err(io(&target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_are_checked() {
+        assert!(valid_id("abc-1.2_x").is_ok());
+        for bad in ["", "../x", "a/b", ".hidden", "a b"] {
+            let e = valid_id(bad).unwrap_err().to_string();
+            assert!(e.starts_with("container_id"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Starting a container's init stage from the (multi-threaded) agent: a raw clone(2) into the
+//! new namespaces that only dup2s fds and execs `/proc/self/exe init`, then the agent side of
+//! the sync protocol (see `stage`). Everything the child touches is prepared before clone so
+//! the child runs only async-signal-safe calls.
+
+use std::ffi::CString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::cgroup::Cgroup;
+use crate::reaper::ExitRegistry;
+use crate::stage::{StageConfig, SYNC_FD};
+use crate::syscall::CloneFlags;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("clone: {0}")]
+    Clone(nix::errno::Errno),
+    #[error("setting up the init stage: {0}")]
+    Setup(String),
+    /// The stage reported a failure; the message names the spec field.
+    #[error("{0}")]
+    Stage(String),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+}
+
+/// uid_map / gid_map contents for a new user namespace.
+#[derive(Debug, Clone, Default)]
+pub struct IdMaps {
+    pub uid_map: String,
+    pub gid_map: String,
+}
+
+/// A stage that reported `ready` and waits for `start`.
+pub struct ReadyStage {
+    /// The pid of the process that will exec the container process (agent's view).
+    pub pid: i32,
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+}
+
+impl ReadyStage {
+    /// Lets the stage exec. Returns once the exec happened (socket closed) or failed.
+    pub fn start(mut self) -> Result<(), SpawnError> {
+        self.writer.write_all(b"start\n").map_err(|e| SpawnError::Setup(e.to_string()))?;
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(SpawnError::Stage(line.trim().trim_start_matches("error ").to_string())),
+            Err(e) => Err(SpawnError::Setup(e.to_string())),
+        }
+    }
+
+    /// Kills a stage that will never be started.
+    pub fn abort(self) {
+        let _ = kill(Pid::from_raw(self.pid), Signal::SIGKILL);
+    }
+}
+
+/// Clones the stage with `cfg.ns.clone_flags`, places it in `cgroup`, hands it `cfg`, and
+/// waits for `ready`. `stdio` fds are given to the stage as 0, 1, 2.
+pub fn launch(
+    exe: &CString,
+    cfg: &StageConfig,
+    stdio: [RawFd; 3],
+    cgroup: &Cgroup,
+    idmaps: Option<&IdMaps>,
+    registry: &ExitRegistry,
+) -> Result<ReadyStage, SpawnError> {
+    let (agent_end, stage_end) = UnixStream::pair().map_err(|e| SpawnError::Setup(e.to_string()))?;
+    let json = serde_json::to_string(cfg).map_err(|e| SpawnError::Setup(e.to_string()))?;
+    let argv0 = CString::new("husk-agent").expect("static");
+    let argv1 = CString::new("init").expect("static");
+    let argv = [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()];
+    let envp = [std::ptr::null::<libc::c_char>()];
+    let srcs = [stdio[0], stdio[1], stdio[2], stage_end.as_raw_fd()];
+    let flags = cfg.ns.clone_flags() & !CloneFlags::CLONE_NEWCGROUP;
+
+    // SAFETY: a fork-like clone (no CLONE_VM, no new stack). The child only calls
+    // async-signal-safe functions (fcntl, dup2, read, sigprocmask, signal, execve, _exit) on
+    // data prepared above, then execs or exits.
+    let pid = unsafe {
+        libc::syscall(libc::SYS_clone, flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
+    };
+    if pid == 0 {
+        // SAFETY: see above; this is the child and it never returns.
+        unsafe { child_exec(exe, &argv, &envp, &srcs) }
+    }
+    if pid < 0 {
+        return Err(SpawnError::Clone(nix::errno::Errno::last()));
+    }
+    let pid = pid as i32;
+    drop(stage_end);
+    let fail = |e: SpawnError| {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        e
+    };
+    if let Some(m) = idmaps {
+        std::fs::write(format!("/proc/{pid}/uid_map"), &m.uid_map)
+            .and_then(|_| std::fs::write(format!("/proc/{pid}/gid_map"), &m.gid_map))
+            .map_err(|e| fail(SpawnError::Stage(format!("linux.uidMappings: {e}"))))?;
+    }
+    cgroup.add(pid).map_err(|e| fail(e.into()))?;
+    let mut writer = agent_end.try_clone().map_err(|e| fail(SpawnError::Setup(e.to_string())))?;
+    writer
+        .write_all(b"G")
+        .and_then(|_| writer.write_all(json.as_bytes()))
+        .and_then(|_| writer.write_all(b"\n"))
+        .map_err(|e| fail(SpawnError::Setup(format!("sending stage config: {e}"))))?;
+    let mut reader = BufReader::new(agent_end);
+    let mut final_pid = pid;
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).map_err(|e| fail(SpawnError::Setup(e.to_string())))?;
+        let line = line.trim();
+        if n == 0 {
+            return Err(fail(SpawnError::Setup("init stage exited without reporting".into())));
+        } else if let Some(p) = line.strip_prefix("pid ") {
+            // The stage forked into a joined pid namespace; its parent exits by itself.
+            final_pid = p.parse().map_err(|_| fail(SpawnError::Setup(format!("bad pid line {line:?}"))))?;
+            registry.ignore(pid);
+        } else if line == "ready" {
+            return Ok(ReadyStage { pid: final_pid, reader, writer });
+        } else {
+            let _ = kill(Pid::from_raw(final_pid), Signal::SIGKILL);
+            return Err(fail(SpawnError::Stage(line.trim_start_matches("error ").to_string())));
+        }
+    }
+}
+
+/// The clone child: wait for the agent's go byte, move fds into place, exec the stage.
+///
+/// # Safety
+/// Must only be called in the child of a fork-like clone; never returns.
+unsafe fn child_exec(
+    exe: &CString,
+    argv: &[*const libc::c_char; 3],
+    envp: &[*const libc::c_char; 1],
+    srcs: &[RawFd; 4],
+) -> ! {
+    // SAFETY (whole block): async-signal-safe libc calls on fds and pointers owned by this
+    // child; argv/envp are NULL-terminated arrays of valid C strings prepared before clone.
+    unsafe {
+        let mut tmp = [0; 4];
+        for (i, src) in srcs.iter().enumerate() {
+            tmp[i] = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 10);
+            if tmp[i] < 0 {
+                libc::_exit(126);
+            }
+        }
+        let mut go = 0u8;
+        if libc::read(tmp[3], &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
+            libc::_exit(126);
+        }
+        for (i, t) in tmp.iter().enumerate() {
+            if libc::dup2(*t, i as libc::c_int) < 0 {
+                libc::_exit(126);
+            }
+        }
+        debug_assert_eq!(SYNC_FD, 3);
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        libc::_exit(127)
+    }
+}

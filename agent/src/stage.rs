@@ -1,0 +1,32 @@
+//! The message the agent sends to a container's init stage (a fresh exec of this binary as
+//! `husk-agent init`), and the line protocol on their sync socket:
+//!
+//! agent -> stage: one byte (maps and cgroup are in place), then the `StageConfig` as one JSON
+//! line; later `start\n`.
+//! stage -> agent: `pid <n>\n` when the stage forked to enter a pid namespace, then
+//! `ready\n` or `error <message>\n`; after `start`, either EOF (the exec succeeded) or
+//! `error <message>\n`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use oci_spec::runtime::Process;
+use serde::{Deserialize, Serialize};
+
+use crate::mounts::RootfsPlan;
+use crate::namespaces::NamespacePlan;
+
+/// Fixed fd numbers in the stage: 0-2 stdio, then the sync socket.
+pub const SYNC_FD: i32 = 3;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageConfig {
+    pub ns: NamespacePlan,
+    /// Filesystem setup; None for exec (joins the container's mount namespace).
+    pub rootfs: Option<RootfsPlan>,
+    pub hostname: Option<String>,
+    pub sysctl: HashMap<String, String>,
+    pub process: Process,
+    /// Where the container's /etc/passwd lives relative to the process' root ("/" after pivot).
+    pub root_for_users: PathBuf,
+}

@@ -1,0 +1,160 @@
+//! A recording `Syscall` fake: every call is appended to a log as a `Call`, nothing touches
+//! the kernel. Path kinds are answered from a table the test fills in; a call can be made to
+//! fail to exercise error paths.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+
+use super::{NodeKind, PathKind, Result, Syscall, SyscallError};
+
+/// One recorded call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    Mount {
+        source: Option<PathBuf>,
+        target: PathBuf,
+        fstype: Option<String>,
+        flags: MsFlags,
+        data: Option<String>,
+    },
+    Umount(PathBuf),
+    PivotRoot(PathBuf),
+    Chdir(PathBuf),
+    Mkdir(PathBuf),
+    CreateFile(PathBuf),
+    Mknod(PathBuf, NodeKind, u64, u64),
+    Chown(PathBuf),
+    Symlink(PathBuf, PathBuf),
+    Sethostname(String),
+    Unshare(CloneFlags),
+    Setns(PathBuf, CloneFlags),
+    WriteFile(PathBuf, String),
+}
+
+/// Records calls instead of making them.
+#[derive(Debug, Default)]
+pub struct RecordingSyscall {
+    calls: RefCell<Vec<Call>>,
+    kinds: RefCell<HashMap<PathBuf, PathKind>>,
+    fail_op: RefCell<Option<&'static str>>,
+}
+
+impl RecordingSyscall {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares what exists at `path` (everything else is `Missing`).
+    pub fn with_path(self, path: impl Into<PathBuf>, kind: PathKind) -> Self {
+        self.kinds.borrow_mut().insert(path.into(), kind);
+        self
+    }
+
+    /// Makes every call of operation `op` (e.g. "mount") fail with EPERM.
+    pub fn failing(self, op: &'static str) -> Self {
+        *self.fail_op.borrow_mut() = Some(op);
+        self
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.borrow().clone()
+    }
+
+    /// Targets of all recorded mounts, in order.
+    pub fn mount_targets(&self) -> Vec<PathBuf> {
+        self.calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Mount { target, .. } => Some(target),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn record(&self, op: &'static str, path: &Path, call: Call) -> Result<()> {
+        if *self.fail_op.borrow() == Some(op) {
+            return Err(SyscallError::new(op, path, Errno::EPERM));
+        }
+        self.calls.borrow_mut().push(call);
+        Ok(())
+    }
+}
+
+impl Syscall for RecordingSyscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        let call = Call::Mount {
+            source: source.map(Path::to_path_buf),
+            target: target.to_path_buf(),
+            fstype: fstype.map(str::to_string),
+            flags,
+            data: data.map(str::to_string),
+        };
+        self.record("mount", target, call)
+    }
+
+    fn umount2(&self, target: &Path, _flags: MntFlags) -> Result<()> {
+        self.record("umount", target, Call::Umount(target.into()))
+    }
+
+    fn pivot_root(&self, new_root: &Path, _put_old: &Path) -> Result<()> {
+        self.record("pivot_root", new_root, Call::PivotRoot(new_root.into()))
+    }
+
+    fn chdir(&self, path: &Path) -> Result<()> {
+        self.record("chdir", path, Call::Chdir(path.into()))
+    }
+
+    fn mkdir_all(&self, path: &Path, _mode: u32) -> Result<()> {
+        self.kinds.borrow_mut().insert(path.into(), PathKind::Dir);
+        self.record("mkdir", path, Call::Mkdir(path.into()))
+    }
+
+    fn create_file(&self, path: &Path) -> Result<()> {
+        self.kinds.borrow_mut().insert(path.into(), PathKind::File);
+        self.record("create", path, Call::CreateFile(path.into()))
+    }
+
+    fn mknod(&self, path: &Path, kind: NodeKind, _mode: u32, major: u64, minor: u64) -> Result<()> {
+        self.record("mknod", path, Call::Mknod(path.into(), kind, major, minor))
+    }
+
+    fn chown(&self, path: &Path, _uid: Option<u32>, _gid: Option<u32>) -> Result<()> {
+        self.record("chown", path, Call::Chown(path.into()))
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
+        self.record("symlink", link, Call::Symlink(target.into(), link.into()))
+    }
+
+    fn path_kind(&self, path: &Path) -> PathKind {
+        self.kinds.borrow().get(path).copied().unwrap_or(PathKind::Missing)
+    }
+
+    fn sethostname(&self, name: &str) -> Result<()> {
+        self.record("sethostname", Path::new(name), Call::Sethostname(name.into()))
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> Result<()> {
+        self.record("unshare", Path::new(""), Call::Unshare(flags))
+    }
+
+    fn setns(&self, path: &Path, nstype: CloneFlags) -> Result<()> {
+        self.record("setns", path, Call::Setns(path.into(), nstype))
+    }
+
+    fn write_file(&self, path: &Path, data: &str) -> Result<()> {
+        self.record("write", path, Call::WriteFile(path.into(), data.into()))
+    }
+}

@@ -1,0 +1,118 @@
+//! The real `Syscall` implementation: thin wrappers over nix/libc. No policy here.
+
+use std::fs::{self, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
+use nix::sys::stat::{makedev, Mode, SFlag};
+
+use super::{NodeKind, PathKind, Result, Syscall, SyscallError};
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Performs the calls for real.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LinuxSyscall;
+
+impl Syscall for LinuxSyscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()> {
+        nix::mount::mount(source, target, fstype, flags, data)
+            .map_err(|e| SyscallError::new("mount", target, e))
+    }
+
+    fn umount2(&self, target: &Path, flags: MntFlags) -> Result<()> {
+        nix::mount::umount2(target, flags).map_err(|e| SyscallError::new("umount", target, e))
+    }
+
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()> {
+        nix::unistd::pivot_root(new_root, put_old)
+            .map_err(|e| SyscallError::new("pivot_root", new_root, e))
+    }
+
+    fn chdir(&self, path: &Path) -> Result<()> {
+        nix::unistd::chdir(path).map_err(|e| SyscallError::new("chdir", path, e))
+    }
+
+    fn mkdir_all(&self, path: &Path, mode: u32) -> Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .map_err(|e| SyscallError::new("mkdir", path, io_errno(&e)))
+    }
+
+    fn create_file(&self, path: &Path) -> Result<()> {
+        if let Some(parent) = path.parent() {
+            self.mkdir_all(parent, 0o755)?;
+        }
+        OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map(drop)
+            .map_err(|e| SyscallError::new("create", path, io_errno(&e)))
+    }
+
+    fn mknod(&self, path: &Path, kind: NodeKind, mode: u32, major: u64, minor: u64) -> Result<()> {
+        let kind = match kind {
+            NodeKind::Char => SFlag::S_IFCHR,
+            NodeKind::Block => SFlag::S_IFBLK,
+            NodeKind::Fifo => SFlag::S_IFIFO,
+        };
+        nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(mode), makedev(major, minor))
+            .map_err(|e| SyscallError::new("mknod", path, e))
+    }
+
+    fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
+        nix::unistd::chown(path, uid.map(Into::into), gid.map(Into::into))
+            .map_err(|e| SyscallError::new("chown", path, e))
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> Result<()> {
+        match std::os::unix::fs::symlink(target, link) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(SyscallError::new("symlink", link, io_errno(&e))),
+        }
+    }
+
+    fn path_kind(&self, path: &Path) -> PathKind {
+        match fs::symlink_metadata(path) {
+            Ok(m) if m.is_dir() => PathKind::Dir,
+            Ok(_) => PathKind::File,
+            Err(_) => PathKind::Missing,
+        }
+    }
+
+    fn sethostname(&self, name: &str) -> Result<()> {
+        nix::unistd::sethostname(name).map_err(|e| SyscallError::new("sethostname", name, e))
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> Result<()> {
+        nix::sched::unshare(flags).map_err(|e| SyscallError::new("unshare", "", e))
+    }
+
+    fn setns(&self, path: &Path, nstype: CloneFlags) -> Result<()> {
+        let file = fs::File::open(path)
+            .map_err(|e| SyscallError::new("open namespace", path, io_errno(&e)))?;
+        nix::sched::setns(file.as_raw_fd(), nstype).map_err(|e| SyscallError::new("setns", path, e))
+    }
+
+    fn write_file(&self, path: &Path, data: &str) -> Result<()> {
+        fs::write(path, data).map_err(|e| SyscallError::new("write", path, io_errno(&e)))
+    }
+}

@@ -1,0 +1,77 @@
+//! The agent's syscall layer: the `Syscall` trait through which container setup performs
+//! mounts, namespace and filesystem changes, with the real Linux implementation (`linux`) and
+//! a recording fake (`fake`, tests and the `test-utils` feature) so that mount and namespace
+//! decisions are unit-tested without root. Only this layer (and the process spawner) may use
+//! `unsafe`.
+
+pub mod linux;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod fake;
+
+use std::path::{Path, PathBuf};
+
+pub use nix::mount::{MntFlags, MsFlags};
+pub use nix::sched::CloneFlags;
+
+/// A failed system call, with the operation and the path it was applied to.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {errno}", path = .path.display())]
+pub struct SyscallError {
+    pub op: &'static str,
+    pub path: PathBuf,
+    pub errno: nix::errno::Errno,
+}
+
+impl SyscallError {
+    pub fn new(op: &'static str, path: impl Into<PathBuf>, errno: nix::errno::Errno) -> Self {
+        SyscallError { op, path: path.into(), errno }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, SyscallError>;
+
+/// What a path is, as far as mount decisions care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathKind {
+    Missing,
+    Dir,
+    /// Anything that is not a directory (file, device node, socket, ...).
+    File,
+}
+
+/// A device node to create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Char,
+    Block,
+    Fifo,
+}
+
+/// The operations container setup performs on the kernel. Mount and namespace planning code
+/// takes `&dyn Syscall`, so it can be driven by the recording fake in tests.
+pub trait Syscall {
+    fn mount(
+        &self,
+        source: Option<&Path>,
+        target: &Path,
+        fstype: Option<&str>,
+        flags: MsFlags,
+        data: Option<&str>,
+    ) -> Result<()>;
+    fn umount2(&self, target: &Path, flags: MntFlags) -> Result<()>;
+    fn pivot_root(&self, new_root: &Path, put_old: &Path) -> Result<()>;
+    fn chdir(&self, path: &Path) -> Result<()>;
+    fn mkdir_all(&self, path: &Path, mode: u32) -> Result<()>;
+    /// Creates an empty file (and its parent directories) if nothing exists at `path`.
+    fn create_file(&self, path: &Path) -> Result<()>;
+    fn mknod(&self, path: &Path, kind: NodeKind, mode: u32, major: u64, minor: u64) -> Result<()>;
+    fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()>;
+    fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
+    fn path_kind(&self, path: &Path) -> PathKind;
+    fn sethostname(&self, name: &str) -> Result<()>;
+    fn unshare(&self, flags: CloneFlags) -> Result<()>;
+    /// Joins the namespace at `path` (a `/proc/<pid>/ns/<type>` style file).
+    fn setns(&self, path: &Path, nstype: CloneFlags) -> Result<()>;
+    fn write_file(&self, path: &Path, data: &str) -> Result<()>;
+}
