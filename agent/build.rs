@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 fn main() {
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR set by cargo")).join("protocol");
+    let out =
+        PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR set by cargo")).join("protocol");
     std::fs::create_dir_all(&out).expect("create protocol out dir");
     println!("cargo:rerun-if-changed=protos");
     ttrpc_codegen::Codegen::new()

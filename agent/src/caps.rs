@@ -10,19 +10,54 @@ pub enum CapsError {
     #[error("process.capabilities: unknown capability {0}")]
     Unknown(String),
     #[error("process.capabilities: {op}: {errno}")]
-    Sys { op: &'static str, errno: nix::errno::Errno },
+    Sys {
+        op: &'static str,
+        errno: nix::errno::Errno,
+    },
 }
 
 const NAMES: &[&str] = &[
-    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
-    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
-    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
-    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
-    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
 ];
 
 /// The kernel's number for a capability name such as "CAP_KILL".
@@ -79,7 +114,10 @@ fn last_cap() -> u32 {
 
 fn sys(op: &'static str, rc: libc::c_int) -> Result<(), CapsError> {
     if rc < 0 {
-        Err(CapsError::Sys { op, errno: nix::errno::Errno::last() })
+        Err(CapsError::Sys {
+            op,
+            errno: nix::errno::Errno::last(),
+        })
     } else {
         Ok(())
     }
@@ -111,12 +149,23 @@ pub fn apply_sets(m: &CapMasks) -> Result<(), CapsError> {
         permitted: u32,
         inheritable: u32,
     }
-    let mut header = Header { version: 0x2008_0522, pid: 0 };
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
     let split = |v: u64| [v as u32, (v >> 32) as u32];
     let (e, p, i) = (split(m.effective), split(m.permitted), split(m.inheritable));
     let data = [
-        Data { effective: e[0], permitted: p[0], inheritable: i[0] },
-        Data { effective: e[1], permitted: p[1], inheritable: i[1] },
+        Data {
+            effective: e[0],
+            permitted: p[0],
+            inheritable: i[0],
+        },
+        Data {
+            effective: e[1],
+            permitted: p[1],
+            inheritable: i[1],
+        },
     ];
     // SAFETY: capset reads a v3 header and two data structs, laid out as the kernel expects;
     // both outlive the call.
@@ -126,7 +175,13 @@ pub fn apply_sets(m: &CapMasks) -> Result<(), CapsError> {
         if m.ambient & (1 << cap) != 0 {
             // SAFETY: prctl with integer arguments only.
             let rc = unsafe {
-                libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE, cap as libc::c_ulong, 0, 0)
+                libc::prctl(
+                    libc::PR_CAP_AMBIENT,
+                    libc::PR_CAP_AMBIENT_RAISE,
+                    cap as libc::c_ulong,
+                    0,
+                    0,
+                )
             };
             sys("raise ambient", rc)?;
         }

@@ -13,13 +13,20 @@ use oci_spec::runtime::LinuxResources;
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("{field}: the {controller} controller is not available in cgroup2 at {root}")]
-    Unavailable { field: &'static str, controller: &'static str, root: PathBuf },
+    Unavailable {
+        field: &'static str,
+        controller: &'static str,
+        root: PathBuf,
+    },
     #[error("linux.cgroupsPath: {0:?} may not contain '..'")]
     BadPath(PathBuf),
     #[error("{field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error("cgroup {path}: {source}", path = .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cgroup {0}: timed out waiting for the freezer")]
     FreezeTimeout(PathBuf),
 }
@@ -27,7 +34,10 @@ pub enum CgroupError {
 type Result<T> = std::result::Result<T, CgroupError>;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
-    move |source| CgroupError::Io { path: path.to_path_buf(), source }
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// One interface-file write derived from the spec, with the spec field it came from.
@@ -40,7 +50,12 @@ pub struct Write {
 }
 
 fn w(file: &str, value: impl ToString, field: &'static str, controller: &'static str) -> Write {
-    Write { file: file.into(), value: value.to_string(), field, controller }
+    Write {
+        file: file.into(),
+        value: value.to_string(),
+        field,
+        controller,
+    }
 }
 
 fn limit(v: i64) -> String {
@@ -64,10 +79,20 @@ pub fn resource_writes(res: &LinuxResources) -> Result<Vec<Write>> {
     let mut out = Vec::new();
     if let Some(m) = res.memory() {
         if let Some(l) = m.limit() {
-            out.push(w("memory.max", limit(l), "linux.resources.memory.limit", "memory"));
+            out.push(w(
+                "memory.max",
+                limit(l),
+                "linux.resources.memory.limit",
+                "memory",
+            ));
         }
         if let Some(r) = m.reservation() {
-            out.push(w("memory.low", limit(r), "linux.resources.memory.reservation", "memory"));
+            out.push(w(
+                "memory.low",
+                limit(r),
+                "linux.resources.memory.reservation",
+                "memory",
+            ));
         }
         if let Some(s) = m.swap() {
             // v1 "swap" is memory+swap; v2 limits swap alone.
@@ -84,17 +109,36 @@ pub fn resource_writes(res: &LinuxResources) -> Result<Vec<Write>> {
                 }
                 (s, _) => s.to_string(),
             };
-            out.push(w("memory.swap.max", v, "linux.resources.memory.swap", "memory"));
+            out.push(w(
+                "memory.swap.max",
+                v,
+                "linux.resources.memory.swap",
+                "memory",
+            ));
         }
     }
     if let Some(c) = res.cpu() {
         if let Some(s) = c.shares().filter(|s| *s > 0) {
-            out.push(w("cpu.weight", shares_to_weight(s), "linux.resources.cpu.shares", "cpu"));
+            out.push(w(
+                "cpu.weight",
+                shares_to_weight(s),
+                "linux.resources.cpu.shares",
+                "cpu",
+            ));
         }
         if c.quota().is_some() || c.period().is_some() {
-            let quota = c.quota().filter(|q| *q > 0).map(|q| q.to_string()).unwrap_or("max".into());
+            let quota = c
+                .quota()
+                .filter(|q| *q > 0)
+                .map(|q| q.to_string())
+                .unwrap_or("max".into());
             let period = c.period().unwrap_or(100_000);
-            out.push(w("cpu.max", format!("{quota} {period}"), "linux.resources.cpu.quota", "cpu"));
+            out.push(w(
+                "cpu.max",
+                format!("{quota} {period}"),
+                "linux.resources.cpu.quota",
+                "cpu",
+            ));
         }
         if let Some(cpus) = c.cpus().as_ref().filter(|s| !s.is_empty()) {
             out.push(w("cpuset.cpus", cpus, "linux.resources.cpu.cpus", "cpuset"));
@@ -104,18 +148,33 @@ pub fn resource_writes(res: &LinuxResources) -> Result<Vec<Write>> {
         }
     }
     if let Some(p) = res.pids() {
-        out.push(w("pids.max", limit(if p.limit() > 0 { p.limit() } else { -1 }), "linux.resources.pids.limit", "pids"));
+        out.push(w(
+            "pids.max",
+            limit(if p.limit() > 0 { p.limit() } else { -1 }),
+            "linux.resources.pids.limit",
+            "pids",
+        ));
     }
     if let Some(b) = res.block_io() {
         if let Some(weight) = b.weight() {
             // v1 blkio weight 10..1000 -> v2 io.weight 1..10000.
             let v = 1 + (u64::from(weight).saturating_sub(10) * 9999) / 990;
-            out.push(w("io.weight", format!("default {v}"), "linux.resources.blockIO.weight", "io"));
+            out.push(w(
+                "io.weight",
+                format!("default {v}"),
+                "linux.resources.blockIO.weight",
+                "io",
+            ));
         }
     }
     for h in res.hugepage_limits().iter().flatten() {
         let file = format!("hugetlb.{}.max", h.page_size());
-        out.push(w(&file, h.limit(), "linux.resources.hugepageLimits", "hugetlb"));
+        out.push(w(
+            &file,
+            h.limit(),
+            "linux.resources.hugepageLimits",
+            "hugetlb",
+        ));
     }
     if let Some(u) = res.unified() {
         let mut keys: Vec<_> = u.keys().collect();
@@ -180,7 +239,10 @@ impl CgroupRoot {
 
     /// The cgroup directory for a spec's cgroupsPath (systemd "slice:prefix:name" accepted).
     pub fn resolve(&self, cgroups_path: Option<&Path>, container_id: &str) -> Result<PathBuf> {
-        let rel = match cgroups_path.and_then(Path::to_str).filter(|s| !s.is_empty()) {
+        let rel = match cgroups_path
+            .and_then(Path::to_str)
+            .filter(|s| !s.is_empty())
+        {
             None => PathBuf::from(format!("husk/{container_id}")),
             Some(s) => match s.split(':').collect::<Vec<_>>()[..] {
                 [slice, prefix, name] => PathBuf::from(format!("{slice}/{prefix}-{name}.scope")),
@@ -209,7 +271,9 @@ impl CgroupRoot {
             .into_iter()
             .filter(|c| available.contains(*c))
             .collect();
-        let rel = path.strip_prefix(&self.root).map_err(|_| CgroupError::BadPath(path.into()))?;
+        let rel = path
+            .strip_prefix(&self.root)
+            .map_err(|_| CgroupError::BadPath(path.into()))?;
         let mut dir = self.root.clone();
         for c in rel.components() {
             if !wanted.is_empty() {
@@ -224,7 +288,11 @@ impl CgroupRoot {
                 Err(e) => return Err(io(&dir)(e)),
             }
         }
-        Ok(Cgroup { path: dir, root: self.root.clone(), available })
+        Ok(Cgroup {
+            path: dir,
+            root: self.root.clone(),
+            available,
+        })
     }
 }
 
@@ -318,7 +386,9 @@ impl Cgroup {
         let mut t = (0, 0, 0, 0);
         for l in text.lines() {
             for kv in l.split_whitespace().skip(1) {
-                let Some((k, v)) = kv.split_once('=') else { continue };
+                let Some((k, v)) = kv.split_once('=') else {
+                    continue;
+                };
                 let v: u64 = v.parse().unwrap_or(0);
                 match k {
                     "rbytes" => t.0 += v,
@@ -353,18 +423,36 @@ impl Cgroup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+    use oci_spec::runtime::{
+        LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+    };
 
     #[test]
     fn translates_memory_cpu_pids() {
         let res = LinuxResourcesBuilder::default()
-            .memory(LinuxMemoryBuilder::default().limit(64 << 20).swap(128 << 20).build().unwrap())
-            .cpu(LinuxCpuBuilder::default().shares(1024u64).quota(50_000i64).period(100_000u64).build().unwrap())
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(64 << 20)
+                    .swap(128 << 20)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .shares(1024u64)
+                    .quota(50_000i64)
+                    .period(100_000u64)
+                    .build()
+                    .unwrap(),
+            )
             .pids(LinuxPidsBuilder::default().limit(20).build().unwrap())
             .build()
             .unwrap();
-        let writes: Vec<(String, String)> =
-            resource_writes(&res).unwrap().into_iter().map(|w| (w.file, w.value)).collect();
+        let writes: Vec<(String, String)> = resource_writes(&res)
+            .unwrap()
+            .into_iter()
+            .map(|w| (w.file, w.value))
+            .collect();
         assert!(writes.contains(&("memory.max".into(), (64u64 << 20).to_string())));
         assert!(writes.contains(&("memory.swap.max".into(), (64u64 << 20).to_string())));
         assert!(writes.contains(&("cpu.weight".into(), "39".into())));
@@ -375,7 +463,13 @@ mod tests {
     #[test]
     fn swap_below_limit_names_the_field() {
         let res = LinuxResourcesBuilder::default()
-            .memory(LinuxMemoryBuilder::default().limit(100).swap(50).build().unwrap())
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(100)
+                    .swap(50)
+                    .build()
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         let err = resource_writes(&res).unwrap_err().to_string();
@@ -385,10 +479,17 @@ mod tests {
     #[test]
     fn resolves_paths_under_root_only() {
         let root = CgroupRoot::new("/cg");
-        assert_eq!(root.resolve(None, "c1").unwrap(), PathBuf::from("/cg/husk/c1"));
-        assert_eq!(root.resolve(Some(Path::new("/a/b")), "c1").unwrap(), PathBuf::from("/cg/a/b"));
         assert_eq!(
-            root.resolve(Some(Path::new("machine.slice:libpod:abc")), "c1").unwrap(),
+            root.resolve(None, "c1").unwrap(),
+            PathBuf::from("/cg/husk/c1")
+        );
+        assert_eq!(
+            root.resolve(Some(Path::new("/a/b")), "c1").unwrap(),
+            PathBuf::from("/cg/a/b")
+        );
+        assert_eq!(
+            root.resolve(Some(Path::new("machine.slice:libpod:abc")), "c1")
+                .unwrap(),
             PathBuf::from("/cg/machine.slice/libpod-abc.scope")
         );
         assert!(root.resolve(Some(Path::new("/a/../../etc")), "c1").is_err());

@@ -35,7 +35,11 @@ pub enum ContainerError {
     #[error("invalid spec: {0}")]
     BadJson(String),
     #[error("container {id} is {status:?}; cannot {op}")]
-    WrongState { id: String, status: Status, op: &'static str },
+    WrongState {
+        id: String,
+        status: Status,
+        op: &'static str,
+    },
     #[error("exec {0} already exists")]
     ExecExists(String),
     #[error("no exec {0} in this container")]
@@ -76,7 +80,10 @@ pub struct Container {
 
 fn io_for(p: &OciProcess) -> Result<(ProcessIo, crate::process::ChildStdio)> {
     Ok(if p.terminal().unwrap_or(false) {
-        let (rows, cols) = p.console_size().map(|b| (b.height() as u16, b.width() as u16)).unwrap_or((24, 80));
+        let (rows, cols) = p
+            .console_size()
+            .map(|b| (b.height() as u16, b.width() as u16))
+            .unwrap_or((24, 80));
         ProcessIo::pty(rows, cols)?
     } else {
         ProcessIo::pipes()?
@@ -86,8 +93,14 @@ fn io_for(p: &OciProcess) -> Result<(ProcessIo, crate::process::ChildStdio)> {
 impl Container {
     /// Validates the spec, creates the cgroup and the init stage, and leaves the container
     /// `Created`, its process waiting for `start`.
-    pub fn create(rt: &Runtime, id: &str, spec_json: &str, rootfs: Option<&Path>) -> Result<Arc<Self>> {
-        let spec: Spec = serde_json::from_str(spec_json).map_err(|e| ContainerError::BadJson(e.to_string()))?;
+    pub fn create(
+        rt: &Runtime,
+        id: &str,
+        spec_json: &str,
+        rootfs: Option<&Path>,
+    ) -> Result<Arc<Self>> {
+        let spec: Spec =
+            serde_json::from_str(spec_json).map_err(|e| ContainerError::BadJson(e.to_string()))?;
         let v = spec::validate(&spec, rootfs)?;
         for w in &v.warnings {
             tracing::warn!(container = id, "{w}");
@@ -111,8 +124,15 @@ impl Container {
             process: v.process.clone(),
             root_for_users: "/".into(),
         };
-        let stage = spawn::launch(&rt.exe, &cfg, child.raw(), &cgroup, v.idmaps.as_ref(), &rt.registry)
-            .map_err(|e| cleanup(e.into()))?;
+        let stage = spawn::launch(
+            &rt.exe,
+            &cfg,
+            child.raw(),
+            &cgroup,
+            v.idmaps.as_ref(),
+            &rt.registry,
+        )
+        .map_err(|e| cleanup(e.into()))?;
         drop(child);
         let init = Process::new("", stage.pid, io, &rt.registry);
         Ok(Arc::new(Container {
@@ -121,7 +141,10 @@ impl Container {
             cgroup,
             init,
             execs: Mutex::new(HashMap::new()),
-            state: Mutex::new(State { status: Status::Created, pending_start: Some(stage) }),
+            state: Mutex::new(State {
+                status: Status::Created,
+                pending_start: Some(stage),
+            }),
             warnings: v.warnings,
         }))
     }
@@ -133,14 +156,21 @@ impl Container {
     /// The current status (a finished init makes a running container stopped).
     pub fn status(&self) -> Status {
         let mut st = self.state();
-        if st.status != Status::Stopped && st.status != Status::Created && self.init.exit_status().is_some() {
+        if st.status != Status::Stopped
+            && st.status != Status::Created
+            && self.init.exit_status().is_some()
+        {
             st.status = Status::Stopped;
         }
         st.status
     }
 
     fn wrong(&self, status: Status, op: &'static str) -> ContainerError {
-        ContainerError::WrongState { id: self.id.clone(), status, op }
+        ContainerError::WrongState {
+            id: self.id.clone(),
+            status,
+            op,
+        }
     }
 
     pub fn start(&self) -> Result<()> {
@@ -153,7 +183,9 @@ impl Container {
             st.pending_start.take()
         };
         let stage = stage.ok_or_else(|| self.wrong(Status::Created, "start"))?;
-        stage.start().inspect_err(|_| self.state().status = Status::Stopped)?;
+        stage
+            .start()
+            .inspect_err(|_| self.state().status = Status::Stopped)?;
         Ok(())
     }
 
@@ -163,7 +195,13 @@ impl Container {
         if status != Status::Running {
             return Err(self.wrong(status, "exec"));
         }
-        if exec_id.is_empty() || self.execs.lock().unwrap_or_else(|e| e.into_inner()).contains_key(exec_id) {
+        if exec_id.is_empty()
+            || self
+                .execs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(exec_id)
+        {
             return Err(ContainerError::ExecExists(exec_id.to_string()));
         }
         let mut warnings = Vec::new();
@@ -182,7 +220,10 @@ impl Container {
         let pid = stage.pid;
         let proc = Process::new(exec_id, pid, io, &rt.registry);
         stage.start()?;
-        self.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(exec_id.to_string(), Arc::clone(&proc));
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(exec_id.to_string(), Arc::clone(&proc));
         Ok(proc)
     }
 

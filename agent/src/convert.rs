@@ -69,9 +69,13 @@ pub fn guest_details() -> pb::GuestDetailsResponse {
         * 1024;
     pb::GuestDetailsResponse {
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        kernel_release: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        kernel_release: nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
         mem_total_bytes,
-        online_cpus: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        online_cpus: std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         ..Default::default()
     }
 }

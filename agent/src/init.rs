@@ -35,7 +35,10 @@ pub enum InitError {
 }
 
 fn field(field: &'static str, reason: impl ToString) -> InitError {
-    InitError::Field { field, reason: reason.to_string() }
+    InitError::Field {
+        field,
+        reason: reason.to_string(),
+    }
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -63,8 +66,11 @@ enum Never {}
 
 fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<Never, InitError> {
     let mut line = String::new();
-    reader.read_line(&mut line).map_err(|e| InitError::Config(e.to_string()))?;
-    let cfg: StageConfig = serde_json::from_str(&line).map_err(|e| InitError::Config(e.to_string()))?;
+    reader
+        .read_line(&mut line)
+        .map_err(|e| InitError::Config(e.to_string()))?;
+    let cfg: StageConfig =
+        serde_json::from_str(&line).map_err(|e| InitError::Config(e.to_string()))?;
     mark_fds_cloexec();
     let sys = LinuxSyscall;
 
@@ -79,21 +85,29 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
         mounts::setup_rootfs(&sys, plan)?;
         for (k, v) in sorted(&cfg.sysctl) {
             let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-            sys.write_file(&path, v).map_err(|e| field("linux.sysctl", e))?;
+            sys.write_file(&path, v)
+                .map_err(|e| field("linux.sysctl", e))?;
         }
     }
     let exec = prepare_process(&sys, &cfg.process, &cfg.root_for_users)?;
 
-    writer.write_all(b"ready\n").map_err(|e| InitError::Config(e.to_string()))?;
+    writer
+        .write_all(b"ready\n")
+        .map_err(|e| InitError::Config(e.to_string()))?;
     line.clear();
-    reader.read_line(&mut line).map_err(|e| InitError::Config(e.to_string()))?;
+    reader
+        .read_line(&mut line)
+        .map_err(|e| InitError::Config(e.to_string()))?;
     if line.trim() != "start" {
         // The agent went away or cancelled: never run the process.
         std::process::exit(125);
     }
     reset_signals();
     let err = nix::unistd::execve(&exec.path, &exec.argv, &exec.env).unwrap_err();
-    Err(field("process.args", format!("exec {}: {err}", exec.path.to_string_lossy())))
+    Err(field(
+        "process.args",
+        format!("exec {}: {err}", exec.path.to_string_lossy()),
+    ))
 }
 
 fn sorted(m: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
@@ -107,7 +121,12 @@ fn sorted(m: &std::collections::HashMap<String, String>) -> Vec<(&String, &Strin
 fn mark_fds_cloexec() {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
     unsafe {
-        libc::syscall(libc::SYS_close_range, SYNC_FD as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        libc::syscall(
+            libc::SYS_close_range,
+            SYNC_FD as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
     }
 }
 
@@ -148,10 +167,16 @@ fn cstring(field_name: &'static str, s: &str) -> Result<CString, InitError> {
 fn prepare_process(sys: &dyn Syscall, p: &Process, users_root: &Path) -> Result<Exec, InitError> {
     for rl in p.rlimits().iter().flatten() {
         let res = rlimit_resource(rl.typ());
-        let lim = libc::rlimit { rlim_cur: rl.soft(), rlim_max: rl.hard() };
+        let lim = libc::rlimit {
+            rlim_cur: rl.soft(),
+            rlim_max: rl.hard(),
+        };
         // SAFETY: setrlimit reads one rlimit struct that lives across the call.
         if unsafe { libc::setrlimit(res, &lim) } != 0 {
-            return Err(field("process.rlimits", format!("{}: {}", rl.typ(), nix::errno::Errno::last())));
+            return Err(field(
+                "process.rlimits",
+                format!("{}: {}", rl.typ(), nix::errno::Errno::last()),
+            ));
         }
     }
     if let Some(adj) = p.oom_score_adj() {
@@ -164,10 +189,16 @@ fn prepare_process(sys: &dyn Syscall, p: &Process, users_root: &Path) -> Result<
         env.push(format!("HOME={}", user::home_for_uid(users_root, u.uid())));
     }
     let args = p.args().clone().unwrap_or_default();
-    let arg0 = args.first().ok_or_else(|| field("process.args", "must not be empty"))?;
+    let arg0 = args
+        .first()
+        .ok_or_else(|| field("process.args", "must not be empty"))?;
     sys.chdir(p.cwd()).map_err(|e| field("process.cwd", e))?;
-    let path = find_executable(arg0, &env)
-        .ok_or_else(|| field("process.args", format!("{arg0:?}: executable file not found in $PATH")))?;
+    let path = find_executable(arg0, &env).ok_or_else(|| {
+        field(
+            "process.args",
+            format!("{arg0:?}: executable file not found in $PATH"),
+        )
+    })?;
 
     // Session and controlling terminal: stdio is the pty slave when process.terminal is set.
     let _ = nix::unistd::setsid();
@@ -184,8 +215,12 @@ fn prepare_process(sys: &dyn Syscall, p: &Process, users_root: &Path) -> Result<
     };
     caps::drop_bounding(&masks)?;
     caps::set_keep_caps(true)?;
-    let gids: Vec<nix::unistd::Gid> =
-        u.additional_gids().iter().flatten().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+    let gids: Vec<nix::unistd::Gid> = u
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
     nix::unistd::setgroups(&gids).map_err(|e| field("process.user.additionalGids", e))?;
     let gid = nix::unistd::Gid::from_raw(u.gid());
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| field("process.user.gid", e))?;
@@ -204,8 +239,14 @@ fn prepare_process(sys: &dyn Syscall, p: &Process, users_root: &Path) -> Result<
     }
     Ok(Exec {
         path: cstring("process.args", &path)?,
-        argv: args.iter().map(|a| cstring("process.args", a)).collect::<Result<_, _>>()?,
-        env: env.iter().map(|e| cstring("process.env", e)).collect::<Result<_, _>>()?,
+        argv: args
+            .iter()
+            .map(|a| cstring("process.args", a))
+            .collect::<Result<_, _>>()?,
+        env: env
+            .iter()
+            .map(|e| cstring("process.env", e))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -217,7 +258,10 @@ fn find_executable(arg0: &str, env: &[String]) -> Option<String> {
     if arg0.contains('/') {
         return is_exec(Path::new(arg0)).then(|| arg0.to_string());
     }
-    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
     path.split(':')
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(arg0))
@@ -249,7 +293,7 @@ fn rlimit_resource(t: PosixRlimitType) -> libc::__rlimit_resource_t {
 /// The container process starts with default dispositions and nothing blocked (Rust's
 /// runtime ignores SIGPIPE, and ignored signals survive exec).
 fn reset_signals() {
-    use nix::sys::signal::{sigprocmask, signal, SigHandler, SigSet, SigmaskHow, Signal};
+    use nix::sys::signal::{signal, sigprocmask, SigHandler, SigSet, SigmaskHow, Signal};
     for s in Signal::iterator() {
         if s != Signal::SIGKILL && s != Signal::SIGSTOP {
             // SAFETY: installing SIG_DFL runs no handler code.

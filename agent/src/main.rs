@@ -34,7 +34,10 @@ struct Args {
 }
 
 fn ttrpc_addr(listen: &str) -> anyhow::Result<String> {
-    if let Some(p) = listen.strip_prefix("unix://").or_else(|| listen.strip_prefix("unix:")) {
+    if let Some(p) = listen
+        .strip_prefix("unix://")
+        .or_else(|| listen.strip_prefix("unix:"))
+    {
         let _ = std::fs::remove_file(p);
         return Ok(format!("unix://{p}"));
     }
@@ -69,7 +72,8 @@ fn serve(is_pid1: bool) -> anyhow::Result<()> {
     let logs = LogBuffer::new();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HUSK_AGENT_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("HUSK_AGENT_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(logs.clone())
         .with_ansi(false)
@@ -91,7 +95,9 @@ fn serve(is_pid1: bool) -> anyhow::Result<()> {
     let listen = match args.listen {
         Some(l) => l,
         None if is_pid1 => "vsock://-1:1024".into(),
-        None => bail!("--listen is required outside the guest (e.g. --listen unix:/run/husk-agent.sock)"),
+        None => bail!(
+            "--listen is required outside the guest (e.g. --listen unix:/run/husk-agent.sock)"
+        ),
     };
     let copy_root = match args.copy_root {
         Some(p) => p,
@@ -103,7 +109,13 @@ fn serve(is_pid1: bool) -> anyhow::Result<()> {
         exe: CString::new("/proc/self/exe").expect("static"),
         registry,
     };
-    let sandbox = Arc::new(Sandbox::new(rt, SandboxConfig { host_mode: !is_pid1, copy_root }));
+    let sandbox = Arc::new(Sandbox::new(
+        rt,
+        SandboxConfig {
+            host_mode: !is_pid1,
+            copy_root,
+        },
+    ));
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let tx = std::sync::Mutex::new(tx);
     let service = AgentService::new(

@@ -12,11 +12,18 @@ use crate::syscall::{MntFlags, MsFlags, NodeKind, PathKind, Syscall, SyscallErro
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
     #[error("mounts[{index}] ({dest}): {source}")]
-    Mount { index: usize, dest: String, source: SyscallError },
+    Mount {
+        index: usize,
+        dest: String,
+        source: SyscallError,
+    },
     #[error("linux.rootfsPropagation: unknown value {0:?}")]
     BadPropagation(String),
     #[error("{field}: {source}")]
-    Step { field: &'static str, source: SyscallError },
+    Step {
+        field: &'static str,
+        source: SyscallError,
+    },
 }
 
 /// Everything the filesystem setup needs from the spec.
@@ -59,7 +66,11 @@ pub struct MountOptions {
 
 impl MountOptions {
     pub fn parse(options: &[String]) -> MountOptions {
-        let mut out = MountOptions { flags: MsFlags::empty(), propagation: MsFlags::empty(), data: Vec::new() };
+        let mut out = MountOptions {
+            flags: MsFlags::empty(),
+            propagation: MsFlags::empty(),
+            data: Vec::new(),
+        };
         for opt in options {
             let (clear, flag) = match opt.as_str() {
                 "ro" => (false, MsFlags::MS_RDONLY),
@@ -152,8 +163,14 @@ pub fn setup_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountErr
     sys.mount(None, Path::new("/"), None, root_prop, None)
         .map_err(step("linux.rootfsPropagation"))?;
     // pivot_root needs the new root to be a mount point.
-    sys.mount(Some(&plan.rootfs), &plan.rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
-        .map_err(step("root.path"))?;
+    sys.mount(
+        Some(&plan.rootfs),
+        &plan.rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )
+    .map_err(step("root.path"))?;
 
     let mut dev_is_tmpfs = false;
     for (index, m) in plan.mounts.iter().enumerate() {
@@ -163,7 +180,12 @@ pub fn setup_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountErr
             source,
         };
         mount_one(sys, &plan.rootfs, m).map_err(err)?;
-        if m.destination() == Path::new("/dev") && !is_bind(m, &MountOptions::parse(m.options().as_deref().unwrap_or_default())) {
+        if m.destination() == Path::new("/dev")
+            && !is_bind(
+                m,
+                &MountOptions::parse(m.options().as_deref().unwrap_or_default()),
+            )
+        {
             dev_is_tmpfs = true;
         }
     }
@@ -184,7 +206,8 @@ pub fn setup_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountErr
     }
     if plan.root_readonly {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-        sys.mount(None, Path::new("/"), None, flags, None).map_err(step("root.readonly"))?;
+        sys.mount(None, Path::new("/"), None, flags, None)
+            .map_err(step("root.readonly"))?;
     }
     Ok(())
 }
@@ -197,11 +220,19 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<(), SyscallE
     let source = m.source().as_deref();
     let data = opts.data();
     if is_bind(m, &opts) {
-        let src = source.ok_or_else(|| SyscallError::new("bind (no source)", dest, nix::errno::Errno::EINVAL))?;
+        let src = source.ok_or_else(|| {
+            SyscallError::new("bind (no source)", dest, nix::errno::Errno::EINVAL)
+        })?;
         match sys.path_kind(src) {
             PathKind::Dir => sys.mkdir_all(&target, 0o755)?,
             PathKind::File => sys.create_file(&target)?,
-            PathKind::Missing => return Err(SyscallError::new("bind source", src, nix::errno::Errno::ENOENT)),
+            PathKind::Missing => {
+                return Err(SyscallError::new(
+                    "bind source",
+                    src,
+                    nix::errno::Errno::ENOENT,
+                ))
+            }
         }
         let bind = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
         sys.mount(Some(src), &target, None, bind, None)?;
@@ -215,8 +246,18 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<(), SyscallE
         sys.mkdir_all(&target, 0o755)?;
         let fstype = m.typ().as_deref().unwrap_or("none");
         // cgroup v1 does not exist in the guest; "cgroup" means the container's cgroup2 view.
-        let fstype = if fstype == "cgroup" { "cgroup2" } else { fstype };
-        sys.mount(source.or(Some(Path::new(fstype))), &target, Some(fstype), opts.flags, data.as_deref())?;
+        let fstype = if fstype == "cgroup" {
+            "cgroup2"
+        } else {
+            fstype
+        };
+        sys.mount(
+            source.or(Some(Path::new(fstype))),
+            &target,
+            Some(fstype),
+            opts.flags,
+            data.as_deref(),
+        )?;
     }
     if !opts.propagation.is_empty() {
         sys.mount(None, &target, None, opts.propagation, None)?;
@@ -232,7 +273,10 @@ fn populate_dev(sys: &dyn Syscall, rootfs: &Path) -> Result<(), SyscallError> {
         }
     }
     for (target, link) in DEFAULT_SYMLINKS {
-        sys.symlink(Path::new(target), &rootfs.join(link.trim_start_matches('/')))?;
+        sys.symlink(
+            Path::new(target),
+            &rootfs.join(link.trim_start_matches('/')),
+        )?;
     }
     Ok(())
 }
@@ -264,7 +308,13 @@ fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<(), SyscallError> {
     // no temporary directory needed inside a possibly read-only rootfs).
     sys.chdir(rootfs)?;
     sys.pivot_root(Path::new("."), Path::new("."))?;
-    sys.mount(None, Path::new("."), None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None)?;
+    sys.mount(
+        None,
+        Path::new("."),
+        None,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None,
+    )?;
     sys.umount2(Path::new("."), MntFlags::MNT_DETACH)?;
     sys.chdir(Path::new("/"))
 }
@@ -279,7 +329,13 @@ fn mask_path(sys: &dyn Syscall, path: &Path) -> Result<(), SyscallError> {
             MsFlags::MS_RDONLY,
             Some("size=0"),
         ),
-        PathKind::File => sys.mount(Some(Path::new("/dev/null")), path, None, MsFlags::MS_BIND, None),
+        PathKind::File => sys.mount(
+            Some(Path::new("/dev/null")),
+            path,
+            None,
+            MsFlags::MS_BIND,
+            None,
+        ),
     }
 }
 
@@ -287,7 +343,13 @@ fn readonly_path(sys: &dyn Syscall, path: &Path) -> Result<(), SyscallError> {
     if sys.path_kind(path) == PathKind::Missing {
         return Ok(());
     }
-    sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)?;
+    sys.mount(
+        Some(path),
+        path,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
     let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC;
     sys.mount(None, path, None, flags, None)
 }

@@ -13,7 +13,11 @@ fn mount(dest: &str, typ: &str, src: &str, opts: &[&str]) -> Mount {
 }
 
 fn plan(mounts: Vec<Mount>) -> RootfsPlan {
-    RootfsPlan { rootfs: "/r".into(), mounts, ..Default::default() }
+    RootfsPlan {
+        rootfs: "/r".into(),
+        mounts,
+        ..Default::default()
+    }
 }
 
 fn index_of(calls: &[Call], pred: impl Fn(&Call) -> bool) -> usize {
@@ -22,11 +26,20 @@ fn index_of(calls: &[Call], pred: impl Fn(&Call) -> bool) -> usize {
 
 #[test]
 fn options_split_into_flags_propagation_and_data() {
-    let o = MountOptions::parse(&["nosuid".into(), "ro".into(), "rprivate".into(), "mode=755".into(), "size=1m".into()]);
+    let o = MountOptions::parse(&[
+        "nosuid".into(),
+        "ro".into(),
+        "rprivate".into(),
+        "mode=755".into(),
+        "size=1m".into(),
+    ]);
     assert_eq!(o.flags, MsFlags::MS_NOSUID | MsFlags::MS_RDONLY);
     assert_eq!(o.propagation, MsFlags::MS_PRIVATE | MsFlags::MS_REC);
     assert_eq!(o.data(), Some("mode=755,size=1m".into()));
-    assert_eq!(MountOptions::parse(&["ro".into(), "rw".into()]).flags, MsFlags::empty());
+    assert_eq!(
+        MountOptions::parse(&["ro".into(), "rw".into()]).flags,
+        MsFlags::empty()
+    );
 }
 
 #[test]
@@ -36,28 +49,60 @@ fn root_is_made_slave_first_and_pivot_comes_after_spec_mounts() {
     let calls = sys.calls();
     assert_eq!(
         calls[0],
-        Call::Mount { source: None, target: "/".into(), fstype: None, flags: MsFlags::MS_SLAVE | MsFlags::MS_REC, data: None }
+        Call::Mount {
+            source: None,
+            target: "/".into(),
+            fstype: None,
+            flags: MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            data: None
+        }
     );
-    let proc_mount = index_of(&calls, |c| matches!(c, Call::Mount { target, .. } if target == Path::new("/r/proc")));
+    let proc_mount = index_of(
+        &calls,
+        |c| matches!(c, Call::Mount { target, .. } if target == Path::new("/r/proc")),
+    );
     let pivot = index_of(&calls, |c| matches!(c, Call::PivotRoot(_)));
     assert!(proc_mount < pivot);
-    assert!(calls.contains(&Call::Umount(".".into())), "old root detached");
+    assert!(
+        calls.contains(&Call::Umount(".".into())),
+        "old root detached"
+    );
 }
 
 #[test]
 fn readonly_bind_mount_is_remounted() {
     let sys = RecordingSyscall::new().with_path("/host/file", PathKind::File);
-    setup_rootfs(&sys, &plan(vec![mount("/etc/hosts", "bind", "/host/file", &["rbind", "ro"])])).unwrap();
+    setup_rootfs(
+        &sys,
+        &plan(vec![mount(
+            "/etc/hosts",
+            "bind",
+            "/host/file",
+            &["rbind", "ro"],
+        )]),
+    )
+    .unwrap();
     let calls = sys.calls();
-    assert!(calls.contains(&Call::CreateFile("/r/etc/hosts".into())), "file target for file source");
+    assert!(
+        calls.contains(&Call::CreateFile("/r/etc/hosts".into())),
+        "file target for file source"
+    );
     let mounts: Vec<_> = calls
         .iter()
         .filter_map(|c| match c {
-            Call::Mount { target, flags, .. } if target == Path::new("/r/etc/hosts") => Some(*flags),
+            Call::Mount { target, flags, .. } if target == Path::new("/r/etc/hosts") => {
+                Some(*flags)
+            }
             _ => None,
         })
         .collect();
-    assert_eq!(mounts, vec![MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY]);
+    assert_eq!(
+        mounts,
+        vec![
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
+        ]
+    );
 }
 
 #[test]
@@ -65,8 +110,17 @@ fn dev_tmpfs_gets_default_nodes_and_masked_paths_are_covered() {
     let sys = RecordingSyscall::new()
         .with_path("/proc/kcore", PathKind::File)
         .with_path("/proc/acpi", PathKind::Dir);
-    let mut p = plan(vec![mount("/dev", "tmpfs", "tmpfs", &["nosuid", "mode=755"])]);
-    p.masked_paths = vec!["/proc/kcore".into(), "/proc/acpi".into(), "/proc/missing".into()];
+    let mut p = plan(vec![mount(
+        "/dev",
+        "tmpfs",
+        "tmpfs",
+        &["nosuid", "mode=755"],
+    )]);
+    p.masked_paths = vec![
+        "/proc/kcore".into(),
+        "/proc/acpi".into(),
+        "/proc/missing".into(),
+    ];
     p.readonly_paths = vec!["/proc/acpi".into()];
     setup_rootfs(&sys, &p).unwrap();
     let calls = sys.calls();
@@ -74,9 +128,14 @@ fn dev_tmpfs_gets_default_nodes_and_masked_paths_are_covered() {
     assert!(calls.contains(&Call::Symlink("pts/ptmx".into(), "/r/dev/ptmx".into())));
     assert!(calls.iter().any(|c| matches!(c, Call::Mount { source: Some(s), target, .. } if s == Path::new("/dev/null") && target == Path::new("/proc/kcore"))));
     assert!(calls.iter().any(|c| matches!(c, Call::Mount { fstype: Some(t), target, .. } if t == "tmpfs" && target == Path::new("/proc/acpi"))));
-    assert!(!sys.mount_targets().contains(&PathBuf::from("/proc/missing")));
+    assert!(!sys
+        .mount_targets()
+        .contains(&PathBuf::from("/proc/missing")));
     let pivot = index_of(&calls, |c| matches!(c, Call::PivotRoot(_)));
-    let mask = index_of(&calls, |c| matches!(c, Call::Mount { target, .. } if target == Path::new("/proc/kcore")));
+    let mask = index_of(
+        &calls,
+        |c| matches!(c, Call::Mount { target, .. } if target == Path::new("/proc/kcore")),
+    );
     assert!(pivot < mask, "masks apply inside the new root");
 }
 
@@ -87,7 +146,11 @@ fn failures_name_the_mount_and_stop_before_pivot() {
     assert!(err.to_string().starts_with("mounts[0] (/data)"), "{err}");
     assert!(!sys.calls().iter().any(|c| matches!(c, Call::PivotRoot(_))));
     let sys = RecordingSyscall::new();
-    let err = setup_rootfs(&sys, &plan(vec![mount("/x", "bind", "/missing", &["bind"])])).unwrap_err();
+    let err = setup_rootfs(
+        &sys,
+        &plan(vec![mount("/x", "bind", "/missing", &["bind"])]),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("mounts[0] (/x)"), "{err}");
 }
 
@@ -100,6 +163,12 @@ fn root_readonly_remounts_slash_last() {
     let last = sys.calls().last().cloned().unwrap();
     assert_eq!(
         last,
-        Call::Mount { source: None, target: "/".into(), fstype: None, flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, data: None }
+        Call::Mount {
+            source: None,
+            target: "/".into(),
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            data: None
+        }
     );
 }

@@ -92,7 +92,10 @@ impl NamespacePlan {
                     if !p.is_absolute() {
                         return Err(NamespaceError::RelativePath(name, p.clone()));
                     }
-                    plan.join.push(Join { flag: flag(t).bits(), path: p.clone() });
+                    plan.join.push(Join {
+                        flag: flag(t).bits(),
+                        path: p.clone(),
+                    });
                     plan.join_pid |= t == LinuxNamespaceType::Pid;
                 }
                 _ => match t {
@@ -104,8 +107,7 @@ impl NamespacePlan {
         if !seen.contains("mnt") {
             return Err(NamespaceError::NoMountNamespace);
         }
-        // The user namespace decides permissions for the others: join it first.
-        plan.join.sort_by_key(|j| j.flag != CloneFlags::CLONE_NEWUSER.bits());
+        sort_joins(&mut plan.join);
         plan.new_uts = clone.contains(CloneFlags::CLONE_NEWUTS);
         plan.new_user = clone.contains(CloneFlags::CLONE_NEWUSER);
         plan.new_pid = clone.contains(CloneFlags::CLONE_NEWPID);
@@ -123,14 +125,29 @@ impl NamespacePlan {
                 path: PathBuf::from(format!("/proc/{init_pid}/ns/{}", proc_name(ns.typ()))),
             })
             .collect();
-        join.sort_by_key(|j| j.flag != CloneFlags::CLONE_NEWUSER.bits());
+        sort_joins(&mut join);
         let join_pid = list.iter().any(|ns| ns.typ() == LinuxNamespaceType::Pid);
-        NamespacePlan { join, join_pid, ..Default::default() }
+        NamespacePlan {
+            join,
+            join_pid,
+            ..Default::default()
+        }
     }
 
     pub fn clone_flags(&self) -> CloneFlags {
         CloneFlags::from_bits_truncate(self.clone_flags)
     }
+}
+
+/// The user namespace decides permissions for the others, so it is joined first; the mount
+/// namespace last, because joining it changes what the remaining `/proc/<pid>/ns` paths
+/// resolve to.
+fn sort_joins(join: &mut [Join]) {
+    join.sort_by_key(|j| match CloneFlags::from_bits_truncate(j.flag) {
+        CloneFlags::CLONE_NEWUSER => 0,
+        CloneFlags::CLONE_NEWNS => 2,
+        _ => 1,
+    });
 }
 
 /// Joins the planned namespaces (in the stage process, before any mount work).
@@ -166,7 +183,9 @@ mod tests {
         ])
         .unwrap();
         let f = plan.clone_flags();
-        assert!(f.contains(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS));
+        assert!(f.contains(
+            CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS
+        ));
         assert!(!f.contains(CloneFlags::CLONE_NEWCGROUP));
         assert!(plan.new_cgroup && plan.new_uts && plan.new_pid && !plan.join_pid);
     }
@@ -185,7 +204,10 @@ mod tests {
         let sys = RecordingSyscall::new();
         apply_joins(&sys, &plan).unwrap();
         let calls = sys.calls();
-        assert_eq!(calls[0], Call::Setns("/proc/7/ns/user".into(), CloneFlags::CLONE_NEWUSER));
+        assert_eq!(
+            calls[0],
+            Call::Setns("/proc/7/ns/user".into(), CloneFlags::CLONE_NEWUSER)
+        );
         assert_eq!(calls.len(), 3);
     }
 
@@ -211,12 +233,21 @@ mod tests {
     #[test]
     fn exec_joins_all_container_namespaces_via_init_pid() {
         let plan = NamespacePlan::for_exec(
-            &[ns(LinuxNamespaceType::Mount, None), ns(LinuxNamespaceType::Pid, None)],
+            &[
+                ns(LinuxNamespaceType::Mount, None),
+                ns(LinuxNamespaceType::Pid, None),
+            ],
             42,
         );
         assert!(plan.join_pid);
         let paths: Vec<_> = plan.join.iter().map(|j| j.path.clone()).collect();
-        assert_eq!(paths, vec![PathBuf::from("/proc/42/ns/mnt"), PathBuf::from("/proc/42/ns/pid")]);
+        assert_eq!(
+            paths,
+            vec![
+                PathBuf::from("/proc/42/ns/pid"),
+                PathBuf::from("/proc/42/ns/mnt")
+            ]
+        );
         assert_eq!(plan.clone_flags, 0);
     }
 }

@@ -8,15 +8,63 @@ use std::path::Path;
 use crate::syscall::{MsFlags, Syscall, SyscallError};
 
 /// The guest's base mounts, in order: (source, target, fstype, flags, data).
-pub const BASE_MOUNTS: &[(&str, &str, &str, u64, Option<&str>)] = &[
-    ("proc", "/proc", "proc", (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as u64, None),
-    ("sysfs", "/sys", "sysfs", (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as u64, None),
-    ("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID as u64, Some("mode=0755")),
-    ("devpts", "/dev/pts", "devpts", (libc::MS_NOSUID | libc::MS_NOEXEC) as u64, Some("newinstance,ptmxmode=0666,mode=0620")),
-    ("tmpfs", "/dev/shm", "tmpfs", (libc::MS_NOSUID | libc::MS_NODEV) as u64, Some("mode=1777")),
-    ("tmpfs", "/run", "tmpfs", (libc::MS_NOSUID | libc::MS_NODEV) as u64, Some("mode=0755")),
-    ("tmpfs", "/tmp", "tmpfs", (libc::MS_NOSUID | libc::MS_NODEV) as u64, Some("mode=1777")),
-    ("cgroup2", "/sys/fs/cgroup", "cgroup2", (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as u64, Some("nsdelegate")),
+pub const BASE_MOUNTS: &[(&str, &str, &str, libc::c_ulong, Option<&str>)] = &[
+    (
+        "proc",
+        "/proc",
+        "proc",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    ),
+    (
+        "sysfs",
+        "/sys",
+        "sysfs",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        None,
+    ),
+    (
+        "devtmpfs",
+        "/dev",
+        "devtmpfs",
+        libc::MS_NOSUID,
+        Some("mode=0755"),
+    ),
+    (
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    ),
+    (
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=1777"),
+    ),
+    (
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755"),
+    ),
+    (
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=1777"),
+    ),
+    (
+        "cgroup2",
+        "/sys/fs/cgroup",
+        "cgroup2",
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some("nsdelegate"),
+    ),
 ];
 
 /// Mounts the base filesystems; an already-mounted target (EBUSY) is fine.
@@ -24,7 +72,7 @@ pub fn mount_base(sys: &dyn Syscall) -> Result<(), SyscallError> {
     for (src, target, fstype, flags, data) in BASE_MOUNTS {
         let target = Path::new(target);
         sys.mkdir_all(target, 0o755)?;
-        let flags = MsFlags::from_bits_truncate(*flags as libc::c_ulong);
+        let flags = MsFlags::from_bits_truncate(*flags);
         match sys.mount(Some(Path::new(src)), target, Some(fstype), flags, *data) {
             Err(e) if e.errno == nix::errno::Errno::EBUSY => {}
             other => other?,
@@ -37,7 +85,8 @@ pub fn mount_base(sys: &dyn Syscall) -> Result<(), SyscallError> {
 
 /// Sets IFF_UP on `lo`.
 pub fn loopback_up() -> std::io::Result<()> {
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+    let sock =
+        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
     // SAFETY: ifreq is plain data; zeroed is a valid value.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
@@ -77,7 +126,13 @@ mod tests {
         mount_base(&sys).unwrap();
         let t = sys.mount_targets();
         assert_eq!(t[0], Path::new("/proc"));
-        assert!(t.iter().position(|p| p == Path::new("/sys")) < t.iter().position(|p| p == Path::new("/sys/fs/cgroup")));
-        assert!(t.iter().position(|p| p == Path::new("/dev")) < t.iter().position(|p| p == Path::new("/dev/pts")));
+        assert!(
+            t.iter().position(|p| p == Path::new("/sys"))
+                < t.iter().position(|p| p == Path::new("/sys/fs/cgroup"))
+        );
+        assert!(
+            t.iter().position(|p| p == Path::new("/dev"))
+                < t.iter().position(|p| p == Path::new("/dev/pts"))
+        );
     }
 }

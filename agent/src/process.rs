@@ -28,7 +28,11 @@ impl ChildStdio {
     pub fn raw(&self) -> [RawFd; 3] {
         match self.fds.len() {
             1 => [self.fds[0].as_raw_fd(); 3],
-            _ => [self.fds[0].as_raw_fd(), self.fds[1].as_raw_fd(), self.fds[2].as_raw_fd()],
+            _ => [
+                self.fds[0].as_raw_fd(),
+                self.fds[1].as_raw_fd(),
+                self.fds[2].as_raw_fd(),
+            ],
         }
     }
 }
@@ -63,19 +67,37 @@ impl ProcessIo {
             stderr: Mutex::new(Some(file(own(err_r)))),
             tty: None,
         };
-        Ok((io, ChildStdio { fds: vec![own(in_r), own(out_w), own(err_w)] }))
+        Ok((
+            io,
+            ChildStdio {
+                fds: vec![own(in_r), own(out_w), own(err_w)],
+            },
+        ))
     }
 
     /// A pty: the slave becomes the process' stdio and controlling terminal.
     pub fn pty(rows: u16, cols: u16) -> Result<(ProcessIo, ChildStdio), IoError> {
-        let ws = nix::pty::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = nix::pty::Winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         let pty = nix::pty::openpty(Some(&ws), None).map_err(IoError::Setup)?;
         for fd in [pty.master, pty.slave] {
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-                .map_err(IoError::Setup)?;
+            nix::fcntl::fcntl(
+                fd,
+                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+            )
+            .map_err(IoError::Setup)?;
         }
         // SAFETY: openpty just returned these fds and nothing else owns them.
-        let (master, slave) = unsafe { (OwnedFd::from_raw_fd(pty.master), OwnedFd::from_raw_fd(pty.slave)) };
+        let (master, slave) = unsafe {
+            (
+                OwnedFd::from_raw_fd(pty.master),
+                OwnedFd::from_raw_fd(pty.slave),
+            )
+        };
         let master = file(master);
         let dup = |f: &File| f.try_clone().map_err(|e| IoError::Io("dup pty", e));
         let io = ProcessIo {
@@ -108,7 +130,11 @@ impl ProcessIo {
 
     /// Reads up to `len` bytes; an empty result means EOF. Blocks until data is available.
     pub fn read(&self, stderr: bool, len: usize) -> Result<Vec<u8>, IoError> {
-        let (m, name) = if stderr { (&self.stderr, "stderr") } else { (&self.stdout, "stdout") };
+        let (m, name) = if stderr {
+            (&self.stderr, "stderr")
+        } else {
+            (&self.stdout, "stdout")
+        };
         let mut g = m.lock().unwrap_or_else(|e| e.into_inner());
         let Some(f) = g.as_mut() else {
             return Ok(Vec::new());
@@ -122,7 +148,9 @@ impl ProcessIo {
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 // A pty master reads EIO once every slave fd is closed: that is EOF.
-                Err(e) if e.raw_os_error() == Some(libc::EIO) && self.tty.is_some() => return Ok(Vec::new()),
+                Err(e) if e.raw_os_error() == Some(libc::EIO) && self.tty.is_some() => {
+                    return Ok(Vec::new())
+                }
                 Err(e) => return Err(IoError::Io(name, e)),
             }
         }
@@ -130,7 +158,12 @@ impl ProcessIo {
 
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), IoError> {
         let tty = self.tty.as_ref().ok_or(IoError::NoStream("terminal"))?;
-        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
         // SAFETY: TIOCSWINSZ reads one winsize struct that outlives the call.
         let rc = unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
         if rc != 0 {
@@ -152,7 +185,13 @@ pub struct Process {
 impl Process {
     /// Tracks `pid`; a background thread records its exit status from the registry.
     pub fn new(exec_id: &str, pid: i32, io: ProcessIo, registry: &Arc<ExitRegistry>) -> Arc<Self> {
-        let p = Arc::new(Process { exec_id: exec_id.to_string(), pid, io, exit: Mutex::new(None), cv: Condvar::new() });
+        let p = Arc::new(Process {
+            exec_id: exec_id.to_string(),
+            pid,
+            io,
+            exit: Mutex::new(None),
+            cv: Condvar::new(),
+        });
         let (reg, me) = (Arc::clone(registry), Arc::clone(&p));
         std::thread::spawn(move || {
             let status = reg.wait(pid);
@@ -180,7 +219,10 @@ impl Process {
     /// Waits at most `timeout`; None if still running.
     pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<i32> {
         let g = self.exit.lock().unwrap_or_else(|e| e.into_inner());
-        let (g, _) = self.cv.wait_timeout_while(g, timeout, |s| s.is_none()).unwrap_or_else(|e| e.into_inner());
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |s| s.is_none())
+            .unwrap_or_else(|e| e.into_inner());
         *g
     }
 }

@@ -99,7 +99,10 @@ impl ExitRegistry {
 
     fn reap_all(&self) {
         loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL)) {
+            match waitpid(
+                Pid::from_raw(-1),
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+            ) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(ws) => {
                     if let Some((pid, status)) = shell_status(ws) {

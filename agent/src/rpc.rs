@@ -25,7 +25,11 @@ pub struct AgentService {
 
 impl AgentService {
     pub fn new(sandbox: Arc<Sandbox>, logs: LogBuffer, shutdown: ShutdownHook) -> Self {
-        AgentService { sandbox, logs, shutdown }
+        AgentService {
+            sandbox,
+            logs,
+            shutdown,
+        }
     }
 }
 
@@ -41,7 +45,9 @@ pub fn code_of(e: &SandboxError) -> Code {
             ContainerError::Spawn(SpawnError::Stage(_)) => Code::INVALID_ARGUMENT,
             ContainerError::Cgroup(crate::cgroup::CgroupError::Unavailable { .. })
             | ContainerError::Cgroup(crate::cgroup::CgroupError::Invalid { .. })
-            | ContainerError::Cgroup(crate::cgroup::CgroupError::BadPath(_)) => Code::INVALID_ARGUMENT,
+            | ContainerError::Cgroup(crate::cgroup::CgroupError::BadPath(_)) => {
+                Code::INVALID_ARGUMENT
+            }
             ContainerError::Signal(_, nix::errno::Errno::EINVAL) => Code::INVALID_ARGUMENT,
             ContainerError::WrongState { .. } => Code::FAILED_PRECONDITION,
             ContainerError::ExecExists(_) => Code::ALREADY_EXISTS,
@@ -62,7 +68,10 @@ fn cerr(e: ContainerError) -> ttrpc::Error {
 }
 
 fn invalid(field: &'static str, reason: impl ToString) -> ttrpc::Error {
-    status(SandboxError::Invalid { field, reason: reason.to_string() })
+    status(SandboxError::Invalid {
+        field,
+        reason: reason.to_string(),
+    })
 }
 
 type R<T> = ttrpc::Result<T>;
@@ -71,9 +80,14 @@ impl pb::AgentService for AgentService {
     fn create_sandbox(&self, _: &TtrpcContext, req: pb::CreateSandboxRequest) -> R<pb::Empty> {
         tracing::info!(sandbox = %req.sandbox_id, "CreateSandbox");
         if !req.storages.is_empty() {
-            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(Code::UNIMPLEMENTED, "storages: not supported yet")));
+            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                Code::UNIMPLEMENTED,
+                "storages: not supported yet",
+            )));
         }
-        self.sandbox.setup(&req.hostname, &req.dns).map_err(status)?;
+        self.sandbox
+            .setup(&req.hostname, &req.dns)
+            .map_err(status)?;
         Ok(pb::Empty::new())
     }
 
@@ -91,10 +105,15 @@ impl pb::AgentService for AgentService {
     fn create_container(&self, _: &TtrpcContext, req: pb::CreateContainerRequest) -> R<pb::Empty> {
         tracing::info!(container = %req.container_id, "CreateContainer");
         if !req.storages.is_empty() {
-            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(Code::UNIMPLEMENTED, "storages: not supported yet")));
+            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                Code::UNIMPLEMENTED,
+                "storages: not supported yet",
+            )));
         }
         let rootfs = (!req.rootfs.is_empty()).then(|| Path::new(&req.rootfs));
-        self.sandbox.create_container(&req.container_id, &req.oci_spec_json, rootfs).map_err(status)?;
+        self.sandbox
+            .create_container(&req.container_id, &req.oci_spec_json, rootfs)
+            .map_err(status)?;
         Ok(pb::Empty::new())
     }
 
@@ -107,8 +126,14 @@ impl pb::AgentService for AgentService {
 
     fn remove_container(&self, _: &TtrpcContext, req: pb::RemoveContainerRequest) -> R<pb::Empty> {
         tracing::info!(container = %req.container_id, "RemoveContainer");
-        let timeout = Duration::from_secs(if req.timeout == 0 { 10 } else { req.timeout.into() });
-        self.sandbox.remove_container(&req.container_id, timeout).map_err(status)?;
+        let timeout = Duration::from_secs(if req.timeout == 0 {
+            10
+        } else {
+            req.timeout.into()
+        });
+        self.sandbox
+            .remove_container(&req.container_id, timeout)
+            .map_err(status)?;
         Ok(pb::Empty::new())
     }
 
@@ -132,14 +157,25 @@ impl pb::AgentService for AgentService {
         Ok(pb::Empty::new())
     }
 
-    fn stats_container(&self, _: &TtrpcContext, req: pb::ContainerRequest) -> R<pb::StatsContainerResponse> {
+    fn stats_container(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ContainerRequest,
+    ) -> R<pb::StatsContainerResponse> {
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
         Ok(convert::stats(c.cgroup()))
     }
 
-    fn list_processes(&self, _: &TtrpcContext, req: pb::ContainerRequest) -> R<pb::ListProcessesResponse> {
+    fn list_processes(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ContainerRequest,
+    ) -> R<pb::ListProcessesResponse> {
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
-        Ok(pb::ListProcessesResponse { pids: c.pids().map_err(cerr)?, ..Default::default() })
+        Ok(pb::ListProcessesResponse {
+            pids: c.pids().map_err(cerr)?,
+            ..Default::default()
+        })
     }
 
     fn exec_process(&self, _: &TtrpcContext, req: pb::ExecProcessRequest) -> R<pb::Empty> {
@@ -147,7 +183,8 @@ impl pb::AgentService for AgentService {
         let process: oci_spec::runtime::Process =
             serde_json::from_str(&req.process_json).map_err(|e| invalid("process_json", e))?;
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
-        c.exec(self.sandbox.runtime(), &req.exec_id, process).map_err(cerr)?;
+        c.exec(self.sandbox.runtime(), &req.exec_id, process)
+            .map_err(cerr)?;
         Ok(pb::Empty::new())
     }
 
@@ -158,17 +195,31 @@ impl pb::AgentService for AgentService {
         Ok(pb::Empty::new())
     }
 
-    fn wait_process(&self, _: &TtrpcContext, req: pb::ProcessRequest) -> R<pb::WaitProcessResponse> {
+    fn wait_process(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ProcessRequest,
+    ) -> R<pb::WaitProcessResponse> {
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
         let p = c.process(&req.exec_id).map_err(cerr)?;
-        Ok(pb::WaitProcessResponse { status: p.wait(), ..Default::default() })
+        Ok(pb::WaitProcessResponse {
+            status: p.wait(),
+            ..Default::default()
+        })
     }
 
-    fn write_stdin(&self, _: &TtrpcContext, req: pb::WriteStreamRequest) -> R<pb::WriteStreamResponse> {
+    fn write_stdin(
+        &self,
+        _: &TtrpcContext,
+        req: pb::WriteStreamRequest,
+    ) -> R<pb::WriteStreamResponse> {
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
         let p = c.process(&req.exec_id).map_err(cerr)?;
         let n = p.io.write_stdin(&req.data).map_err(|e| cerr(e.into()))?;
-        Ok(pb::WriteStreamResponse { len: n as u32, ..Default::default() })
+        Ok(pb::WriteStreamResponse {
+            len: n as u32,
+            ..Default::default()
+        })
     }
 
     fn close_stdin(&self, _: &TtrpcContext, req: pb::ProcessRequest) -> R<pb::Empty> {
@@ -178,31 +229,51 @@ impl pb::AgentService for AgentService {
         Ok(pb::Empty::new())
     }
 
-    fn read_stdout(&self, _: &TtrpcContext, req: pb::ReadStreamRequest) -> R<pb::ReadStreamResponse> {
+    fn read_stdout(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ReadStreamRequest,
+    ) -> R<pb::ReadStreamResponse> {
         self.read(req, false)
     }
 
-    fn read_stderr(&self, _: &TtrpcContext, req: pb::ReadStreamRequest) -> R<pb::ReadStreamResponse> {
+    fn read_stderr(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ReadStreamRequest,
+    ) -> R<pb::ReadStreamResponse> {
         self.read(req, true)
     }
 
     fn tty_win_resize(&self, _: &TtrpcContext, req: pb::TtyWinResizeRequest) -> R<pb::Empty> {
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
         let p = c.process(&req.exec_id).map_err(cerr)?;
-        p.io.resize(req.row as u16, req.column as u16).map_err(|e| cerr(e.into()))?;
+        p.io.resize(req.row as u16, req.column as u16)
+            .map_err(|e| cerr(e.into()))?;
         Ok(pb::Empty::new())
     }
 
     fn copy_file(&self, _: &TtrpcContext, req: pb::CopyFileRequest) -> R<pb::Empty> {
         self.sandbox
-            .copy_file(&req.path, &req.data, req.file_mode, req.dir_mode, req.uid, req.gid)
+            .copy_file(
+                &req.path,
+                &req.data,
+                req.file_mode,
+                req.dir_mode,
+                req.uid,
+                req.gid,
+            )
             .map_err(status)?;
         Ok(pb::Empty::new())
     }
 
     fn read_logs(&self, _: &TtrpcContext, req: pb::ReadLogsRequest) -> R<pb::ReadLogsResponse> {
         let (data, next_offset) = self.logs.read(req.offset, req.len as usize);
-        Ok(pb::ReadLogsResponse { data, next_offset, ..Default::default() })
+        Ok(pb::ReadLogsResponse {
+            data,
+            next_offset,
+            ..Default::default()
+        })
     }
 }
 
@@ -210,8 +281,14 @@ impl AgentService {
     fn read(&self, req: pb::ReadStreamRequest, stderr: bool) -> R<pb::ReadStreamResponse> {
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
         let p = c.process(&req.exec_id).map_err(cerr)?;
-        let data = p.io.read(stderr, req.len as usize).map_err(|e| cerr(e.into()))?;
+        let data =
+            p.io.read(stderr, req.len as usize)
+                .map_err(|e| cerr(e.into()))?;
         let eof = data.is_empty();
-        Ok(pb::ReadStreamResponse { data, eof, ..Default::default() })
+        Ok(pb::ReadStreamResponse {
+            data,
+            eof,
+            ..Default::default()
+        })
     }
 }

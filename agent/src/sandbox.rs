@@ -21,13 +21,19 @@ pub enum SandboxError {
     #[error(transparent)]
     Container(#[from] ContainerError),
     #[error("{path}: {source}", path = .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, SandboxError>;
 
 fn invalid(field: &'static str, reason: impl ToString) -> SandboxError {
-    SandboxError::Invalid { field, reason: reason.to_string() }
+    SandboxError::Invalid {
+        field,
+        reason: reason.to_string(),
+    }
 }
 
 /// Guest-wide settings chosen at start-up.
@@ -49,18 +55,27 @@ pub struct Sandbox {
 fn valid_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 256
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         && !id.starts_with('.');
     if ok {
         Ok(())
     } else {
-        Err(invalid("container_id", format!("{id:?} must be 1-256 of [A-Za-z0-9_.-]")))
+        Err(invalid(
+            "container_id",
+            format!("{id:?} must be 1-256 of [A-Za-z0-9_.-]"),
+        ))
     }
 }
 
 impl Sandbox {
     pub fn new(rt: Runtime, cfg: SandboxConfig) -> Self {
-        Sandbox { rt, cfg, containers: Mutex::new(HashMap::new()) }
+        Sandbox {
+            rt,
+            cfg,
+            containers: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -87,8 +102,14 @@ impl Sandbox {
         if !dns.is_empty() {
             let text: String = dns.iter().map(|d| format!("nameserver {d}\n")).collect();
             let path = Path::new("/etc/resolv.conf");
-            std::fs::create_dir_all("/etc").map_err(|source| SandboxError::Io { path: "/etc".into(), source })?;
-            std::fs::write(path, text).map_err(|source| SandboxError::Io { path: path.into(), source })?;
+            std::fs::create_dir_all("/etc").map_err(|source| SandboxError::Io {
+                path: "/etc".into(),
+                source,
+            })?;
+            std::fs::write(path, text).map_err(|source| SandboxError::Io {
+                path: path.into(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -96,7 +117,12 @@ impl Sandbox {
     pub fn create_container(&self, id: &str, spec_json: &str, rootfs: Option<&Path>) -> Result<()> {
         valid_id(id)?;
         // Reserve the id first so concurrent creates of one id cannot both proceed.
-        if self.containers.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id) {
+        if self
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+        {
             return Err(SandboxError::Exists(id.into()));
         }
         let c = Container::create(&self.rt, id, spec_json, rootfs)?;
@@ -113,13 +139,21 @@ impl Sandbox {
     pub fn remove_container(&self, id: &str, timeout: Duration) -> Result<()> {
         let c = self.container(id)?;
         c.destroy(timeout)?;
-        self.containers.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
         Ok(())
     }
 
     /// Removes every container (DestroySandbox, shutdown).
     pub fn remove_all(&self) {
-        let all: Vec<_> = self.containers.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        let all: Vec<_> = self
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
         for (id, c) in all {
             if let Err(e) = c.destroy(Duration::from_secs(5)) {
                 tracing::warn!(container = %id, "destroy: {e}");
@@ -128,19 +162,41 @@ impl Sandbox {
     }
 
     /// Writes a host file into the guest (bind-mounted /etc/hosts, resolv.conf, secrets).
-    pub fn copy_file(&self, path: &str, data: &[u8], file_mode: u32, dir_mode: u32, uid: u32, gid: u32) -> Result<()> {
+    pub fn copy_file(
+        &self,
+        path: &str,
+        data: &[u8],
+        file_mode: u32,
+        dir_mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<()> {
         let rel = Path::new(path);
-        if !rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(invalid("path", format!("{path:?} must be absolute without '..'")));
+        if !rel.is_absolute()
+            || rel
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(invalid(
+                "path",
+                format!("{path:?} must be absolute without '..'"),
+            ));
         }
-        let target = self.cfg.copy_root.join(rel.strip_prefix("/").unwrap_or(rel));
+        let target = self
+            .cfg
+            .copy_root
+            .join(rel.strip_prefix("/").unwrap_or(rel));
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |source| SandboxError::Io { path: p, source }
         };
         if let Some(parent) = target.parent() {
             let mode = if dir_mode == 0 { 0o755 } else { dir_mode };
-            std::fs::DirBuilder::new().recursive(true).mode(mode).create(parent).map_err(io(parent))?;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(parent)
+                .map_err(io(parent))?;
         }
         let tmp = target.with_extension("husk-tmp");
         std::fs::write(&tmp, data).map_err(io(&tmp))?;

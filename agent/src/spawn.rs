@@ -47,11 +47,15 @@ pub struct ReadyStage {
 impl ReadyStage {
     /// Lets the stage exec. Returns once the exec happened (socket closed) or failed.
     pub fn start(mut self) -> Result<(), SpawnError> {
-        self.writer.write_all(b"start\n").map_err(|e| SpawnError::Setup(e.to_string()))?;
+        self.writer
+            .write_all(b"start\n")
+            .map_err(|e| SpawnError::Setup(e.to_string()))?;
         let mut line = String::new();
         match self.reader.read_line(&mut line) {
             Ok(0) => Ok(()),
-            Ok(_) => Err(SpawnError::Stage(line.trim().trim_start_matches("error ").to_string())),
+            Ok(_) => Err(SpawnError::Stage(
+                line.trim().trim_start_matches("error ").to_string(),
+            )),
             Err(e) => Err(SpawnError::Setup(e.to_string())),
         }
     }
@@ -72,7 +76,8 @@ pub fn launch(
     idmaps: Option<&IdMaps>,
     registry: &ExitRegistry,
 ) -> Result<ReadyStage, SpawnError> {
-    let (agent_end, stage_end) = UnixStream::pair().map_err(|e| SpawnError::Setup(e.to_string()))?;
+    let (agent_end, stage_end) =
+        UnixStream::pair().map_err(|e| SpawnError::Setup(e.to_string()))?;
     let json = serde_json::to_string(cfg).map_err(|e| SpawnError::Setup(e.to_string()))?;
     let argv0 = CString::new("husk-agent").expect("static");
     let argv1 = CString::new("init").expect("static");
@@ -85,7 +90,14 @@ pub fn launch(
     // async-signal-safe functions (fcntl, dup2, read, sigprocmask, signal, execve, _exit) on
     // data prepared above, then execs or exits.
     let pid = unsafe {
-        libc::syscall(libc::SYS_clone, flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize)
+        libc::syscall(
+            libc::SYS_clone,
+            flags.bits() as libc::c_ulong | libc::SIGCHLD as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
     };
     if pid == 0 {
         // SAFETY: see above; this is the child and it never returns.
@@ -106,7 +118,9 @@ pub fn launch(
             .map_err(|e| fail(SpawnError::Stage(format!("linux.uidMappings: {e}"))))?;
     }
     cgroup.add(pid).map_err(|e| fail(e.into()))?;
-    let mut writer = agent_end.try_clone().map_err(|e| fail(SpawnError::Setup(e.to_string())))?;
+    let mut writer = agent_end
+        .try_clone()
+        .map_err(|e| fail(SpawnError::Setup(e.to_string())))?;
     writer
         .write_all(b"G")
         .and_then(|_| writer.write_all(json.as_bytes()))
@@ -116,19 +130,31 @@ pub fn launch(
     let mut final_pid = pid;
     loop {
         let mut line = String::new();
-        let n = reader.read_line(&mut line).map_err(|e| fail(SpawnError::Setup(e.to_string())))?;
+        let n = reader
+            .read_line(&mut line)
+            .map_err(|e| fail(SpawnError::Setup(e.to_string())))?;
         let line = line.trim();
         if n == 0 {
-            return Err(fail(SpawnError::Setup("init stage exited without reporting".into())));
+            return Err(fail(SpawnError::Setup(
+                "init stage exited without reporting".into(),
+            )));
         } else if let Some(p) = line.strip_prefix("pid ") {
             // The stage forked into a joined pid namespace; its parent exits by itself.
-            final_pid = p.parse().map_err(|_| fail(SpawnError::Setup(format!("bad pid line {line:?}"))))?;
+            final_pid = p
+                .parse()
+                .map_err(|_| fail(SpawnError::Setup(format!("bad pid line {line:?}"))))?;
             registry.ignore(pid);
         } else if line == "ready" {
-            return Ok(ReadyStage { pid: final_pid, reader, writer });
+            return Ok(ReadyStage {
+                pid: final_pid,
+                reader,
+                writer,
+            });
         } else {
             let _ = kill(Pid::from_raw(final_pid), Signal::SIGKILL);
-            return Err(fail(SpawnError::Stage(line.trim_start_matches("error ").to_string())));
+            return Err(fail(SpawnError::Stage(
+                line.trim_start_matches("error ").to_string(),
+            )));
         }
     }
 }
@@ -143,8 +169,8 @@ unsafe fn child_exec(
     envp: &[*const libc::c_char; 1],
     srcs: &[RawFd; 4],
 ) -> ! {
-    // SAFETY (whole block): async-signal-safe libc calls on fds and pointers owned by this
-    // child; argv/envp are NULL-terminated arrays of valid C strings prepared before clone.
+    // SAFETY: async-signal-safe libc calls on fds and pointers owned by this child;
+    // argv/envp are NULL-terminated arrays of valid C strings prepared before clone.
     unsafe {
         let mut tmp = [0; 4];
         for (i, src) in srcs.iter().enumerate() {

@@ -20,7 +20,10 @@ pub struct SpecError {
 }
 
 fn bad(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
-    SpecError { field: field.into(), reason: reason.into() }
+    SpecError {
+        field: field.into(),
+        reason: reason.into(),
+    }
 }
 
 impl From<NamespaceError> for SpecError {
@@ -46,31 +49,51 @@ pub struct ValidSpec {
 }
 
 fn id_map(field: &str, maps: &Option<Vec<LinuxIdMapping>>) -> Result<String, SpecError> {
-    let maps = maps.as_ref().filter(|m| !m.is_empty()).ok_or_else(|| bad(field, "required with a new user namespace"))?;
-    Ok(maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect())
+    let maps = maps
+        .as_ref()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad(field, "required with a new user namespace"))?;
+    Ok(maps
+        .iter()
+        .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+        .collect())
 }
 
 /// Checks a process (the container's or an exec's) on its own.
-pub fn validate_process(p: &Process, prefix: &str, warnings: &mut Vec<String>) -> Result<(), SpecError> {
+pub fn validate_process(
+    p: &Process,
+    prefix: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), SpecError> {
     if p.args().as_ref().is_none_or(|a| a.is_empty()) {
         return Err(bad(format!("{prefix}.args"), "must not be empty"));
     }
     if !p.cwd().is_absolute() {
-        return Err(bad(format!("{prefix}.cwd"), format!("{:?} must be an absolute path", p.cwd())));
+        return Err(bad(
+            format!("{prefix}.cwd"),
+            format!("{:?} must be an absolute path", p.cwd()),
+        ));
     }
     for e in p.env().iter().flatten() {
         if !e.contains('=') {
-            return Err(bad(format!("{prefix}.env"), format!("{e:?} is not KEY=value")));
+            return Err(bad(
+                format!("{prefix}.env"),
+                format!("{e:?} is not KEY=value"),
+            ));
         }
     }
     if let Some(c) = p.capabilities() {
         CapMasks::from_spec(c).map_err(|e| bad(format!("{prefix}.capabilities"), e.to_string()))?;
     }
     if p.apparmor_profile().as_ref().is_some_and(|s| !s.is_empty()) {
-        warnings.push(format!("{prefix}.apparmorProfile: AppArmor is not available in the guest; ignored"));
+        warnings.push(format!(
+            "{prefix}.apparmorProfile: AppArmor is not available in the guest; ignored"
+        ));
     }
     if p.selinux_label().as_ref().is_some_and(|s| !s.is_empty()) {
-        warnings.push(format!("{prefix}.selinuxLabel: SELinux is not available in the guest; ignored"));
+        warnings.push(format!(
+            "{prefix}.selinuxLabel: SELinux is not available in the guest; ignored"
+        ));
     }
     Ok(())
 }
@@ -78,20 +101,35 @@ pub fn validate_process(p: &Process, prefix: &str, warnings: &mut Vec<String>) -
 /// Validates `spec`. `rootfs` overrides a relative `root.path` (the bundle is on the host).
 pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecError> {
     let mut warnings = Vec::new();
-    let root = spec.root().as_ref().ok_or_else(|| bad("root", "required"))?;
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| bad("root", "required"))?;
     let rootfs_path = match rootfs {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => root.path().clone(),
     };
     if !rootfs_path.is_absolute() {
-        return Err(bad("root.path", format!("{rootfs_path:?} must be absolute in the guest")));
+        return Err(bad(
+            "root.path",
+            format!("{rootfs_path:?} must be absolute in the guest"),
+        ));
     }
     if !rootfs_path.is_dir() {
-        return Err(bad("root.path", format!("{} is not a directory", rootfs_path.display())));
+        return Err(bad(
+            "root.path",
+            format!("{} is not a directory", rootfs_path.display()),
+        ));
     }
-    let process = spec.process().clone().ok_or_else(|| bad("process", "required"))?;
+    let process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| bad("process", "required"))?;
     validate_process(&process, "process", &mut warnings)?;
-    let linux = spec.linux().clone().ok_or_else(|| bad("linux", "required"))?;
+    let linux = spec
+        .linux()
+        .clone()
+        .ok_or_else(|| bad("linux", "required"))?;
     let namespaces = linux.namespaces().clone().unwrap_or_default();
     let ns = NamespacePlan::for_create(&namespaces)?;
 
@@ -99,21 +137,43 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
     for (i, m) in mounts.iter().enumerate() {
         let d = m.destination();
         if !d.is_absolute() {
-            return Err(bad(format!("mounts[{i}].destination"), format!("{d:?} must be absolute")));
+            return Err(bad(
+                format!("mounts[{i}].destination"),
+                format!("{d:?} must be absolute"),
+            ));
         }
         if join_rootfs(&rootfs_path, d).is_none() {
-            return Err(bad(format!("mounts[{i}].destination"), format!("{d:?} may not contain '..'")));
+            return Err(bad(
+                format!("mounts[{i}].destination"),
+                format!("{d:?} may not contain '..'"),
+            ));
         }
         let bind = m.typ().as_deref() == Some("bind")
-            || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind");
+            || m.options()
+                .iter()
+                .flatten()
+                .any(|o| o == "bind" || o == "rbind");
         if bind {
             match m.source() {
                 Some(s) if s.exists() => {}
-                Some(s) => return Err(bad(format!("mounts[{i}].source"), format!("{} does not exist", s.display()))),
-                None => return Err(bad(format!("mounts[{i}].source"), "required for a bind mount")),
+                Some(s) => {
+                    return Err(bad(
+                        format!("mounts[{i}].source"),
+                        format!("{} does not exist", s.display()),
+                    ))
+                }
+                None => {
+                    return Err(bad(
+                        format!("mounts[{i}].source"),
+                        "required for a bind mount",
+                    ))
+                }
             }
         } else if m.typ().as_deref().is_none_or(str::is_empty) {
-            return Err(bad(format!("mounts[{i}].type"), "required unless the mount is a bind mount"));
+            return Err(bad(
+                format!("mounts[{i}].type"),
+                "required unless the mount is a bind mount",
+            ));
         }
     }
 
@@ -136,8 +196,23 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
         }
     }
     if let Some(p) = linux.rootfs_propagation() {
-        if !["", "private", "rprivate", "slave", "rslave", "shared", "rshared", "unbindable", "runbindable"].contains(&p.as_str()) {
-            return Err(bad("linux.rootfsPropagation", format!("unknown value {p:?}")));
+        if ![
+            "",
+            "private",
+            "rprivate",
+            "slave",
+            "rslave",
+            "shared",
+            "rshared",
+            "unbindable",
+            "runbindable",
+        ]
+        .contains(&p.as_str())
+        {
+            return Err(bad(
+                "linux.rootfsPropagation",
+                format!("unknown value {p:?}"),
+            ));
         }
     }
     if linux.seccomp().is_some() {
@@ -195,9 +270,18 @@ mod tests {
     fn rejections_name_the_field() {
         let cases = [
             (r#","hostname":"h""#, "hostname"),
-            (r#","mounts":[{"destination":"rel","type":"tmpfs"}]"#, "mounts[0].destination"),
-            (r#","mounts":[{"destination":"/a/../../b","type":"tmpfs"}]"#, "mounts[0].destination"),
-            (r#","mounts":[{"destination":"/x","type":"bind","source":"/nonexistent-husk"}]"#, "mounts[0].source"),
+            (
+                r#","mounts":[{"destination":"rel","type":"tmpfs"}]"#,
+                "mounts[0].destination",
+            ),
+            (
+                r#","mounts":[{"destination":"/a/../../b","type":"tmpfs"}]"#,
+                "mounts[0].destination",
+            ),
+            (
+                r#","mounts":[{"destination":"/x","type":"bind","source":"/nonexistent-husk"}]"#,
+                "mounts[0].source",
+            ),
             (r#","mounts":[{"destination":"/x"}]"#, "mounts[0].type"),
         ];
         for (extra, field) in cases {

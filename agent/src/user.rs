@@ -49,7 +49,11 @@ pub fn parse_group(text: &str) -> Vec<GroupEntry> {
             Some(GroupEntry {
                 name: f[0].to_string(),
                 gid: f[2].parse().ok()?,
-                members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+                members: f[3]
+                    .split(',')
+                    .filter(|m| !m.is_empty())
+                    .map(str::to_string)
+                    .collect(),
             })
         })
         .collect()
@@ -108,7 +112,8 @@ pub fn resolve(root: &Path, spec: &str) -> Option<(u32, u32, Vec<u32>)> {
 mod tests {
     use super::*;
 
-    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n# c\nwww:x:33:33:www:/var/www:/bin/false\nbad\n";
+    const PASSWD: &str =
+        "root:x:0:0:root:/root:/bin/sh\n# c\nwww:x:33:33:www:/var/www:/bin/false\nbad\n";
     const GROUP: &str = "root:x:0:\nwww:x:33:\nadm:x:4:www,root\nvideo:x:44:www\n";
 
     fn rootfs() -> tempdir::Dir {

@@ -139,11 +139,19 @@ impl Syscall for RecordingSyscall {
     }
 
     fn path_kind(&self, path: &Path) -> PathKind {
-        self.kinds.borrow().get(path).copied().unwrap_or(PathKind::Missing)
+        self.kinds
+            .borrow()
+            .get(path)
+            .copied()
+            .unwrap_or(PathKind::Missing)
     }
 
     fn sethostname(&self, name: &str) -> Result<()> {
-        self.record("sethostname", Path::new(name), Call::Sethostname(name.into()))
+        self.record(
+            "sethostname",
+            Path::new(name),
+            Call::Sethostname(name.into()),
+        )
     }
 
     fn unshare(&self, flags: CloneFlags) -> Result<()> {

@@ -73,8 +73,13 @@ impl Syscall for LinuxSyscall {
             NodeKind::Block => SFlag::S_IFBLK,
             NodeKind::Fifo => SFlag::S_IFIFO,
         };
-        nix::sys::stat::mknod(path, kind, Mode::from_bits_truncate(mode), makedev(major, minor))
-            .map_err(|e| SyscallError::new("mknod", path, e))
+        nix::sys::stat::mknod(
+            path,
+            kind,
+            Mode::from_bits_truncate(mode),
+            makedev(major, minor),
+        )
+        .map_err(|e| SyscallError::new("mknod", path, e))
     }
 
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {

@@ -25,7 +25,11 @@ pub struct SyscallError {
 
 impl SyscallError {
     pub fn new(op: &'static str, path: impl Into<PathBuf>, errno: nix::errno::Errno) -> Self {
-        SyscallError { op, path: path.into(), errno }
+        SyscallError {
+            op,
+            path: path.into(),
+            errno,
+        }
     }
 }
 

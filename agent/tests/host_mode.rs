@@ -1,0 +1,377 @@
+//! Host-mode integration tests: a real husk-agent on a Unix socket, as root, running busybox
+//! containers with real namespaces and cgroup v2. Each test skips (saying why) when the host
+//! cannot run them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ctx, mount_count, spec, Agent};
+use husk_agent::protocol as pb;
+
+fn code(e: ttrpc::Error) -> (ttrpc::Code, String) {
+    match e {
+        ttrpc::Error::RpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("not an RPC status: {other:?}"),
+    }
+}
+
+#[test]
+fn round_trip_guest_details() {
+    require_host_mode!();
+    let a = Agent::start();
+    let d = a
+        .client
+        .get_guest_details(ctx(), &pb::Empty::new())
+        .unwrap();
+    assert_eq!(d.agent_version, env!("CARGO_PKG_VERSION"));
+    assert!(d.mem_total_bytes > 0 && d.online_cpus > 0);
+}
+
+#[test]
+fn created_waits_for_start_then_stdio_and_exit_status() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let marker = root.join("tmp/ran");
+    let s = spec(
+        &root,
+        &[
+            "sh",
+            "-c",
+            "touch /tmp/ran; echo hello; echo oops >&2; exit 3",
+        ],
+    );
+    a.create("c1", &s).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!marker.exists(), "process ran before start");
+    assert_eq!(a.pids("c1").len(), 1, "init stage waits in the cgroup");
+    a.start_c("c1").unwrap();
+    assert_eq!(a.read_all("c1", "", false), "hello\n");
+    assert_eq!(a.read_all("c1", "", true), "oops\n");
+    assert_eq!(a.wait("c1", ""), 3);
+    assert!(marker.exists());
+    let (c, _) = code(a.start_c("c1").unwrap_err());
+    assert_eq!(c, ttrpc::Code::FAILED_PRECONDITION);
+    a.remove("c1").unwrap();
+    let (c, _) = code(a.start_c("c1").unwrap_err());
+    assert_eq!(c, ttrpc::Code::NOT_FOUND);
+}
+
+#[test]
+fn exit_codes_and_signals() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    a.create("e", &spec(&root, &["sh", "-c", "exit 7"]))
+        .unwrap();
+    a.start_c("e").unwrap();
+    assert_eq!(a.wait("e", ""), 7);
+
+    a.create("k", &spec(&root, &["sleep", "100"])).unwrap();
+    a.start_c("k").unwrap();
+    a.signal("k", "", libc::SIGKILL).unwrap();
+    assert_eq!(a.wait("k", ""), 128 + libc::SIGKILL);
+
+    let trap = "trap 'exit 42' TERM; echo ready; while true; do sleep 0.05; done";
+    a.create("t", &spec(&root, &["sh", "-c", trap])).unwrap();
+    a.start_c("t").unwrap();
+    let req = pb::ReadStreamRequest {
+        container_id: "t".into(),
+        len: 64,
+        ..Default::default()
+    };
+    assert_eq!(a.client.read_stdout(ctx(), &req).unwrap().data, b"ready\n");
+    a.signal("t", "", libc::SIGTERM).unwrap();
+    assert_eq!(a.wait("t", ""), 42);
+    for id in ["e", "k", "t"] {
+        a.remove(id).unwrap();
+    }
+}
+
+#[test]
+fn exec_joins_the_container_namespaces() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    a.create("x", &spec(&root, &["sleep", "100"])).unwrap();
+    a.start_c("x").unwrap();
+    a.exec(
+        "x",
+        "e1",
+        &[
+            "sh",
+            "-c",
+            "hostname; cat /proc/1/cmdline; echo; echo $$; exit 5",
+        ],
+        false,
+    )
+    .unwrap();
+    let out = a.read_all("x", "e1", false);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "husky", "{out}");
+    assert_eq!(
+        lines[1].trim_end_matches('\0').replace('\0', " "),
+        "sleep 100"
+    );
+    assert_ne!(lines[2], "1", "exec is not the container's pid 1");
+    assert!(
+        lines[2].parse::<u32>().unwrap() < 100,
+        "pid in the container's pid namespace: {out}"
+    );
+    assert_eq!(a.wait("x", "e1"), 5);
+    let (c, _) = code(a.exec("x", "e1", &["true"], false).unwrap_err());
+    assert_eq!(c, ttrpc::Code::ALREADY_EXISTS);
+    let (c, msg) = code(a.exec("x", "e2", &["nonexistent-cmd"], false).unwrap_err());
+    assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
+    assert!(msg.contains("process.args"), "{msg}");
+    a.remove("x").unwrap();
+}
+
+#[test]
+fn stdin_and_tty() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    a.create("i", &spec(&root, &["cat"])).unwrap();
+    a.start_c("i").unwrap();
+    let w = pb::WriteStreamRequest {
+        container_id: "i".into(),
+        data: b"ping\n".to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(a.client.write_stdin(ctx(), &w).unwrap().len, 5);
+    a.client
+        .close_stdin(
+            ctx(),
+            &pb::ProcessRequest {
+                container_id: "i".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(a.read_all("i", "", false), "ping\n");
+    assert_eq!(a.wait("i", ""), 0);
+
+    let mut s = spec(&root, &["sh", "-c", "stty size; [ -t 0 ] && echo isatty"]);
+    s["process"]["terminal"] = true.into();
+    s["process"]["consoleSize"] = serde_json::json!({"height": 30, "width": 100});
+    a.create("tty", &s).unwrap();
+    a.start_c("tty").unwrap();
+    let out = a.read_all("tty", "", false);
+    assert!(out.contains("30 100"), "{out:?}");
+    assert!(out.contains("isatty"), "{out:?}");
+    assert_eq!(a.wait("tty", ""), 0);
+
+    a.create("r", &spec(&root, &["sleep", "100"])).unwrap();
+    a.start_c("r").unwrap();
+    a.exec("r", "t", &["sh", "-c", "read x; stty size"], true)
+        .unwrap();
+    let rs = pb::TtyWinResizeRequest {
+        container_id: "r".into(),
+        exec_id: "t".into(),
+        row: 50,
+        column: 132,
+        ..Default::default()
+    };
+    a.client.tty_win_resize(ctx(), &rs).unwrap();
+    let w = pb::WriteStreamRequest {
+        container_id: "r".into(),
+        exec_id: "t".into(),
+        data: b"go\n".to_vec(),
+        ..Default::default()
+    };
+    a.client.write_stdin(ctx(), &w).unwrap();
+    let out = a.read_all("r", "t", false);
+    assert!(out.contains("50 132"), "{out:?}");
+    for id in ["i", "tty", "r"] {
+        a.remove(id).unwrap();
+    }
+}
+
+#[test]
+fn ps_stats_pause_resume() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let s = spec(
+        &root,
+        &[
+            "sh",
+            "-c",
+            "while true; do echo x >> /tmp/ticks; sleep 0.02; done",
+        ],
+    );
+    a.create("p", &s).unwrap();
+    a.start_c("p").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!a.pids("p").is_empty());
+    let req = pb::ContainerRequest {
+        container_id: "p".into(),
+        ..Default::default()
+    };
+    let st = a.client.stats_container(ctx(), &req).unwrap();
+    assert!(st.cpu.usage_usec > 0, "cpu.stat usage");
+    let ticks = || {
+        std::fs::metadata(root.join("tmp/ticks"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    a.client.pause_container(ctx(), &req).unwrap();
+    let frozen = ticks();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ticks(), frozen, "no progress while paused");
+    let (c, _) = code(a.client.pause_container(ctx(), &req).unwrap_err());
+    assert_eq!(c, ttrpc::Code::FAILED_PRECONDITION);
+    a.client.resume_container(ctx(), &req).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(ticks() > frozen, "progress after resume");
+    a.remove("p").unwrap();
+}
+
+#[test]
+fn namespaces_follow_the_spec() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let mine = |n: &str| std::fs::read_link(format!("/proc/self/ns/{n}")).unwrap();
+    a.create("n", &spec(&root, &["sleep", "100"])).unwrap();
+    let pid = a.pids("n")[0];
+    let theirs = |n: &str| std::fs::read_link(format!("/proc/{pid}/ns/{n}")).unwrap();
+    for n in ["mnt", "pid_for_children", "ipc", "uts", "net"] {
+        let t = if n == "pid_for_children" {
+            std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap()
+        } else {
+            theirs(n)
+        };
+        assert_ne!(
+            t,
+            mine(if n == "pid_for_children" { "pid" } else { n }),
+            "{n} namespace must be new"
+        );
+    }
+    assert_eq!(
+        theirs("cgroup"),
+        mine("cgroup"),
+        "no cgroup namespace requested"
+    );
+
+    let mut s = spec(&root, &["sleep", "100"]);
+    s["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "pid"}]);
+    s.as_object_mut().unwrap().remove("hostname");
+    a.create("h", &s).unwrap();
+    let pid = a.pids("h")[0];
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap(),
+        mine("net"),
+        "host network kept"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/uts")).unwrap(),
+        mine("uts")
+    );
+    a.remove("n").unwrap();
+    a.remove("h").unwrap();
+}
+
+#[test]
+fn bad_specs_are_rejected_naming_the_field_and_leave_nothing() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let before = mount_count();
+    let mut cases: Vec<(serde_json::Value, &str)> = Vec::new();
+    let mut s = spec(&root, &["sh"]);
+    s["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]);
+    cases.push((s, "hostname"));
+    let mut s = spec(&root, &["sh"]);
+    s["mounts"].as_array_mut().unwrap().push(serde_json::json!({"destination": "/x", "type": "bind", "source": "/nonexistent/husk", "options": ["rbind"]}));
+    cases.push((s, "mounts[4].source"));
+    cases.push((spec(&root, &["no-such-binary"]), "process.args"));
+    let mut s = spec(&root, &["sh"]);
+    s["root"]["path"] = "/nonexistent/rootfs".into();
+    cases.push((s, "root.path"));
+    let mut s = spec(&root, &["sh"]);
+    s["process"]["cwd"] = "relative".into();
+    cases.push((s, "process.cwd"));
+    let mut s = spec(&root, &["sh"]);
+    s["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"destination": "/bad", "type": "nosuchfs", "source": "x"}));
+    cases.push((s, "mounts[4]"));
+    for (i, (s, field)) in cases.into_iter().enumerate() {
+        let id = format!("bad{i}");
+        let (c, msg) = code(a.create(&id, &s).unwrap_err());
+        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{field}: {msg}");
+        assert!(msg.contains(field), "expected {field:?} in {msg:?}");
+        assert!(
+            !a.cgroup_root.join("husk").join(&id).exists(),
+            "cgroup left behind for {field}"
+        );
+    }
+    assert_eq!(
+        mount_count(),
+        before,
+        "mounts leaked into the host namespace"
+    );
+    let (c, _) = code(a.create("../evil", &spec(&root, &["sh"])).unwrap_err());
+    assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
+}
+
+#[test]
+fn cgroup_limits() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let available = a.available_controllers();
+    let mut s = spec(&root, &["sh", "-c", "cat /proc/self/cgroup"]);
+    s["linux"]["resources"] =
+        serde_json::json!({"memory": {"limit": 33554432}, "pids": {"limit": 8}});
+    if !available.iter().any(|c| c == "memory") || !available.iter().any(|c| c == "pids") {
+        // The request must fail clearly, naming the field, rather than be ignored.
+        let (c, msg) = code(a.create("lim", &s).unwrap_err());
+        assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
+        assert!(msg.contains("linux.resources."), "{msg}");
+        assert!(!a.cgroup_root.join("husk/lim").exists());
+        eprintln!(
+            "SKIPPED (partly): memory/pids limits not enforceable here: cgroup2 at {} offers only {:?} \
+             (the host binds them to cgroup v1); checked that the request is refused instead",
+            a.cgroup_root.display(),
+            available
+        );
+        return;
+    }
+    a.create("lim", &s).unwrap();
+    let cg = a.cgroup_root.join("husk/lim");
+    assert_eq!(
+        std::fs::read_to_string(cg.join("memory.max"))
+            .unwrap()
+            .trim(),
+        "33554432"
+    );
+    assert_eq!(
+        std::fs::read_to_string(cg.join("pids.max")).unwrap().trim(),
+        "8"
+    );
+    a.start_c("lim").unwrap();
+    assert_eq!(a.wait("lim", ""), 0);
+    a.remove("lim").unwrap();
+    let mut s = spec(
+        &root,
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 5 & done; wait",
+        ],
+    );
+    s["linux"]["resources"] = serde_json::json!({"pids": {"limit": 4}});
+    a.create("fork", &s).unwrap();
+    a.start_c("fork").unwrap();
+    let err = a.read_all("fork", "", true);
+    assert!(
+        err.contains("can't fork") || err.contains("Resource temporarily unavailable"),
+        "{err}"
+    );
+    a.remove("fork").unwrap();
+}
