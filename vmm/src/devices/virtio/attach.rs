@@ -16,6 +16,7 @@ use super::block::VirtioBlock;
 use super::config::{DiskConfig, NetConfig, VsockConfig};
 use super::mmio::{reg, MmioTransport};
 use super::rng::VirtioRng;
+use super::vsock::VirtioVsock;
 use super::{DeviceEventHandler, DeviceSubscriber, Interrupt, VirtioDevice};
 use crate::devices::bus::Bus;
 use crate::layout::{virtio_mmio_slot, IRQ_DEVICE_BASE, IRQ_MAX, VIRTIO_MMIO_SLOT_SIZE};
@@ -56,6 +57,9 @@ pub enum AttachError {
     /// The rng failed.
     #[error(transparent)]
     Rng(#[from] super::rng::RngError),
+    /// The vsock device failed.
+    #[error(transparent)]
+    Vsock(#[from] super::vsock::VsockError),
     /// The transport refused the device.
     #[error(transparent)]
     Transport(#[from] super::mmio::TransportError),
@@ -166,7 +170,10 @@ pub fn attach(
         let dev = a.add(VirtioBlock::new(disk, mem.clone())?)?;
         a.out.blocks.push(dev);
     }
-    // Network cards and vsock come between disks and rng (added with those devices).
+    // Network cards come between disks and vsock (added with that device).
+    if let Some(vsock) = &cfg.vsock {
+        a.add(VirtioVsock::new(vsock, mem.clone())?)?;
+    }
     if cfg.rng {
         a.add(VirtioRng::new(mem.clone())?)?;
     }

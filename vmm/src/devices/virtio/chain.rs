@@ -204,6 +204,51 @@ impl Chain {
         })
     }
 
+    /// Like [`Self::readable_to`] but stops at the first short write (a non-blocking socket),
+    /// returning how many bytes went out; `WouldBlock` counts as a short write of zero.
+    pub fn readable_to_some<M, W>(
+        &self,
+        mem: &M,
+        offset: u64,
+        len: u64,
+        dst: &mut W,
+    ) -> Result<usize, vm_memory::GuestMemoryError>
+    where
+        M: GuestMemory + ?Sized,
+        W: WriteVolatile,
+    {
+        let mut total = 0usize;
+        let mut short = false;
+        Self::visit(&self.readable, offset, len, |addr, n| {
+            if short {
+                return Ok::<(), vm_memory::GuestMemoryError>(());
+            }
+            // One write(2) per slice: GuestMemory::write_volatile_to retries to the end and
+            // loses the count of what went out if the fd then says WouldBlock.
+            let mut put = 0usize;
+            for slice in mem.get_slices(addr, n, Permissions::Read)? {
+                let slice = slice?;
+                let wrote = match dst.write_volatile(&slice) {
+                    Ok(w) => w,
+                    Err(vm_memory::VolatileMemoryError::IOError(e))
+                        if e.kind() == std::io::ErrorKind::WouldBlock =>
+                    {
+                        0
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                put += wrote;
+                if wrote < slice.len() {
+                    break;
+                }
+            }
+            total += put;
+            short = put < n;
+            Ok(())
+        })?;
+        Ok(total)
+    }
+
     /// Fills `len` writable bytes starting at `offset` from `src` (a file, a socket).
     pub fn writable_from<M, R>(
         &self,
@@ -222,7 +267,8 @@ impl Chain {
     }
 
     /// Like [`Self::writable_from`] but stops at the first short read (a non-blocking socket or
-    /// TAP), returning how many bytes arrived.
+    /// TAP), returning how many bytes arrived: `Ok(0)` is end of file, and a `WouldBlock` before
+    /// any byte arrived is returned as the error (see [`is_would_block`]).
     pub fn writable_from_some<M, R>(
         &self,
         mem: &M,
@@ -240,13 +286,25 @@ impl Chain {
             if short {
                 return Ok::<(), vm_memory::GuestMemoryError>(());
             }
-            let got = mem.read_volatile_from(addr, src, n)?;
+            let got = match mem.read_volatile_from(addr, src, n) {
+                Ok(got) => got,
+                Err(e) if is_would_block(&e) && total > 0 => 0,
+                Err(e) => return Err(e),
+            };
             total += got;
             short = got < n;
             Ok(())
         })?;
         Ok(total)
     }
+}
+
+/// Whether a guest-memory I/O error is a non-blocking fd saying "not now".
+pub fn is_would_block(e: &vm_memory::GuestMemoryError) -> bool {
+    matches!(
+        e,
+        vm_memory::GuestMemoryError::IOError(io) if io.kind() == std::io::ErrorKind::WouldBlock
+    )
 }
 
 #[cfg(test)]

@@ -526,11 +526,11 @@ mod tests {
         assert_eq!(rd(t, reg::QUEUE_NUM_MAX), 16);
         wr(t, reg::QUEUE_NUM, 16);
         let a = |g: vm_memory::GuestAddress| g.0;
-        wr(t, reg::QUEUE_DESC_LOW, a(d.vq.desc_table_addr()) as u32);
+        wr(t, reg::QUEUE_DESC_LOW, a(d.desc_addr()) as u32);
         wr(t, reg::QUEUE_DESC_HIGH, 0);
-        wr(t, reg::QUEUE_AVAIL_LOW, a(d.vq.avail_addr()) as u32);
+        wr(t, reg::QUEUE_AVAIL_LOW, a(d.avail_addr()) as u32);
         wr(t, reg::QUEUE_AVAIL_HIGH, 0);
-        wr(t, reg::QUEUE_USED_LOW, a(d.vq.used_addr()) as u32);
+        wr(t, reg::QUEUE_USED_LOW, a(d.used_addr()) as u32);
         wr(t, reg::QUEUE_USED_HIGH, 0);
         wr(t, reg::QUEUE_READY, 1);
         assert_eq!(rd(t, reg::QUEUE_READY), 1);
