@@ -258,11 +258,15 @@ pub fn run_vm(mut config: VmConfig) -> Result<VmReport, BuildError> {
 
     // 3. Payload (the kernel learns about virtio-mmio devices from its command line).
     let mut payload = config.payload.clone();
-    if let Payload::Linux(linux) = &mut payload {
-        for entry in &virtio.cmdline {
-            linux.cmdline.push(' ');
-            linux.cmdline.push_str(entry);
+    match &mut payload {
+        Payload::Linux(linux) => {
+            for entry in &virtio.cmdline {
+                linux.cmdline.push(' ');
+                linux.cmdline.push_str(entry);
+            }
         }
+        #[cfg(feature = "test-utils")]
+        Payload::Flat { .. } => {}
     }
     let (layout, runnable) = load_payload(&mem, &payload, mem_size, config.vcpus)?;
 
