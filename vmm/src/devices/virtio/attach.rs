@@ -15,6 +15,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 use super::block::VirtioBlock;
 use super::config::{DiskConfig, NetConfig, VsockConfig};
 use super::mmio::{reg, MmioTransport};
+use super::net::VirtioNet;
 use super::rng::VirtioRng;
 use super::vsock::VirtioVsock;
 use super::{DeviceEventHandler, DeviceSubscriber, Interrupt, VirtioDevice};
@@ -60,6 +61,9 @@ pub enum AttachError {
     /// The vsock device failed.
     #[error(transparent)]
     Vsock(#[from] super::vsock::VsockError),
+    /// A network card failed.
+    #[error(transparent)]
+    Net(#[from] super::net::NetError),
     /// The transport refused the device.
     #[error(transparent)]
     Transport(#[from] super::mmio::TransportError),
@@ -170,7 +174,9 @@ pub fn attach(
         let dev = a.add(VirtioBlock::new(disk, mem.clone())?)?;
         a.out.blocks.push(dev);
     }
-    // Network cards come between disks and vsock (added with that device).
+    for net in &cfg.nets {
+        a.add(VirtioNet::new(net, mem.clone())?)?;
+    }
     if let Some(vsock) = &cfg.vsock {
         a.add(VirtioVsock::new(vsock, mem.clone())?)?;
     }
