@@ -17,8 +17,7 @@ use vmm_sys_util::signal::register_signal_handler;
 use vmm_sys_util::terminal::Terminal;
 
 /// Kernel command line used when --cmdline is not given.
-const DEFAULT_CMDLINE: &str =
-    "console=ttyS0 reboot=k panic=-1 tsc=reliable no_timer_check nowatchdog quiet";
+const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 tsc=reliable no_timer_check quiet";
 
 /// Exit code when the host cannot run the guest at all.
 const EXIT_HOST_UNSUITABLE: u8 = 7;

@@ -2,7 +2,7 @@
 //! stdout or a file, watched for the kernel's panic and power-down banners.
 //!
 //! The watcher exists because a guest without ACPI cannot power off: Linux turns `poweroff`
-//! into a halt (`reboot: System halted`) and its CPUs then sleep forever with no VM exit, so the
+//! into a halt (`reboot: Power off not available: System halted instead`) and its CPUs then sleep forever with no VM exit, so the
 //! banner is the only signal the VMM gets. Cooperative guests (husk's agent) use the control
 //! page instead ([`super::control`]).
 //!
@@ -45,7 +45,9 @@ pub enum ConsoleVerdict {
 
 const PANIC_BANNER: &[u8] = b"Kernel panic - not syncing";
 const POWER_DOWN_BANNER: &[u8] = b"reboot: Power down";
-const HALT_BANNER: &[u8] = b"reboot: System halted";
+/// Both `reboot: System halted` (halt) and, without ACPI, what `poweroff` prints instead:
+/// `reboot: Power off not available: System halted instead`.
+const HALT_BANNER: &[u8] = b"System halted";
 const WINDOW: usize = 64;
 
 /// Shared verdict, read by the VMM when the guest resets.
@@ -233,7 +235,8 @@ mod tests {
         let exit = ExitSignal::new().unwrap();
         let state = ConsoleState::default();
         let mut w = ConsoleWatcher::new(Box::new(io::sink()), state.clone(), Some(exit.clone()));
-        w.write_all(b"[   2.1] reboot: System halted\r\n").unwrap();
+        w.write_all(b"[   2.1] reboot: Power off not available: System halted instead\r\n")
+            .unwrap();
         assert_eq!(exit.reason(), Some(ExitReason::Poweroff));
         assert_eq!(state.verdict(), ConsoleVerdict::PowerDown);
     }
