@@ -3,7 +3,7 @@
 //! Owns: the CPUID adjustments (pure functions over `kvm_cpuid_entry2`, unit-tested).
 //! The topology is one socket, one thread per core, `vcpus` cores; APIC id = vCPU index.
 
-use kvm_bindings::kvm_cpuid_entry2;
+use kvm_bindings::{kvm_cpuid_entry2, KVM_CPUID_FLAG_SIGNIFCANT_INDEX};
 
 /// CPU vendor, read from leaf 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,28 @@ fn bits_for(n: u32) -> u32 {
         0
     } else {
         32 - (n - 1).leading_zeros()
+    }
+}
+
+/// Makes sure the extended topology leaf 0xb has its thread, core and terminating subleaves
+/// whenever the CPU's basic leaves reach it. KVM copies the host's subleaves, and where the
+/// host (a nested or emulated one) has none, a guest with N vCPUs would see N one-core packages.
+pub fn ensure_topology_leaves(entries: &mut Vec<kvm_cpuid_entry2>) {
+    let max_basic = entries
+        .iter()
+        .find(|e| e.function == 0)
+        .map_or(0, |e| e.eax);
+    if max_basic < 0xb {
+        return;
+    }
+    entries.retain(|e| e.function != 0xb);
+    for index in 0..3 {
+        entries.push(kvm_cpuid_entry2 {
+            function: 0xb,
+            index,
+            flags: KVM_CPUID_FLAG_SIGNIFCANT_INDEX,
+            ..Default::default()
+        });
     }
 }
 
@@ -201,6 +223,36 @@ mod tests {
         assert_eq!(e[1].ecx & 0xff, 2);
         assert_eq!((e[1].ecx >> 12) & 0xf, 2);
         assert_eq!(e[2].eax, 2);
+    }
+
+    #[test]
+    fn topology_leaf_is_completed_when_reachable() {
+        let mut leaf0 = vendor_leaf(b"AuthenticAMD");
+        leaf0.eax = 0xd;
+        let mut e = vec![leaf0, entry(0xb, 0)];
+        ensure_topology_leaves(&mut e);
+        let idx: Vec<u32> = e
+            .iter()
+            .filter(|x| x.function == 0xb)
+            .map(|x| x.index)
+            .collect();
+        assert_eq!(idx, vec![0, 1, 2]);
+        adjust(&mut e, 1, 2, false);
+        let core = e
+            .iter()
+            .find(|x| x.function == 0xb && x.index == 1)
+            .unwrap();
+        assert_eq!((core.eax, core.ebx, core.ecx >> 8, core.edx), (1, 2, 2, 1));
+
+        let mut old = vendor_leaf(b"AuthenticAMD");
+        old.eax = 0x7;
+        let mut e = vec![old];
+        ensure_topology_leaves(&mut e);
+        assert_eq!(
+            e.len(),
+            1,
+            "no 0xb leaf on a CPU whose basic leaves stop below it"
+        );
     }
 
     #[test]

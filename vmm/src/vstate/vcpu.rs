@@ -132,11 +132,14 @@ impl Vcpu {
             .create_vcpu(u64::from(index))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
 
-        let mut cpuid: CpuId = vm
+        let cpuid: CpuId = vm
             .kvm()
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        cpuid::adjust(cpuid.as_mut_slice(), index, count, vm.has_tsc_deadline());
+        let mut entries = cpuid.as_slice().to_vec();
+        cpuid::ensure_topology_leaves(&mut entries);
+        cpuid::adjust(&mut entries, index, count, vm.has_tsc_deadline());
+        let cpuid = CpuId::from_entries(&entries).expect("CPUID list fits KVM_MAX_CPUID_ENTRIES");
         fd.set_cpuid2(&cpuid).map_err(kvm_err("KVM_SET_CPUID2"))?;
 
         let entries = regs::boot_msrs();
