@@ -86,6 +86,11 @@ while True:
     c.sendall(d)
 PY
 echo_pid=$!
+# Python starts slowly under TCG: the guest must find the socket there.
+for _ in $(seq 240); do
+    [ -S "${uds}_2000" ] && break
+    sleep 0.5
+done
 
 echo "devices: $vmm"
 start=$(date +%s)
