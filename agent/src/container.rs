@@ -71,6 +71,7 @@ struct State {
 pub struct Container {
     pub id: String,
     namespaces: Vec<oci_spec::runtime::LinuxNamespace>,
+    seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
     cgroup: Cgroup,
     pub init: Arc<Process>,
     execs: Mutex<HashMap<String, Arc<Process>>>,
@@ -122,6 +123,7 @@ impl Container {
             hostname: v.hostname.clone(),
             sysctl: v.sysctl.clone(),
             process: v.process.clone(),
+            seccomp: v.seccomp.clone(),
             root_for_users: "/".into(),
         };
         let stage = spawn::launch(
@@ -138,6 +140,7 @@ impl Container {
         Ok(Arc::new(Container {
             id: id.to_string(),
             namespaces: v.namespaces,
+            seccomp: v.seccomp,
             cgroup,
             init,
             execs: Mutex::new(HashMap::new()),
@@ -213,6 +216,7 @@ impl Container {
             hostname: None,
             sysctl: HashMap::new(),
             process,
+            seccomp: self.seccomp.clone(),
             root_for_users: "/".into(),
         };
         let stage = spawn::launch(&rt.exe, &cfg, child.raw(), &self.cgroup, None, &rt.registry)?;

@@ -30,6 +30,8 @@ pub enum InitError {
     Mounts(#[from] mounts::MountError),
     #[error(transparent)]
     Caps(#[from] caps::CapsError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("{field}: {reason}")]
     Field { field: &'static str, reason: String },
 }
@@ -89,7 +91,15 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
                 .map_err(|e| field("linux.sysctl", e))?;
         }
     }
-    let exec = prepare_process(&sys, &cfg.process, &cfg.root_for_users)?;
+    let filters = match &cfg.seccomp {
+        Some(p) => crate::seccomp::compile(p)?,
+        None => Vec::new(),
+    };
+    let nnp = cfg.process.no_new_privileges().unwrap_or(false);
+    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it before dropping
+    // privileges (as runc does); otherwise as late as possible, right before exec.
+    let early = if nnp { &[][..] } else { &filters[..] };
+    let exec = prepare_process(&sys, &cfg.process, &cfg.root_for_users, early)?;
 
     writer
         .write_all(b"ready\n")
@@ -103,6 +113,9 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
         std::process::exit(125);
     }
     reset_signals();
+    if nnp {
+        crate::seccomp::apply(&filters)?;
+    }
     let err = nix::unistd::execve(&exec.path, &exec.argv, &exec.env).unwrap_err();
     Err(field(
         "process.args",
@@ -164,7 +177,12 @@ fn cstring(field_name: &'static str, s: &str) -> Result<CString, InitError> {
     CString::new(s).map_err(|_| field(field_name, format!("{s:?} contains a NUL byte")))
 }
 
-fn prepare_process(sys: &dyn Syscall, p: &Process, users_root: &Path) -> Result<Exec, InitError> {
+fn prepare_process(
+    sys: &dyn Syscall,
+    p: &Process,
+    users_root: &Path,
+    seccomp_early: &[seccompiler::BpfProgram],
+) -> Result<Exec, InitError> {
     for rl in p.rlimits().iter().flatten() {
         let res = rlimit_resource(rl.typ());
         let lim = libc::rlimit {
@@ -213,6 +231,7 @@ fn prepare_process(sys: &dyn Syscall, p: &Process, users_root: &Path) -> Result<
         Some(c) => CapMasks::from_spec(c)?,
         None => CapMasks::default(),
     };
+    crate::seccomp::apply(seccomp_early)?;
     caps::drop_bounding(&masks)?;
     caps::set_keep_caps(true)?;
     let gids: Vec<nix::unistd::Gid> = u

@@ -20,6 +20,7 @@ pub mod process;
 pub mod reaper;
 pub mod rpc;
 pub mod sandbox;
+pub mod seccomp;
 pub mod spawn;
 pub mod spec;
 pub mod stage;

@@ -45,6 +45,7 @@ pub struct ValidSpec {
     pub sysctl: HashMap<String, String>,
     pub idmaps: Option<IdMaps>,
     pub cgroups_path: Option<PathBuf>,
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
     pub warnings: Vec<String>,
 }
 
@@ -215,8 +216,11 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
             ));
         }
     }
-    if linux.seccomp().is_some() {
-        warnings.push("linux.seccomp: not enforced yet by husk-agent".into());
+    if let Some(profile) = linux.seccomp() {
+        crate::seccomp::compile(profile).map_err(|e| {
+            let s = e.to_string();
+            bad("linux.seccomp", s.trim_start_matches("linux.seccomp: "))
+        })?;
     }
     if linux.mount_label().as_ref().is_some_and(|s| !s.is_empty()) {
         warnings.push("linux.mountLabel: SELinux is not available in the guest; ignored".into());
@@ -242,6 +246,7 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
         sysctl,
         idmaps,
         cgroups_path: linux.cgroups_path().clone(),
+        seccomp: linux.seccomp().clone(),
         warnings,
     })
 }

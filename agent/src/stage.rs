@@ -27,6 +27,8 @@ pub struct StageConfig {
     pub hostname: Option<String>,
     pub sysctl: HashMap<String, String>,
     pub process: Process,
+    /// The container's seccomp profile (also applied to execs).
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
     /// Where the container's /etc/passwd lives relative to the process' root ("/" after pivot).
     pub root_for_users: PathBuf,
 }

@@ -375,3 +375,31 @@ fn cgroup_limits() {
     );
     a.remove("fork").unwrap();
 }
+
+#[test]
+fn seccomp_profile_is_enforced() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let mut s = spec(&root, &["sh", "-c", "mkdir /tmp/d 2>&1; echo rc=$?"]);
+    s["linux"]["seccomp"] = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    });
+    a.create("sc", &s).unwrap();
+    a.start_c("sc").unwrap();
+    let out = a.read_all("sc", "", false);
+    assert!(
+        out.contains("Permission denied") && out.contains("rc=1"),
+        "{out:?}"
+    );
+    assert_eq!(a.wait("sc", ""), 0);
+    assert!(!root.join("tmp/d").exists());
+    a.exec("sc2-missing", "e", &["true"], false).unwrap_err();
+    a.remove("sc").unwrap();
+
+    let mut s = spec(&root, &["true"]);
+    s["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY"});
+    let err = a.create("bad", &s).unwrap_err();
+    assert!(format!("{err:?}").contains("linux.seccomp"), "{err:?}");
+}
