@@ -84,7 +84,9 @@ a = open_stream(path, hybrid); tp = throughput(a); a.close()
 b = open_stream(path, hybrid); lat = latency(b); b.close()
 print(f"{tp:.1f} {lat:.1f}")
 '
-read -r vs_tp vs_lat < <(python3 -c "$bench_py" "$uds" 1) || { vs_tp=nan; vs_lat=nan; }
+# (no process substitution: the KVM test host has no /dev/fd)
+out=$(python3 -c "$bench_py" "$uds" 1) || out="nan nan"
+read -r vs_tp vs_lat <<<"$out"
 wait "$vmm_pid"
 status=$?
 
@@ -101,7 +103,8 @@ for _ in range(2):
     c, _ = s.accept(); threading.Thread(target=echo, args=(c,)).start()
 PY
 native_pid=$!
-read -r nat_tp nat_lat < <(python3 -c "$bench_py" "$work/native.sock" 0) || { nat_tp=nan; nat_lat=nan; }
+out=$(python3 -c "$bench_py" "$work/native.sock" 0) || out="nan nan"
+read -r nat_tp nat_lat <<<"$out"
 wait "$native_pid" 2>/dev/null
 secs() { /usr/bin/time -f %e "$@" 2>&1 >/dev/null | tail -n1; }
 nat_w=$(secs dd if=/dev/zero of="$work/native.img" bs=1M count=64 conv=fsync status=none)
