@@ -4,6 +4,15 @@ use std::collections::HashMap;
 
 use crate::cgroup::Cgroup;
 use crate::protocol as pb;
+use crate::storage::{Storage, StorageError};
+
+/// The request's storages, validated (errors name `storages[i].<field>`).
+pub fn storages(list: &[pb::Storage]) -> Result<Vec<Storage>, StorageError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| Storage::from_pb("storages", i, s))
+        .collect()
+}
 
 fn clamp_max(v: Option<u64>) -> u64 {
     match v {

@@ -24,5 +24,6 @@ pub mod seccomp;
 pub mod spawn;
 pub mod spec;
 pub mod stage;
+pub mod storage;
 pub mod syscall;
 pub mod user;

@@ -13,6 +13,7 @@ use crate::logbuf::LogBuffer;
 use crate::protocol as pb;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::spawn::SpawnError;
+use crate::storage::StorageError;
 
 /// Asks the process that owns the server to shut down (power off in the guest).
 pub type ShutdownHook = Box<dyn Fn() + Send + Sync>;
@@ -40,6 +41,10 @@ pub fn code_of(e: &SandboxError) -> Code {
         SandboxError::Exists(_) => Code::ALREADY_EXISTS,
         SandboxError::Invalid { .. } => Code::INVALID_ARGUMENT,
         SandboxError::Io { .. } => Code::INTERNAL,
+        SandboxError::Storage(s) => match s {
+            StorageError::Invalid { .. } | StorageError::NoDisk { .. } => Code::INVALID_ARGUMENT,
+            StorageError::Mount { .. } => Code::INTERNAL,
+        },
         SandboxError::Container(c) => match c {
             ContainerError::InvalidSpec(_) | ContainerError::BadJson(_) => Code::INVALID_ARGUMENT,
             ContainerError::Spawn(SpawnError::Stage(_)) => Code::INVALID_ARGUMENT,
@@ -79,15 +84,11 @@ type R<T> = ttrpc::Result<T>;
 impl pb::AgentService for AgentService {
     fn create_sandbox(&self, _: &TtrpcContext, req: pb::CreateSandboxRequest) -> R<pb::Empty> {
         tracing::info!(sandbox = %req.sandbox_id, "CreateSandbox");
-        if !req.storages.is_empty() {
-            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
-                Code::UNIMPLEMENTED,
-                "storages: not supported yet",
-            )));
-        }
+        let storages = convert::storages(&req.storages).map_err(|e| status(e.into()))?;
         self.sandbox
             .setup(&req.hostname, &req.dns)
             .map_err(status)?;
+        self.sandbox.add_storages(&storages).map_err(status)?;
         Ok(pb::Empty::new())
     }
 
@@ -104,15 +105,10 @@ impl pb::AgentService for AgentService {
 
     fn create_container(&self, _: &TtrpcContext, req: pb::CreateContainerRequest) -> R<pb::Empty> {
         tracing::info!(container = %req.container_id, "CreateContainer");
-        if !req.storages.is_empty() {
-            return Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
-                Code::UNIMPLEMENTED,
-                "storages: not supported yet",
-            )));
-        }
+        let storages = convert::storages(&req.storages).map_err(|e| status(e.into()))?;
         let rootfs = (!req.rootfs.is_empty()).then(|| Path::new(&req.rootfs));
         self.sandbox
-            .create_container(&req.container_id, &req.oci_spec_json, rootfs)
+            .create_container(&req.container_id, &req.oci_spec_json, &storages, rootfs)
             .map_err(status)?;
         Ok(pb::Empty::new())
     }

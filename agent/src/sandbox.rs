@@ -9,6 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::container::{Container, ContainerError, Runtime};
+use crate::storage::{self, Driver, Mounted, Storage, StorageError};
+use crate::syscall::linux::LinuxSyscall;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -20,6 +22,8 @@ pub enum SandboxError {
     Invalid { field: &'static str, reason: String },
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
     #[error("{path}: {source}", path = .path.display())]
     Io {
         path: PathBuf,
@@ -44,12 +48,21 @@ pub struct SandboxConfig {
     pub host_mode: bool,
     /// Where CopyFile may write (guest: "/"; host mode: a scratch directory).
     pub copy_root: PathBuf,
+    /// Where virtio-blk disks are looked up by serial (`/sys/block`).
+    pub sys_block: PathBuf,
+    /// Private directories for storage overlays (`/run/husk/storage`).
+    pub storage_scratch: PathBuf,
 }
 
 pub struct Sandbox {
     rt: Runtime,
     cfg: SandboxConfig,
     containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Storages of the sandbox (CreateSandbox), unmounted at shutdown.
+    storages: Mutex<Vec<Mounted>>,
+    /// Storages of each container (CreateContainer), unmounted when it is removed.
+    container_storages: Mutex<HashMap<String, Vec<Mounted>>>,
+    next_scratch: std::sync::atomic::AtomicU64,
 }
 
 fn valid_id(id: &str) -> Result<()> {
@@ -75,6 +88,97 @@ impl Sandbox {
             rt,
             cfg,
             containers: Mutex::new(HashMap::new()),
+            storages: Mutex::new(Vec::new()),
+            container_storages: Mutex::new(HashMap::new()),
+            next_scratch: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Mounts `list` in order (`what` names the request field in errors). All or nothing: on
+    /// a failure the ones already mounted are unmounted.
+    fn mount_storages(&self, what: &str, list: &[Storage]) -> Result<Vec<Mounted>> {
+        let sys = LinuxSyscall;
+        let mut done: Vec<Mounted> = Vec::new();
+        let undo = |done: &[Mounted]| {
+            for m in done.iter().rev() {
+                storage::unmount(&sys, m);
+            }
+        };
+        for (i, st) in list.iter().enumerate() {
+            let field = format!("{what}[{i}]");
+            let device = match &st.driver {
+                Driver::VirtioBlk { serial } => {
+                    let dev = storage::find_disk_by_serial(
+                        &self.cfg.sys_block,
+                        serial,
+                        Duration::from_secs(2),
+                    );
+                    match dev {
+                        Some(d) => Some(d),
+                        None => {
+                            undo(&done);
+                            return Err(StorageError::NoDisk {
+                                field: format!("{field}.source"),
+                                serial: serial.clone(),
+                                sys_block: self.cfg.sys_block.clone(),
+                            }
+                            .into());
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let n = self
+                .next_scratch
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let scratch = self.cfg.storage_scratch.join(n.to_string());
+            match storage::mount(&sys, &field, st, device.as_deref(), &scratch) {
+                Ok(m) => {
+                    tracing::info!(
+                        mount_point = %st.mount_point.display(),
+                        device = ?device,
+                        fstype = %st.fstype,
+                        overlay = st.overlay,
+                        "{field} mounted"
+                    );
+                    done.push(m);
+                }
+                Err(e) => {
+                    undo(&done);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Mounts the sandbox's storages (CreateSandbox); they stay until shutdown.
+    pub fn add_storages(&self, list: &[Storage]) -> Result<()> {
+        let mounted = self.mount_storages("storages", list)?;
+        self.storages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(mounted);
+        Ok(())
+    }
+
+    /// Unmounts the sandbox's storages (shutdown), last mounted first.
+    pub fn remove_storages(&self) {
+        let all: Vec<_> =
+            std::mem::take(&mut *self.storages.lock().unwrap_or_else(|e| e.into_inner()));
+        for m in all.iter().rev() {
+            storage::unmount(&LinuxSyscall, m);
+        }
+    }
+
+    fn release_container_storages(&self, id: &str) {
+        let list = self
+            .container_storages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        for m in list.unwrap_or_default().iter().rev() {
+            storage::unmount(&LinuxSyscall, m);
         }
     }
 
@@ -114,8 +218,49 @@ impl Sandbox {
         Ok(())
     }
 
-    pub fn create_container(&self, id: &str, spec_json: &str, rootfs: Option<&Path>) -> Result<()> {
+    /// Mounts the container's storages, then creates it; on failure the storages are
+    /// unmounted again.
+    pub fn create_container(
+        &self,
+        id: &str,
+        spec_json: &str,
+        storages: &[Storage],
+        rootfs: Option<&Path>,
+    ) -> Result<()> {
         valid_id(id)?;
+        if self
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+        {
+            return Err(SandboxError::Exists(id.into()));
+        }
+        let mounted = self.mount_storages("storages", storages)?;
+        let result = self.create_container_inner(id, spec_json, rootfs);
+        match result {
+            Ok(()) => {
+                self.container_storages
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(id.to_string(), mounted);
+                Ok(())
+            }
+            Err(e) => {
+                for m in mounted.iter().rev() {
+                    storage::unmount(&LinuxSyscall, m);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn create_container_inner(
+        &self,
+        id: &str,
+        spec_json: &str,
+        rootfs: Option<&Path>,
+    ) -> Result<()> {
         // Reserve the id first so concurrent creates of one id cannot both proceed.
         if self
             .containers
@@ -143,6 +288,7 @@ impl Sandbox {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
+        self.release_container_storages(id);
         Ok(())
     }
 
@@ -158,6 +304,7 @@ impl Sandbox {
             if let Err(e) = c.destroy(Duration::from_secs(5)) {
                 tracing::warn!(container = %id, "destroy: {e}");
             }
+            self.release_container_storages(&id);
         }
     }
 

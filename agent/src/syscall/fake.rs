@@ -42,6 +42,8 @@ pub struct RecordingSyscall {
     calls: RefCell<Vec<Call>>,
     kinds: RefCell<HashMap<PathBuf, PathKind>>,
     fail_op: RefCell<Option<&'static str>>,
+    /// Calls of `fail_op` still allowed to succeed before it starts failing.
+    fail_after: RefCell<usize>,
 }
 
 impl RecordingSyscall {
@@ -61,6 +63,12 @@ impl RecordingSyscall {
         self
     }
 
+    /// Like `failing`, but the first `n` calls of `op` succeed.
+    pub fn failing_after(self, op: &'static str, n: usize) -> Self {
+        *self.fail_after.borrow_mut() = n;
+        self.failing(op)
+    }
+
     pub fn calls(&self) -> Vec<Call> {
         self.calls.borrow().clone()
     }
@@ -78,7 +86,11 @@ impl RecordingSyscall {
 
     fn record(&self, op: &'static str, path: &Path, call: Call) -> Result<()> {
         if *self.fail_op.borrow() == Some(op) {
-            return Err(SyscallError::new(op, path, Errno::EPERM));
+            let mut left = self.fail_after.borrow_mut();
+            if *left == 0 {
+                return Err(SyscallError::new(op, path, Errno::EPERM));
+            }
+            *left -= 1;
         }
         self.calls.borrow_mut().push(call);
         Ok(())
