@@ -52,6 +52,14 @@ fn main() {
         husk_agent::init::run();
     }
     let is_pid1 = std::process::id() == 1;
+    if is_pid1 {
+        // Execs the agent again from a tmpfs root; returns only if that failed.
+        if let Err(e) = pid1::leave_initramfs() {
+            eprintln!(
+                "husk-agent: staying on the initramfs root (containers cannot pivot_root): {e}"
+            );
+        }
+    }
     if let Err(e) = serve(is_pid1) {
         eprintln!("husk-agent: {e:#}");
         if is_pid1 {
@@ -114,6 +122,12 @@ fn serve(is_pid1: bool) -> anyhow::Result<()> {
         SandboxConfig {
             host_mode: !is_pid1,
             copy_root,
+            sys_block: "/sys/block".into(),
+            storage_scratch: if is_pid1 {
+                "/run/husk/storage".into()
+            } else {
+                std::env::temp_dir().join(format!("husk-agent-storage-{}", std::process::id()))
+            },
         },
     ));
     let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -133,16 +147,31 @@ fn serve(is_pid1: bool) -> anyhow::Result<()> {
         .set_thread_count_default(4)
         .set_thread_count_max(64);
     server.start().context("starting the ttrpc server")?;
+    let startup_ms = if is_pid1 {
+        pid1::ms_since_first_exec(started)
+    } else {
+        started.elapsed().as_secs_f64() * 1e3
+    };
     tracing::info!(
         listen = %listen,
         cgroup_root = %cgroup_root.display(),
-        startup_ms = started.elapsed().as_millis() as u64,
+        startup_ms = format!("{startup_ms:.1}"),
         "husk-agent listening"
     );
+    if is_pid1 {
+        pid1::signal_boot_complete();
+    }
     let _ = rx.recv();
     tracing::info!("shutting down");
     sandbox.remove_all();
+    sandbox.remove_storages();
     if is_pid1 {
+        // Let the DestroySandbox reply reach the host before the VM goes away.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        tracing::info!(
+            "powering off (control page {:#x})",
+            pid1::CONTROL_PAGE + pid1::POWER_OFFSET as u64
+        );
         pid1::power_off();
     }
     // Let the DestroySandbox reply go out before the process exits.

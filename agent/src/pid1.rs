@@ -1,8 +1,11 @@
-//! PID 1 duties in the guest: mount the pseudo-filesystems the agent and containers need,
-//! bring up loopback, and power the VM off. (Reaping is `reaper`'s job.) Nothing here runs in
-//! host mode.
+//! PID 1 duties in the guest: leave the initramfs for a tmpfs root (pivot_root refuses the
+//! initial rootfs), mount the pseudo-filesystems the agent and containers need, bring up
+//! loopback, tell the VMM through its control page that the guest is up, and power the VM off.
+//! (Reaping is `reaper`'s job.) Nothing here runs in host mode.
 
+use std::ffi::{CString, OsString};
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use crate::syscall::{MsFlags, Syscall, SyscallError};
@@ -105,9 +108,143 @@ pub fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Syncs and powers the VM off. Never returns.
+/// Environment variable set across the re-exec into the tmpfs root; its value is the
+/// CLOCK_MONOTONIC time (ns) of the first exec, so start-up time counts from there.
+pub const REROOTED_ENV: &str = "HUSK_AGENT_REROOTED";
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Milliseconds since the agent was first exec'd (before the re-exec into the tmpfs root).
+pub fn ms_since_first_exec(fallback: std::time::Instant) -> f64 {
+    match std::env::var(REROOTED_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(t0) if t0 > 0 => monotonic_ns().saturating_sub(t0) as f64 / 1e6,
+        _ => fallback.elapsed().as_secs_f64() * 1e3,
+    }
+}
+
+/// The initramfs is the initial rootfs, which pivot_root(2) refuses to pivot away from (so
+/// no container could get its own root). Like switch_root: copy the agent onto a fresh tmpfs,
+/// move that over `/`, chroot into it and exec the copy. Returns only on failure; a no-op
+/// (returns Ok) when already re-rooted.
+pub fn leave_initramfs() -> std::io::Result<()> {
+    if std::env::var_os(REROOTED_ENV).is_some() {
+        return Ok(());
+    }
+    let started = monotonic_ns();
+    let errno = |e: nix::errno::Errno| std::io::Error::from_raw_os_error(e as i32);
+    let new_root = Path::new("/husk-root");
+    std::fs::create_dir_all(new_root)?;
+    nix::mount::mount(
+        Some("tmpfs"),
+        new_root,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0755"),
+    )
+    .map_err(errno)?;
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/init".into());
+    let exe = if exe.exists() { exe } else { "/init".into() };
+    std::fs::copy(&exe, new_root.join("init"))?;
+    // The old root is hidden from now on: free the agent's copy in it.
+    let _ = std::fs::remove_file(&exe);
+    for d in ["dev", "proc", "sys", "run", "tmp", "etc"] {
+        std::fs::create_dir_all(new_root.join(d))?;
+    }
+    nix::unistd::chdir(new_root).map_err(errno)?;
+    nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .map_err(errno)?;
+    nix::unistd::chroot(".").map_err(errno)?;
+    nix::unistd::chdir("/").map_err(errno)?;
+    let args: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.into_vec()).unwrap_or_default())
+        .collect();
+    let mut env: Vec<CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv: OsString = k;
+            kv.push("=");
+            kv.push(v);
+            CString::new(kv.into_vec()).unwrap_or_default()
+        })
+        .collect();
+    env.push(CString::new(format!("{REROOTED_ENV}={started}")).expect("no NUL"));
+    let path = CString::new("/init").expect("no NUL");
+    let e = nix::unistd::execve(&path, &args, &env).unwrap_err();
+    Err(errno(e))
+}
+
+/// The VMM's control page (husk-vmm `devices/control.rs`): a byte write of 123 at offset 0
+/// marks boot complete, 1 at offset 8 requests power-off.
+pub const CONTROL_PAGE: u64 = 0xd000_0000;
+pub const BOOT_COMPLETE_OFFSET: usize = 0;
+pub const BOOT_COMPLETE_MAGIC: u8 = 123;
+pub const POWER_OFFSET: usize = 8;
+pub const POWER_OFF: u8 = 1;
+
+/// Writes one byte to the control page through a /dev/mem mapping (a single byte store, as
+/// the device expects).
+pub fn control_write(offset: usize, value: u8) -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/mem")?;
+    let len = 4096usize;
+    // SAFETY: a fresh shared mapping of one page of /dev/mem at the control page's physical
+    // address; nothing else in this process aliases it; it is unmapped below.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            CONTROL_PAGE as libc::off_t,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: offset < len (callers pass the page's 0 or 8), the mapping is writable; a
+    // volatile store makes exactly one byte-wide MMIO write.
+    unsafe {
+        std::ptr::write_volatile((addr as *mut u8).add(offset.min(len - 1)), value);
+        libc::munmap(addr, len);
+    }
+    Ok(())
+}
+
+/// Tells the VMM the guest is up (the agent listens). Logs instead of failing: a VMM without
+/// the page still works.
+pub fn signal_boot_complete() {
+    match control_write(BOOT_COMPLETE_OFFSET, BOOT_COMPLETE_MAGIC) {
+        Ok(()) => {
+            tracing::info!("boot-complete marker written to the control page at {CONTROL_PAGE:#x}")
+        }
+        Err(e) => tracing::warn!("boot-complete marker at {CONTROL_PAGE:#x}: {e}"),
+    }
+}
+
+/// Syncs and powers the VM off: first through the control page (the VM exits at once), then
+/// reboot(RB_POWER_OFF) (without ACPI the kernel halts, which the VMM recognises from the
+/// console). Never returns.
 pub fn power_off() -> ! {
     nix::unistd::sync();
+    eprintln!("husk-agent: powering off");
+    if let Err(e) = control_write(POWER_OFFSET, POWER_OFF) {
+        eprintln!("husk-agent: power-off through the control page at {CONTROL_PAGE:#x}: {e}");
+    }
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     // reboot() only returns on failure; PID 1 must not exit (that panics the kernel).
     loop {
