@@ -1,0 +1,521 @@
+//! husk-agent-ctl: a development client for husk-agent (Kata's agent-ctl idea). It connects
+//! over a Unix socket (host-mode agent) or the host side of a husk-vmm hybrid vsock (the
+//! `CONNECT <port>` handshake, then the stream is handed to the ttrpc client) and runs one
+//! RPC per invocation. Failures print `husk-agent-ctl: <ttrpc code>: <message>` and exit 1.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::IntoRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+
+use husk_agent::protocol::{self as pb, AgentServiceClient};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "husk-agent-ctl",
+    version,
+    about = "Drive a husk-agent from the command line"
+)]
+struct Args {
+    /// unix:/path (a host-mode agent) or hvsock:/path[:port] (husk-vmm --vsock uds=/path; port
+    /// defaults to 1024).
+    #[arg(long)]
+    addr: String,
+    /// Per-request timeout in seconds (0: none).
+    #[arg(long, default_value_t = 0)]
+    timeout: u64,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Retry connecting until the agent answers GetGuestDetails (or SECS pass).
+    WaitReady {
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+    },
+    /// Print guest details.
+    GuestDetails,
+    /// CreateSandbox.
+    CreateSandbox {
+        #[arg(long, default_value = "sandbox")]
+        id: String,
+        #[arg(long, default_value = "")]
+        hostname: String,
+        #[arg(long)]
+        dns: Vec<String>,
+        /// driver=D,source=S,fstype=F,mount=PATH[,opt=O]... (repeatable)
+        #[arg(long)]
+        storage: Vec<String>,
+    },
+    /// DestroySandbox: the agent removes everything and powers the guest off.
+    DestroySandbox,
+    /// CreateContainer from an OCI config.json.
+    Create {
+        id: String,
+        #[arg(long)]
+        spec: PathBuf,
+        /// driver=D,source=S,fstype=F,mount=PATH[,opt=O]... (repeatable)
+        #[arg(long)]
+        storage: Vec<String>,
+        /// Guest path of the rootfs (overrides a relative root.path).
+        #[arg(long, default_value = "")]
+        rootfs: String,
+    },
+    Start {
+        id: String,
+    },
+    Remove {
+        id: String,
+        #[arg(long, default_value_t = 0)]
+        timeout: u32,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// UpdateContainer with OCI LinuxResources JSON.
+    Update {
+        id: String,
+        resources_json: String,
+    },
+    /// Print the container's cgroup stats as JSON.
+    Stats {
+        id: String,
+    },
+    /// Print the container's pids, one per line.
+    Ps {
+        id: String,
+    },
+    /// ExecProcess: run ARGS in the container (as root, cwd /, PATH set).
+    Exec {
+        id: String,
+        exec_id: String,
+        #[arg(long)]
+        tty: bool,
+        #[arg(long = "env")]
+        env: Vec<String>,
+        #[arg(last = true, required = true)]
+        args: Vec<String>,
+    },
+    /// SignalProcess (number or name like TERM, SIGKILL).
+    Signal {
+        id: String,
+        signal: String,
+        #[arg(long, default_value = "")]
+        exec: String,
+        #[arg(long)]
+        all: bool,
+    },
+    /// WaitProcess: print the exit status (code, or 128 + signal).
+    Wait {
+        id: String,
+        #[arg(long, default_value = "")]
+        exec: String,
+    },
+    /// Copy the process's stdout (or stderr) to ours until EOF.
+    ReadStdout {
+        id: String,
+        #[arg(long, default_value = "")]
+        exec: String,
+        #[arg(long)]
+        stderr: bool,
+    },
+    /// Send our stdin to the process, then close its stdin.
+    WriteStdin {
+        id: String,
+        #[arg(long, default_value = "")]
+        exec: String,
+    },
+    /// CopyFile: write a local file to a guest path.
+    CopyFile {
+        src: PathBuf,
+        dest: String,
+        #[arg(long, default_value_t = 0o644)]
+        mode: u32,
+    },
+    /// Print the agent's log buffer.
+    Logs,
+}
+
+/// Opens a stream to the agent: a Unix socket, or husk-vmm's hybrid vsock socket with the
+/// `CONNECT <port>\n` / `OK <hostport>\n` handshake.
+fn connect(addr: &str) -> anyhow::Result<ttrpc::Client> {
+    if let Some(path) = addr
+        .strip_prefix("unix://")
+        .or_else(|| addr.strip_prefix("unix:"))
+    {
+        return ttrpc::Client::connect(&format!("unix://{path}"))
+            .with_context(|| format!("connecting to {path}"));
+    }
+    let Some(rest) = addr.strip_prefix("hvsock:") else {
+        bail!("--addr: {addr:?} is neither unix:/path nor hvsock:/path[:port]");
+    };
+    let (path, port) = match rest.rsplit_once(':') {
+        Some((p, port)) if port.parse::<u32>().is_ok() => (p, port.parse::<u32>()?),
+        _ => (rest, 1024),
+    };
+    let mut s = UnixStream::connect(path).with_context(|| format!("connecting to {path}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte: whatever follows the reply belongs to the ttrpc stream.
+    while line.last() != Some(&b'\n') {
+        if s.read(&mut byte)? == 0 {
+            bail!("{path}: connection closed during CONNECT {port} (is the guest listening?)");
+        }
+        line.push(byte[0]);
+        if line.len() > 64 {
+            bail!(
+                "{path}: bad CONNECT reply {:?}",
+                String::from_utf8_lossy(&line)
+            );
+        }
+    }
+    if !line.starts_with(b"OK ") {
+        bail!(
+            "{path}: CONNECT {port}: {:?}",
+            String::from_utf8_lossy(&line)
+        );
+    }
+    s.set_read_timeout(None)?;
+    ttrpc::Client::new(s.into_raw_fd()).map_err(|e| anyhow!("ttrpc client: {e}"))
+}
+
+fn parse_storage(spec: &str) -> anyhow::Result<pb::Storage> {
+    let mut s = pb::Storage::new();
+    for kv in spec.split(',') {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--storage: {kv:?} is not key=value"))?;
+        match k {
+            "driver" => s.driver = v.into(),
+            "source" => s.source = v.into(),
+            "fstype" => s.fstype = v.into(),
+            "mount" | "mount_point" => s.mount_point = v.into(),
+            "opt" | "option" => s.options.push(v.into()),
+            _ => bail!("--storage: unknown key {k:?} (driver, source, fstype, mount, opt)"),
+        }
+    }
+    Ok(s)
+}
+
+fn signal_number(s: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = s.parse::<u32>() {
+        return Ok(n);
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    let sig: nix::sys::signal::Signal =
+        name.parse().map_err(|_| anyhow!("unknown signal {s:?}"))?;
+    Ok(sig as i32 as u32)
+}
+
+fn rpc_error(e: ttrpc::Error) -> anyhow::Error {
+    match e {
+        ttrpc::Error::RpcStatus(st) => anyhow!("{:?}: {}", st.code(), st.message()),
+        other => anyhow!("{other}"),
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("husk-agent-ctl: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let timeout_ns = (args.timeout as i64).saturating_mul(1_000_000_000);
+    let ctx = || ttrpc::context::with_timeout(timeout_ns);
+    if let Cmd::WaitReady { secs } = args.cmd {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        loop {
+            let attempt = connect(&args.addr).and_then(|c| {
+                AgentServiceClient::new(c)
+                    .get_guest_details(
+                        ttrpc::context::with_timeout(10_000_000_000),
+                        &pb::Empty::new(),
+                    )
+                    .map_err(rpc_error)
+            });
+            match attempt {
+                Ok(d) => {
+                    println!(
+                        "ready after {} ms: agent {}, kernel {}",
+                        started.elapsed().as_millis(),
+                        d.agent_version,
+                        d.kernel_release
+                    );
+                    return Ok(());
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e.context("agent not ready")),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+    let client = AgentServiceClient::new(connect(&args.addr)?);
+    let creq = |id: &str| pb::ContainerRequest {
+        container_id: id.into(),
+        ..Default::default()
+    };
+    match args.cmd {
+        Cmd::WaitReady { .. } => unreachable!("handled above"),
+        Cmd::GuestDetails => {
+            let d = client
+                .get_guest_details(ctx(), &pb::Empty::new())
+                .map_err(rpc_error)?;
+            println!(
+                "agent_version={} kernel_release={} mem_total_bytes={} online_cpus={}",
+                d.agent_version, d.kernel_release, d.mem_total_bytes, d.online_cpus
+            );
+        }
+        Cmd::CreateSandbox {
+            id,
+            hostname,
+            dns,
+            storage,
+        } => {
+            let req = pb::CreateSandboxRequest {
+                sandbox_id: id,
+                hostname,
+                dns,
+                storages: storage
+                    .iter()
+                    .map(|s| parse_storage(s))
+                    .collect::<Result<_, _>>()?,
+                ..Default::default()
+            };
+            client.create_sandbox(ctx(), &req).map_err(rpc_error)?;
+        }
+        Cmd::DestroySandbox => {
+            // The guest powers off right after replying; a connection that drops instead of
+            // replying means the same.
+            match client.destroy_sandbox(ctx(), &pb::Empty::new()) {
+                Ok(_) => {}
+                Err(ttrpc::Error::RpcStatus(st)) => bail!("{:?}: {}", st.code(), st.message()),
+                Err(e) => eprintln!("husk-agent-ctl: no reply ({e}); the guest went away"),
+            }
+        }
+        Cmd::Create {
+            id,
+            spec,
+            storage,
+            rootfs,
+        } => {
+            let json = std::fs::read_to_string(&spec)
+                .with_context(|| format!("reading {}", spec.display()))?;
+            let req = pb::CreateContainerRequest {
+                container_id: id,
+                oci_spec_json: json,
+                storages: storage
+                    .iter()
+                    .map(|s| parse_storage(s))
+                    .collect::<Result<_, _>>()?,
+                rootfs,
+                ..Default::default()
+            };
+            client.create_container(ctx(), &req).map_err(rpc_error)?;
+        }
+        Cmd::Start { id } => {
+            client
+                .start_container(ctx(), &creq(&id))
+                .map_err(rpc_error)?;
+        }
+        Cmd::Remove { id, timeout } => {
+            let req = pb::RemoveContainerRequest {
+                container_id: id,
+                timeout,
+                ..Default::default()
+            };
+            client.remove_container(ctx(), &req).map_err(rpc_error)?;
+        }
+        Cmd::Pause { id } => {
+            client
+                .pause_container(ctx(), &creq(&id))
+                .map_err(rpc_error)?;
+        }
+        Cmd::Resume { id } => {
+            client
+                .resume_container(ctx(), &creq(&id))
+                .map_err(rpc_error)?;
+        }
+        Cmd::Update { id, resources_json } => {
+            let req = pb::UpdateContainerRequest {
+                container_id: id,
+                resources_json,
+                ..Default::default()
+            };
+            client.update_container(ctx(), &req).map_err(rpc_error)?;
+        }
+        Cmd::Stats { id } => {
+            let s = client
+                .stats_container(ctx(), &creq(&id))
+                .map_err(rpc_error)?;
+            let mut j = serde_json::json!({});
+            if let Some(c) = s.cpu.as_ref() {
+                j["cpu"] = serde_json::json!({"usage_usec": c.usage_usec, "user_usec": c.user_usec,
+                    "system_usec": c.system_usec, "nr_throttled": c.nr_throttled});
+            }
+            if let Some(m) = s.memory.as_ref() {
+                j["memory"] = serde_json::json!({"usage": m.usage, "limit": m.limit,
+                    "max_usage": m.max_usage, "oom_kill": m.oom_kill});
+            }
+            if let Some(p) = s.pids.as_ref() {
+                j["pids"] = serde_json::json!({"current": p.current, "limit": p.limit});
+            }
+            if let Some(io) = s.io.as_ref() {
+                j["io"] =
+                    serde_json::json!({"read_bytes": io.read_bytes, "write_bytes": io.write_bytes});
+            }
+            println!("{j}");
+        }
+        Cmd::Ps { id } => {
+            let r = client
+                .list_processes(ctx(), &creq(&id))
+                .map_err(rpc_error)?;
+            for p in r.pids {
+                println!("{p}");
+            }
+        }
+        Cmd::Exec {
+            id,
+            exec_id,
+            tty,
+            env,
+            args,
+        } => {
+            let mut env = env;
+            if !env.iter().any(|e| e.starts_with("PATH=")) {
+                env.push(
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                );
+            }
+            let process = serde_json::json!({
+                "terminal": tty,
+                "user": {"uid": 0, "gid": 0},
+                "args": args,
+                "env": env,
+                "cwd": "/",
+            });
+            let req = pb::ExecProcessRequest {
+                container_id: id,
+                exec_id,
+                process_json: process.to_string(),
+                ..Default::default()
+            };
+            client.exec_process(ctx(), &req).map_err(rpc_error)?;
+        }
+        Cmd::Signal {
+            id,
+            signal,
+            exec,
+            all,
+        } => {
+            let req = pb::SignalProcessRequest {
+                container_id: id,
+                exec_id: exec,
+                signal: signal_number(&signal)?,
+                all,
+                ..Default::default()
+            };
+            client.signal_process(ctx(), &req).map_err(rpc_error)?;
+        }
+        Cmd::Wait { id, exec } => {
+            let req = pb::ProcessRequest {
+                container_id: id,
+                exec_id: exec,
+                ..Default::default()
+            };
+            let r = client.wait_process(ctx(), &req).map_err(rpc_error)?;
+            println!("{}", r.status);
+        }
+        Cmd::ReadStdout { id, exec, stderr } => {
+            let mut out = std::io::stdout().lock();
+            loop {
+                let req = pb::ReadStreamRequest {
+                    container_id: id.clone(),
+                    exec_id: exec.clone(),
+                    len: 65536,
+                    ..Default::default()
+                };
+                let r = if stderr {
+                    client.read_stderr(ctx(), &req)
+                } else {
+                    client.read_stdout(ctx(), &req)
+                }
+                .map_err(rpc_error)?;
+                if r.eof || r.data.is_empty() {
+                    break;
+                }
+                out.write_all(&r.data)?;
+                out.flush()?;
+            }
+        }
+        Cmd::WriteStdin { id, exec } => {
+            let mut stdin = BufReader::new(std::io::stdin().lock());
+            loop {
+                let buf = stdin.fill_buf()?;
+                if buf.is_empty() {
+                    break;
+                }
+                let req = pb::WriteStreamRequest {
+                    container_id: id.clone(),
+                    exec_id: exec.clone(),
+                    data: buf.to_vec(),
+                    ..Default::default()
+                };
+                let r = client.write_stdin(ctx(), &req).map_err(rpc_error)?;
+                stdin.consume(r.len as usize);
+            }
+            let req = pb::ProcessRequest {
+                container_id: id,
+                exec_id: exec,
+                ..Default::default()
+            };
+            client.close_stdin(ctx(), &req).map_err(rpc_error)?;
+        }
+        Cmd::CopyFile { src, dest, mode } => {
+            let data = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+            let req = pb::CopyFileRequest {
+                path: dest,
+                file_mode: mode,
+                data,
+                ..Default::default()
+            };
+            client.copy_file(ctx(), &req).map_err(rpc_error)?;
+        }
+        Cmd::Logs => {
+            let mut offset = 0;
+            let mut out = std::io::stdout().lock();
+            loop {
+                let req = pb::ReadLogsRequest {
+                    offset,
+                    len: 65536,
+                    ..Default::default()
+                };
+                let r = client.read_logs(ctx(), &req).map_err(rpc_error)?;
+                if r.data.is_empty() {
+                    break;
+                }
+                out.write_all(&r.data)?;
+                offset = r.next_offset;
+            }
+        }
+    }
+    Ok(())
+}
