@@ -156,6 +156,28 @@ impl Chain {
         Ok(())
     }
 
+    /// Like [`Self::visit`], but `f(addr, len, done)` (`done`: bytes moved so far) returns how
+    /// many bytes it moved, and the first short move ends the walk. Returns the bytes moved.
+    fn visit_until_short<E>(
+        segs: &[Segment],
+        offset: u64,
+        len: u64,
+        mut f: impl FnMut(GuestAddress, usize, usize) -> Result<usize, E>,
+    ) -> Result<usize, E> {
+        let mut total = 0usize;
+        let mut short = false;
+        Self::visit(segs, offset, len, |addr, n| {
+            if short {
+                return Ok(());
+            }
+            let moved = f(addr, n, total)?;
+            total += moved;
+            short = moved < n;
+            Ok(())
+        })?;
+        Ok(total)
+    }
+
     /// Copies readable bytes `[offset, offset + buf.len())` into `buf`; returns how many there
     /// were.
     pub fn read_at<M: GuestMemory + ?Sized>(&self, mem: &M, offset: u64, buf: &mut [u8]) -> usize {
@@ -217,12 +239,7 @@ impl Chain {
         M: GuestMemory + ?Sized,
         W: WriteVolatile,
     {
-        let mut total = 0usize;
-        let mut short = false;
-        Self::visit(&self.readable, offset, len, |addr, n| {
-            if short {
-                return Ok::<(), vm_memory::GuestMemoryError>(());
-            }
+        Self::visit_until_short(&self.readable, offset, len, |addr, n, _| {
             // One write(2) per slice: GuestMemory::write_volatile_to retries to the end and
             // loses the count of what went out if the fd then says WouldBlock.
             let mut put = 0usize;
@@ -242,11 +259,8 @@ impl Chain {
                     break;
                 }
             }
-            total += put;
-            short = put < n;
-            Ok(())
-        })?;
-        Ok(total)
+            Ok::<usize, vm_memory::GuestMemoryError>(put)
+        })
     }
 
     /// Fills `len` writable bytes starting at `offset` from `src` (a file, a socket).
@@ -280,22 +294,13 @@ impl Chain {
         M: GuestMemory + ?Sized,
         R: ReadVolatile,
     {
-        let mut total = 0usize;
-        let mut short = false;
-        Self::visit(&self.writable, offset, len, |addr, n| {
-            if short {
-                return Ok::<(), vm_memory::GuestMemoryError>(());
+        Self::visit_until_short(&self.writable, offset, len, |addr, n, done| {
+            match mem.read_volatile_from(addr, src, n) {
+                Ok(got) => Ok(got),
+                Err(e) if is_would_block(&e) && done > 0 => Ok(0),
+                Err(e) => Err(e),
             }
-            let got = match mem.read_volatile_from(addr, src, n) {
-                Ok(got) => got,
-                Err(e) if is_would_block(&e) && total > 0 => 0,
-                Err(e) => return Err(e),
-            };
-            total += got;
-            short = got < n;
-            Ok(())
-        })?;
-        Ok(total)
+        })
     }
 }
 

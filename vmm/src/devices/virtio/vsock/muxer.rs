@@ -81,6 +81,16 @@ fn conn_events() -> EventSet {
     EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED | EventSet::READ_HANG_UP
 }
 
+/// Adds `fd` to `epoll` (or changes its events) for `events`, tagged with the fd itself.
+fn epoll_watch(
+    epoll: &Epoll,
+    op: ControlOperation,
+    fd: RawFd,
+    events: EventSet,
+) -> std::io::Result<()> {
+    epoll.ctl(op, fd, EpollEvent::new(events, fd as u64))
+}
+
 impl VsockMuxer {
     /// Listens on `uds` (replacing a stale socket file there) for a guest with CID `guest_cid`.
     pub fn new(guest_cid: u64, uds: &Path) -> Result<Self, MuxerError> {
@@ -97,13 +107,7 @@ impl VsockMuxer {
         listener.set_nonblocking(true).map_err(listen_err)?;
         let epoll = Epoll::new().map_err(MuxerError::Epoll)?;
         let fd = listener.as_raw_fd();
-        epoll
-            .ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(EventSet::IN, fd as u64),
-            )
-            .map_err(MuxerError::Epoll)?;
+        epoll_watch(&epoll, ControlOperation::Add, fd, EventSet::IN).map_err(MuxerError::Epoll)?;
         let mut targets = HashMap::new();
         targets.insert(fd, Target::Listener);
         Ok(Self {
@@ -244,15 +248,7 @@ impl VsockMuxer {
                         continue;
                     }
                     let fd = stream.as_raw_fd();
-                    if self
-                        .epoll
-                        .ctl(
-                            ControlOperation::Add,
-                            fd,
-                            EpollEvent::new(EventSet::IN, fd as u64),
-                        )
-                        .is_err()
-                    {
+                    if epoll_watch(&self.epoll, ControlOperation::Add, fd, EventSet::IN).is_err() {
                         continue;
                     }
                     self.targets.insert(fd, Target::Pending);
@@ -303,15 +299,7 @@ impl VsockMuxer {
             return;
         };
         let local_port = self.alloc_local_port(peer_port);
-        if self
-            .epoll
-            .ctl(
-                ControlOperation::Modify,
-                fd,
-                EpollEvent::new(conn_events(), fd as u64),
-            )
-            .is_err()
-        {
+        if epoll_watch(&self.epoll, ControlOperation::Modify, fd, conn_events()).is_err() {
             return;
         }
         let key = (local_port, peer_port);
@@ -355,15 +343,7 @@ impl VsockMuxer {
             }
         };
         let fd = stream.as_raw_fd();
-        if self
-            .epoll
-            .ctl(
-                ControlOperation::Add,
-                fd,
-                EpollEvent::new(conn_events(), fd as u64),
-            )
-            .is_err()
-        {
+        if epoll_watch(&self.epoll, ControlOperation::Add, fd, conn_events()).is_err() {
             self.stray_rst(hdr);
             return;
         }
