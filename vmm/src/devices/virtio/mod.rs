@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use event_manager::{EventOps, Events, MutEventSubscriber};
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -226,6 +226,46 @@ where
         }
     }
     Ok(used_any && queue.needs_notification(mem)?)
+}
+
+/// The pop-chain / add-used loop of every queue, run inside [`drain_queue`]. Before each pop,
+/// `ready(state)` says whether the device has work for another chain (an RX queue with nothing
+/// to deliver says no, and the ring is left alone). `complete(state, mem, chain)` consumes one
+/// chain and returns the length for its used entry, or `None` when the device cannot take the
+/// chain after all: it goes back to the ring and the loop stops. Both closures get `state` (the
+/// handler) rather than capturing it, so both may use it. Returns whether the driver must be
+/// interrupted.
+pub fn complete_chains<M, S, R, C>(
+    queue: &mut Queue,
+    mem: &M,
+    state: &mut S,
+    mut ready: R,
+    mut complete: C,
+) -> Result<bool, QueueError>
+where
+    M: GuestMemory,
+    R: FnMut(&mut S) -> bool,
+    C: FnMut(&mut S, &M, DescriptorChain<&M>) -> Option<u32>,
+{
+    drain_queue(queue, mem, |q, m| {
+        if !ready(state) {
+            return Ok(false);
+        }
+        let Some(desc_chain) = q.pop_descriptor_chain(m) else {
+            return Ok(false);
+        };
+        let head = desc_chain.head_index();
+        match complete(state, m, desc_chain) {
+            Some(len) => {
+                q.add_used(m, head, len)?;
+                Ok(true)
+            }
+            None => {
+                q.go_to_previous_position();
+                Ok(false)
+            }
+        }
+    })
 }
 
 /// Event-manager glue a device implements; [`DeviceSubscriber`] locks the device around it.

@@ -10,12 +10,12 @@
 use std::fs::File;
 use std::io::{Seek, SeekFrom};
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemory;
 use vmm_sys_util::write_zeroes::{PunchHole, WriteZeroesAt};
 
 use crate::devices::virtio::chain::{Chain, ChainError};
-use crate::devices::virtio::{drain_queue, QueueError, RateLimitedLog};
+use crate::devices::virtio::{complete_chains, QueueError, RateLimitedLog};
 
 /// Bytes per sector, as virtio-blk counts them.
 pub const SECTOR_SIZE: u64 = 512;
@@ -149,15 +149,13 @@ impl BlockHandler {
         queue: &mut Queue,
         mem: &M,
     ) -> Result<bool, QueueError> {
-        drain_queue(queue, mem, |q, m| {
-            let Some(desc_chain) = q.pop_descriptor_chain(m) else {
-                return Ok(false);
-            };
-            let head = desc_chain.head_index();
-            let used = self.process_chain(m, desc_chain);
-            q.add_used(m, head, used)?;
-            Ok(true)
-        })
+        complete_chains(
+            queue,
+            mem,
+            self,
+            |_| true,
+            |h, m, desc_chain| Some(h.process_chain(m, desc_chain)),
+        )
     }
 
     /// Executes one request and writes its status; returns the used length.

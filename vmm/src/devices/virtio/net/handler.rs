@@ -5,12 +5,12 @@
 //!
 //! Must not touch: eventfds, interrupts, the transport.
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::GuestMemory;
 
 use super::tap::{FrameIo, VNET_HDR_LEN};
 use crate::devices::virtio::chain::Chain;
-use crate::devices::virtio::{drain_queue, QueueError};
+use crate::devices::virtio::{complete_chains, QueueError};
 
 /// Largest frame with its header: 64 KiB of payload, an Ethernet header and the vnet header.
 pub const MAX_FRAME: usize = 65535 + 14 + VNET_HDR_LEN;
@@ -63,27 +63,33 @@ impl<T: FrameIo> NetHandler<T> {
         queue: &mut Queue,
         mem: &M,
     ) -> Result<bool, QueueError> {
-        drain_queue(queue, mem, |q, m| {
-            let Some(desc_chain) = q.pop_descriptor_chain(m) else {
-                return Ok(false);
-            };
-            let head = desc_chain.head_index();
-            let ok = match self.chain.parse(m, desc_chain) {
-                Ok(()) if self.chain.writable_len() == 0 => {
-                    let len = (self.chain.readable_len() as usize).min(MAX_FRAME);
-                    let n = self.chain.read_at(m, 0, &mut self.tx_buf[..len]);
-                    n > VNET_HDR_LEN && self.tap.write_frame(&self.tx_buf[..n]).is_ok()
-                }
-                _ => false,
-            };
-            if ok {
-                self.stats.tx_frames += 1;
-            } else {
-                self.stats.tx_dropped += 1;
+        complete_chains(
+            queue,
+            mem,
+            self,
+            |_| true,
+            |h, m, desc_chain| {
+                h.send_frame(m, desc_chain);
+                Some(0)
+            },
+        )
+    }
+
+    /// Writes one TX chain to the TAP as a frame, or drops it.
+    fn send_frame<M: GuestMemory>(&mut self, mem: &M, desc_chain: DescriptorChain<&M>) {
+        let ok = match self.chain.parse(mem, desc_chain) {
+            Ok(()) if self.chain.writable_len() == 0 => {
+                let len = (self.chain.readable_len() as usize).min(MAX_FRAME);
+                let n = self.chain.read_at(mem, 0, &mut self.tx_buf[..len]);
+                n > VNET_HDR_LEN && self.tap.write_frame(&self.tx_buf[..n]).is_ok()
             }
-            q.add_used(m, head, 0)?;
-            Ok(true)
-        })
+            _ => false,
+        };
+        if ok {
+            self.stats.tx_frames += 1;
+        } else {
+            self.stats.tx_dropped += 1;
+        }
     }
 
     /// Delivers frames from the TAP while the guest has buffers. A frame that arrives when
@@ -94,39 +100,44 @@ impl<T: FrameIo> NetHandler<T> {
         queue: &mut Queue,
         mem: &M,
     ) -> Result<bool, QueueError> {
-        drain_queue(queue, mem, |q, m| {
-            if self.rx_len == 0 {
-                match self.tap.read_frame(&mut self.rx_buf) {
-                    Ok(n) if n > 0 => self.rx_len = n,
-                    Ok(_) => return Ok(false),
-                    Err(e) => {
-                        if e.kind() != std::io::ErrorKind::WouldBlock {
-                            tracing::debug!("virtio-net: TAP read failed: {e}");
-                        }
-                        return Ok(false);
+        complete_chains(queue, mem, self, Self::fetch_frame, |h, m, desc_chain| {
+            Some(h.deliver_frame(m, desc_chain))
+        })
+    }
+
+    /// Whether a frame is waiting for a buffer, reading one from the TAP if none is.
+    fn fetch_frame(&mut self) -> bool {
+        if self.rx_len == 0 {
+            match self.tap.read_frame(&mut self.rx_buf) {
+                Ok(n) if n > 0 => self.rx_len = n,
+                Ok(_) => return false,
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::WouldBlock {
+                        tracing::debug!("virtio-net: TAP read failed: {e}");
                     }
+                    return false;
                 }
             }
-            let Some(desc_chain) = q.pop_descriptor_chain(m) else {
-                return Ok(false);
-            };
-            let head = desc_chain.head_index();
-            let len = std::mem::take(&mut self.rx_len);
-            let fits = self.chain.parse(m, desc_chain).is_ok()
-                && self.chain.writable_len() >= len as u64
-                && self.chain.readable_len() == 0;
-            if !fits || len < VNET_HDR_LEN {
-                self.stats.rx_dropped += 1;
-                q.add_used(m, head, 0)?;
-                return Ok(true);
-            }
-            // num_buffers is 1: we never merge buffers.
-            self.rx_buf[10..12].copy_from_slice(&1u16.to_le_bytes());
-            self.chain.write_at(m, 0, &self.rx_buf[..len]);
-            self.stats.rx_frames += 1;
-            q.add_used(m, head, len as u32)?;
-            Ok(true)
-        })
+        }
+        true
+    }
+
+    /// Puts the waiting frame into one RX chain, or drops it when it does not fit; returns the
+    /// used length.
+    fn deliver_frame<M: GuestMemory>(&mut self, mem: &M, desc_chain: DescriptorChain<&M>) -> u32 {
+        let len = std::mem::take(&mut self.rx_len);
+        let fits = self.chain.parse(mem, desc_chain).is_ok()
+            && self.chain.writable_len() >= len as u64
+            && self.chain.readable_len() == 0;
+        if !fits || len < VNET_HDR_LEN {
+            self.stats.rx_dropped += 1;
+            return 0;
+        }
+        // num_buffers is 1: we never merge buffers.
+        self.rx_buf[10..12].copy_from_slice(&1u16.to_le_bytes());
+        self.chain.write_at(mem, 0, &self.rx_buf[..len]);
+        self.stats.rx_frames += 1;
+        len as u32
     }
 }
 

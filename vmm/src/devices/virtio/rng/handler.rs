@@ -4,11 +4,11 @@
 //!
 //! Must not touch: eventfds, interrupts, the transport.
 
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::{GuestMemory, ReadVolatile};
 
 use crate::devices::virtio::chain::Chain;
-use crate::devices::virtio::{drain_queue, QueueError};
+use crate::devices::virtio::{complete_chains, QueueError};
 
 /// Most bytes handed out per request; Linux asks for at most a page or so.
 pub const MAX_REQUEST: u64 = 64 * 1024;
@@ -37,26 +37,33 @@ impl<S: ReadVolatile> RngHandler<S> {
         queue: &mut Queue,
         mem: &M,
     ) -> Result<bool, QueueError> {
-        drain_queue(queue, mem, |q, m| {
-            let Some(desc_chain) = q.pop_descriptor_chain(m) else {
-                return Ok(false);
-            };
-            let head = desc_chain.head_index();
-            let mut used = 0u32;
-            match self.chain.parse(m, desc_chain) {
-                Ok(()) => {
-                    let want = self.chain.writable_len().min(MAX_REQUEST);
-                    match self.chain.writable_from_some(m, 0, want, &mut self.source) {
-                        Ok(n) => used = n as u32,
-                        Err(e) => tracing::debug!("virtio-rng: entropy source failed: {e}"),
-                    }
+        complete_chains(
+            queue,
+            mem,
+            self,
+            |_| true,
+            |h, m, desc_chain| Some(h.fill(m, desc_chain)),
+        )
+    }
+
+    /// Fills one request's writable buffers; returns the used length.
+    fn fill<M: GuestMemory>(&mut self, mem: &M, desc_chain: DescriptorChain<&M>) -> u32 {
+        let mut used = 0u32;
+        match self.chain.parse(mem, desc_chain) {
+            Ok(()) => {
+                let want = self.chain.writable_len().min(MAX_REQUEST);
+                match self
+                    .chain
+                    .writable_from_some(mem, 0, want, &mut self.source)
+                {
+                    Ok(n) => used = n as u32,
+                    Err(e) => tracing::debug!("virtio-rng: entropy source failed: {e}"),
                 }
-                Err(e) => tracing::debug!("virtio-rng: bad request: {e}"),
             }
-            self.bytes += u64::from(used);
-            q.add_used(m, head, used)?;
-            Ok(true)
-        })
+            Err(e) => tracing::debug!("virtio-rng: bad request: {e}"),
+        }
+        self.bytes += u64::from(used);
+        used
     }
 }
 

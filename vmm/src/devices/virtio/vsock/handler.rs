@@ -3,13 +3,13 @@
 //!
 //! Must not touch: eventfds, interrupts, the transport.
 
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{DescriptorChain, Queue};
 use vm_memory::GuestMemory;
 
 use super::muxer::VsockMuxer;
 use super::packet::{Header, HDR_LEN};
 use crate::devices::virtio::chain::Chain;
-use crate::devices::virtio::{drain_queue, QueueError};
+use crate::devices::virtio::{complete_chains, QueueError};
 
 /// Moves packets between the queues and the host sockets.
 pub struct VsockHandler {
@@ -33,26 +33,32 @@ impl VsockHandler {
         queue: &mut Queue,
         mem: &M,
     ) -> Result<bool, QueueError> {
-        drain_queue(queue, mem, |q, m| {
-            let Some(desc_chain) = q.pop_descriptor_chain(m) else {
-                return Ok(false);
-            };
-            let head = desc_chain.head_index();
-            match self.chain.parse(m, desc_chain) {
-                Ok(()) => {
-                    let mut hdr = [0u8; HDR_LEN];
-                    if self.chain.read_at(m, 0, &mut hdr) == HDR_LEN {
-                        self.muxer
-                            .send_pkt(m, &self.chain, &Header::from_bytes(&hdr));
-                    } else {
-                        tracing::debug!("vsock: TX packet shorter than a header");
-                    }
+        complete_chains(
+            queue,
+            mem,
+            self,
+            |_| true,
+            |h, m, desc_chain| {
+                h.take_tx_packet(m, desc_chain);
+                Some(0)
+            },
+        )
+    }
+
+    /// Hands one TX chain to the muxer as a packet, or drops it.
+    fn take_tx_packet<M: GuestMemory>(&mut self, mem: &M, desc_chain: DescriptorChain<&M>) {
+        match self.chain.parse(mem, desc_chain) {
+            Ok(()) => {
+                let mut hdr = [0u8; HDR_LEN];
+                if self.chain.read_at(mem, 0, &mut hdr) == HDR_LEN {
+                    self.muxer
+                        .send_pkt(mem, &self.chain, &Header::from_bytes(&hdr));
+                } else {
+                    tracing::debug!("vsock: TX packet shorter than a header");
                 }
-                Err(e) => tracing::debug!("vsock: bad TX chain: {e}"),
             }
-            q.add_used(m, head, 0)?;
-            Ok(true)
-        })
+            Err(e) => tracing::debug!("vsock: bad TX chain: {e}"),
+        }
     }
 
     /// Fills RX buffers while the muxer has packets. Returns whether the driver must be
@@ -62,33 +68,19 @@ impl VsockHandler {
         queue: &mut Queue,
         mem: &M,
     ) -> Result<bool, QueueError> {
-        drain_queue(queue, mem, |q, m| {
-            if !self.muxer.has_rx() {
-                return Ok(false);
-            }
-            let Some(desc_chain) = q.pop_descriptor_chain(m) else {
-                return Ok(false);
-            };
-            let head = desc_chain.head_index();
-            if let Err(e) = self.chain.parse(m, desc_chain) {
-                tracing::debug!("vsock: bad RX chain: {e}");
-                q.add_used(m, head, 0)?;
-                return Ok(true);
-            }
-            if self.chain.writable_len() < HDR_LEN as u64 {
-                q.add_used(m, head, 0)?;
-                return Ok(true);
-            }
-            match self.muxer.fill_rx(m, &self.chain) {
-                Some(len) => {
-                    q.add_used(m, head, len)?;
-                    Ok(true)
-                }
-                None => {
-                    q.go_to_previous_position();
-                    Ok(false)
-                }
-            }
-        })
+        complete_chains(queue, mem, self, |h| h.muxer.has_rx(), Self::fill_rx)
+    }
+
+    /// Fills one RX chain with the muxer's next packet; returns the used length, or `None` when
+    /// the muxer had nothing for it after all (the chain goes back to the ring).
+    fn fill_rx<M: GuestMemory>(&mut self, mem: &M, desc_chain: DescriptorChain<&M>) -> Option<u32> {
+        if let Err(e) = self.chain.parse(mem, desc_chain) {
+            tracing::debug!("vsock: bad RX chain: {e}");
+            return Some(0);
+        }
+        if self.chain.writable_len() < HDR_LEN as u64 {
+            return Some(0);
+        }
+        self.muxer.fill_rx(mem, &self.chain)
     }
 }
