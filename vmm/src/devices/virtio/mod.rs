@@ -1,9 +1,10 @@
 //! virtio devices on the virtio-mmio transport (version 2, "modern").
 //!
 //! Owns: the [`VirtioDevice`] trait the transport drives, interrupts ([`Interrupt`]), the
-//! transport ([`mmio`]) and the devices ([`block`], [`rng`], [`vsock`], [`net`]). Each device is a
-//! directory: `device.rs` (features, config space, activation), `handler.rs` (pure queue
-//! processing, generic over guest memory) and `event_handler.rs` (event-manager glue).
+//! transport ([`mmio`]), what every device keeps of its queues ([`queues`]) and the devices
+//! ([`block`], [`rng`], [`vsock`], [`net`]). Each device is a directory: `device.rs` (features,
+//! config space, activation), `handler.rs` (pure queue processing, generic over guest memory) and
+//! `event_handler.rs` (event-manager glue).
 //!
 //! Must not touch: KVM. The builder registers the ioeventfds (queue notifications) and irqfds
 //! (interrupts) with the VM and hands the eventfds to the transport and devices.
@@ -18,6 +19,7 @@ pub mod chain;
 pub mod config;
 pub mod mmio;
 pub mod net;
+pub mod queues;
 pub mod rng;
 pub mod vsock;
 

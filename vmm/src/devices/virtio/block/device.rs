@@ -9,10 +9,11 @@ use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
 
 use virtio_queue::Queue;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::handler::{BlockHandler, BlockStats, ID_LEN};
 use crate::devices::virtio::config::DiskConfig;
+use crate::devices::virtio::queues::DeviceQueues;
 use crate::devices::virtio::{
     device_type, read_config_bytes, ActivateError, Interrupt, VirtioDevice, COMMON_FEATURES,
 };
@@ -54,14 +55,8 @@ pub enum BlockError {
 pub struct VirtioBlock {
     pub(super) handler: BlockHandler,
     features: u64,
-    acked: u64,
     config: [u8; CONFIG_LEN],
-    pub(super) queue_evts: Vec<EventFd>,
-    pub(super) activate_evt: EventFd,
-    pub(super) mem: GuestMemoryMmap,
-    pub(super) queue: Option<Queue>,
-    pub(super) interrupt: Option<Interrupt>,
-    pub(super) broken: bool,
+    pub(super) queues: DeviceQueues,
 }
 
 impl VirtioBlock {
@@ -102,18 +97,11 @@ impl VirtioBlock {
         config[52..56].copy_from_slice(&1u32.to_le_bytes());
         config[56] = 1;
 
-        let evt = || EventFd::new(EFD_NONBLOCK).map_err(BlockError::EventFd);
         Ok(Self {
             handler,
             features,
-            acked: 0,
             config,
-            queue_evts: vec![evt()?],
-            activate_evt: evt()?,
-            mem,
-            queue: None,
-            interrupt: None,
-            broken: false,
+            queues: DeviceQueues::new("virtio-blk", 1, mem).map_err(BlockError::EventFd)?,
         })
     }
 
@@ -124,25 +112,7 @@ impl VirtioBlock {
 
     /// Features the driver accepted.
     pub fn acked_features(&self) -> u64 {
-        self.acked
-    }
-
-    /// Processes the queue if the device is running; raises the interrupt when needed.
-    pub(super) fn process_queue(&mut self) {
-        if self.broken {
-            return;
-        }
-        let (Some(queue), Some(interrupt)) = (self.queue.as_mut(), self.interrupt.as_ref()) else {
-            return;
-        };
-        match self.handler.process_queue(queue, &self.mem) {
-            Ok(true) => interrupt.signal_used_queue(),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!("virtio-blk: queue stopped until the driver resets it: {e}");
-                self.broken = true;
-            }
-        }
+        self.queues.acked_features()
     }
 }
 
@@ -156,7 +126,7 @@ impl VirtioDevice for VirtioBlock {
     }
 
     fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
+        self.queues.queue_events()
     }
 
     fn features(&self) -> u64 {
@@ -164,35 +134,19 @@ impl VirtioDevice for VirtioBlock {
     }
 
     fn ack_features(&mut self, features: u64) {
-        self.acked = features;
+        self.queues.ack_features(features);
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data);
     }
 
-    fn activate(
-        &mut self,
-        mut queues: Vec<Queue>,
-        interrupt: Interrupt,
-    ) -> Result<(), ActivateError> {
-        if queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: queues.len(),
-            });
-        }
-        self.queue = queues.pop();
-        self.interrupt = Some(interrupt);
-        self.broken = false;
-        self.activate_evt.write(1).map_err(ActivateError::Signal)
+    fn activate(&mut self, queues: Vec<Queue>, interrupt: Interrupt) -> Result<(), ActivateError> {
+        self.queues.activate(queues, interrupt)
     }
 
     fn reset(&mut self) {
-        self.queue = None;
-        self.interrupt = None;
-        self.broken = false;
-        self.acked = 0;
+        self.queues.reset();
     }
 }
 
@@ -202,6 +156,7 @@ mod tests {
     use crate::devices::virtio::test_utils::mem;
     use std::io::Write;
     use virtio_queue::QueueT;
+    use vmm_sys_util::eventfd::EFD_NONBLOCK;
     use vmm_sys_util::tempfile::TempFile;
 
     fn cfg(tf: &TempFile, read_only: bool, serial: Option<&str>) -> DiskConfig {
@@ -250,8 +205,6 @@ mod tests {
         let irq = Interrupt::new(EventFd::new(EFD_NONBLOCK).unwrap());
         assert!(b.activate(vec![], irq.clone()).is_err());
         b.activate(vec![Queue::new(16).unwrap()], irq).unwrap();
-        assert_eq!(b.activate_evt.read().unwrap(), 1);
-        b.reset();
-        assert!(b.queue.is_none());
+        // The activation eventfd and reset: `DeviceQueues`' tests.
     }
 }

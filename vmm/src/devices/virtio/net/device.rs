@@ -3,11 +3,12 @@
 use std::io::Read;
 
 use virtio_queue::Queue;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::handler::{NetHandler, NetStats};
 use super::tap::{Tap, TapError};
 use crate::devices::virtio::config::{NetBackend, NetConfig};
+use crate::devices::virtio::queues::DeviceQueues;
 use crate::devices::virtio::{
     device_type, read_config_bytes, ActivateError, Interrupt, VirtioDevice, COMMON_FEATURES,
 };
@@ -39,13 +40,7 @@ pub enum NetError {
 pub struct VirtioNet {
     pub(super) handler: NetHandler<Tap>,
     config: [u8; 8],
-    acked: u64,
-    pub(super) queue_evts: Vec<EventFd>,
-    pub(super) activate_evt: EventFd,
-    pub(super) mem: GuestMemoryMmap,
-    pub(super) queues: Vec<Queue>,
-    pub(super) interrupt: Option<Interrupt>,
-    pub(super) broken: bool,
+    pub(super) queues: DeviceQueues,
 }
 
 /// A locally administered unicast MAC with random low bytes.
@@ -73,17 +68,10 @@ impl VirtioNet {
         config[..6].copy_from_slice(&mac);
         // VIRTIO_NET_S_LINK_UP
         config[6] = 1;
-        let evt = || EventFd::new(EFD_NONBLOCK).map_err(NetError::Io);
         Ok(Self {
             handler: NetHandler::new(tap),
             config,
-            acked: 0,
-            queue_evts: vec![evt()?, evt()?],
-            activate_evt: evt()?,
-            mem,
-            queues: Vec::new(),
-            interrupt: None,
-            broken: false,
+            queues: DeviceQueues::new("virtio-net", 2, mem).map_err(NetError::Io)?,
         })
     }
 
@@ -101,38 +89,19 @@ impl VirtioNet {
 
     /// Features the driver accepted.
     pub fn acked_features(&self) -> u64 {
-        self.acked
+        self.queues.acked_features()
     }
 
-    /// Runs TX and/or RX and raises the interrupt when needed.
-    pub(super) fn process(&mut self, tx: bool, rx: bool) {
-        if self.broken || self.queues.len() != 2 {
-            return;
-        }
-        let Some(interrupt) = self.interrupt.as_ref() else {
-            return;
-        };
-        let mut notify = false;
-        let mut result = Ok(());
-        if tx {
-            match self.handler.process_tx(&mut self.queues[TXQ], &self.mem) {
-                Ok(n) => notify |= n,
-                Err(e) => result = Err(e),
+    /// Runs the queues `order` names (TX and/or RX, in that order) and raises the interrupt when
+    /// needed.
+    pub(super) fn process(&mut self, order: &[usize]) {
+        self.queues.process(order, |i, queue, mem| {
+            if i == TXQ {
+                self.handler.process_tx(queue, mem)
+            } else {
+                self.handler.process_rx(queue, mem)
             }
-        }
-        if rx && result.is_ok() {
-            match self.handler.process_rx(&mut self.queues[RXQ], &self.mem) {
-                Ok(n) => notify |= n,
-                Err(e) => result = Err(e),
-            }
-        }
-        if notify {
-            interrupt.signal_used_queue();
-        }
-        if let Err(e) = result {
-            tracing::warn!("virtio-net: queues stopped until the driver resets it: {e}");
-            self.broken = true;
-        }
+        });
     }
 }
 
@@ -146,7 +115,7 @@ impl VirtioDevice for VirtioNet {
     }
 
     fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
+        self.queues.queue_events()
     }
 
     fn features(&self) -> u64 {
@@ -154,7 +123,7 @@ impl VirtioDevice for VirtioNet {
     }
 
     fn ack_features(&mut self, features: u64) {
-        self.acked = features;
+        self.queues.ack_features(features);
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -162,22 +131,10 @@ impl VirtioDevice for VirtioNet {
     }
 
     fn activate(&mut self, queues: Vec<Queue>, interrupt: Interrupt) -> Result<(), ActivateError> {
-        if queues.len() != 2 {
-            return Err(ActivateError::QueueCount {
-                expected: 2,
-                got: queues.len(),
-            });
-        }
-        self.queues = queues;
-        self.interrupt = Some(interrupt);
-        self.broken = false;
-        self.activate_evt.write(1).map_err(ActivateError::Signal)
+        self.queues.activate(queues, interrupt)
     }
 
     fn reset(&mut self) {
-        self.queues.clear();
-        self.interrupt = None;
-        self.broken = false;
-        self.acked = 0;
+        self.queues.reset();
     }
 }

@@ -9,43 +9,26 @@ use vmm_sys_util::epoll::EventSet;
 
 use super::device::{RXQ, TXQ};
 use super::VirtioNet;
-use crate::devices::virtio::{watch, DeviceEventHandler};
-
-const ACTIVATE: u32 = 2;
-const TAP: u32 = 3;
+use crate::devices::virtio::queues::DeviceEvent;
+use crate::devices::virtio::DeviceEventHandler;
 
 impl DeviceEventHandler for VirtioNet {
     fn init_events(&mut self, ops: &mut EventOps) {
-        for (i, evt) in self.queue_evts.iter().enumerate() {
-            watch(ops, evt, i as u32, "virtio-net queue");
-        }
-        watch(ops, &self.activate_evt, ACTIVATE, "virtio-net activation");
-        let fd = self.handler.tap.as_raw_fd();
-        if let Err(e) = ops.add(Events::with_data_raw(
-            fd,
-            TAP,
+        self.queues.watch(ops);
+        self.queues.watch_backend(
+            ops,
+            self.handler.tap.as_raw_fd(),
             EventSet::IN | EventSet::EDGE_TRIGGERED,
-        )) {
-            tracing::error!("cannot watch the TAP: {e}");
-        }
+            "the TAP",
+        );
     }
 
     fn process_event(&mut self, events: Events, _ops: &mut EventOps) {
-        match events.data() {
-            d if d == RXQ as u32 => {
-                let _ = self.queue_evts[RXQ].read();
-                self.process(false, true);
-            }
-            d if d == TXQ as u32 => {
-                let _ = self.queue_evts[TXQ].read();
-                self.process(true, false);
-            }
-            ACTIVATE => {
-                let _ = self.activate_evt.read();
-                self.process(true, true);
-            }
-            TAP => self.process(false, true),
-            _ => {}
+        match self.queues.take_event(events.data()) {
+            Some(DeviceEvent::Queue(TXQ)) => self.process(&[TXQ]),
+            Some(DeviceEvent::Queue(_) | DeviceEvent::Backend) => self.process(&[RXQ]),
+            Some(DeviceEvent::Activate) => self.process(&[TXQ, RXQ]),
+            None => {}
         }
     }
 }

@@ -3,9 +3,10 @@
 use std::fs::File;
 
 use virtio_queue::Queue;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::handler::RngHandler;
+use crate::devices::virtio::queues::DeviceQueues;
 use crate::devices::virtio::{
     device_type, ActivateError, Interrupt, VirtioDevice, COMMON_FEATURES,
 };
@@ -28,52 +29,22 @@ pub enum RngError {
 /// A virtio-rng device.
 pub struct VirtioRng {
     pub(super) handler: RngHandler<File>,
-    acked: u64,
-    pub(super) queue_evts: Vec<EventFd>,
-    pub(super) activate_evt: EventFd,
-    pub(super) mem: GuestMemoryMmap,
-    pub(super) queue: Option<Queue>,
-    pub(super) interrupt: Option<Interrupt>,
-    pub(super) broken: bool,
+    pub(super) queues: DeviceQueues,
 }
 
 impl VirtioRng {
     /// A device for a guest with memory `mem`.
     pub fn new(mem: GuestMemoryMmap) -> Result<Self, RngError> {
         let source = File::open("/dev/urandom").map_err(RngError::Source)?;
-        let evt = || EventFd::new(EFD_NONBLOCK).map_err(RngError::EventFd);
         Ok(Self {
             handler: RngHandler::new(source),
-            acked: 0,
-            queue_evts: vec![evt()?],
-            activate_evt: evt()?,
-            mem,
-            queue: None,
-            interrupt: None,
-            broken: false,
+            queues: DeviceQueues::new("virtio-rng", 1, mem).map_err(RngError::EventFd)?,
         })
     }
 
     /// Features the driver accepted.
     pub fn acked_features(&self) -> u64 {
-        self.acked
-    }
-
-    pub(super) fn process_queue(&mut self) {
-        if self.broken {
-            return;
-        }
-        let (Some(queue), Some(interrupt)) = (self.queue.as_mut(), self.interrupt.as_ref()) else {
-            return;
-        };
-        match self.handler.process_queue(queue, &self.mem) {
-            Ok(true) => interrupt.signal_used_queue(),
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!("virtio-rng: queue stopped until the driver resets it: {e}");
-                self.broken = true;
-            }
-        }
+        self.queues.acked_features()
     }
 }
 
@@ -87,7 +58,7 @@ impl VirtioDevice for VirtioRng {
     }
 
     fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
+        self.queues.queue_events()
     }
 
     fn features(&self) -> u64 {
@@ -95,34 +66,18 @@ impl VirtioDevice for VirtioRng {
     }
 
     fn ack_features(&mut self, features: u64) {
-        self.acked = features;
+        self.queues.ack_features(features);
     }
 
     fn read_config(&self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
 
-    fn activate(
-        &mut self,
-        mut queues: Vec<Queue>,
-        interrupt: Interrupt,
-    ) -> Result<(), ActivateError> {
-        if queues.len() != 1 {
-            return Err(ActivateError::QueueCount {
-                expected: 1,
-                got: queues.len(),
-            });
-        }
-        self.queue = queues.pop();
-        self.interrupt = Some(interrupt);
-        self.broken = false;
-        self.activate_evt.write(1).map_err(ActivateError::Signal)
+    fn activate(&mut self, queues: Vec<Queue>, interrupt: Interrupt) -> Result<(), ActivateError> {
+        self.queues.activate(queues, interrupt)
     }
 
     fn reset(&mut self) {
-        self.queue = None;
-        self.interrupt = None;
-        self.broken = false;
-        self.acked = 0;
+        self.queues.reset();
     }
 }

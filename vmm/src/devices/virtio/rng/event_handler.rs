@@ -1,26 +1,16 @@
-//! Event-loop glue for virtio-rng: the queue's ioeventfd and the activation eventfd.
-
-use event_manager::{EventOps, Events};
+//! Event-loop glue for virtio-rng: the queue's ioeventfd and the activation eventfd, both of
+//! which mean "process the queue" ([`QueueOnlyDevice`] does the rest).
 
 use super::VirtioRng;
-use crate::devices::virtio::{watch, DeviceEventHandler};
+use crate::devices::virtio::queues::{DeviceQueues, QueueOnlyDevice};
 
-const QUEUE: u32 = 0;
-const ACTIVATE: u32 = 1;
-
-impl DeviceEventHandler for VirtioRng {
-    fn init_events(&mut self, ops: &mut EventOps) {
-        watch(ops, &self.queue_evts[0], QUEUE, "virtio-rng queue");
-        watch(ops, &self.activate_evt, ACTIVATE, "virtio-rng activation");
+impl QueueOnlyDevice for VirtioRng {
+    fn device_queues(&self) -> &DeviceQueues {
+        &self.queues
     }
 
-    fn process_event(&mut self, events: Events, _ops: &mut EventOps) {
-        let evt = match events.data() {
-            QUEUE => &self.queue_evts[0],
-            ACTIVATE => &self.activate_evt,
-            _ => return,
-        };
-        let _ = evt.read();
-        self.process_queue();
+    fn process_queues(&mut self) {
+        self.queues
+            .process(&[0], |_, queue, mem| self.handler.process_queue(queue, mem));
     }
 }

@@ -1,11 +1,12 @@
 //! The virtio-vsock device: the guest CID in config space, three queues (RX, TX, event).
 
 use virtio_queue::Queue;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::handler::VsockHandler;
 use super::muxer::{MuxerError, VsockMuxer};
 use crate::devices::virtio::config::VsockConfig;
+use crate::devices::virtio::queues::DeviceQueues;
 use crate::devices::virtio::{
     device_type, read_config_bytes, ActivateError, Interrupt, VirtioDevice, COMMON_FEATURES,
 };
@@ -35,13 +36,7 @@ pub enum VsockError {
 pub struct VirtioVsock {
     pub(super) handler: VsockHandler,
     cid: u64,
-    acked: u64,
-    pub(super) queue_evts: Vec<EventFd>,
-    pub(super) activate_evt: EventFd,
-    pub(super) mem: GuestMemoryMmap,
-    pub(super) queues: Vec<Queue>,
-    pub(super) interrupt: Option<Interrupt>,
-    pub(super) broken: bool,
+    pub(super) queues: DeviceQueues,
 }
 
 impl VirtioVsock {
@@ -49,54 +44,28 @@ impl VirtioVsock {
     pub fn new(cfg: &VsockConfig, mem: GuestMemoryMmap) -> Result<Self, VsockError> {
         let cid = u64::from(cfg.cid);
         let muxer = VsockMuxer::new(cid, &cfg.uds)?;
-        let evt = || EventFd::new(EFD_NONBLOCK).map_err(VsockError::EventFd);
         Ok(Self {
             handler: VsockHandler::new(muxer),
             cid,
-            acked: 0,
-            queue_evts: vec![evt()?, evt()?, evt()?],
-            activate_evt: evt()?,
-            mem,
-            queues: Vec::new(),
-            interrupt: None,
-            broken: false,
+            queues: DeviceQueues::new("virtio-vsock", 3, mem).map_err(VsockError::EventFd)?,
         })
     }
 
     /// Features the driver accepted.
     pub fn acked_features(&self) -> u64 {
-        self.acked
+        self.queues.acked_features()
     }
 
-    /// Runs TX then RX (TX may queue replies) and raises the interrupt when needed.
-    pub(super) fn process(&mut self, tx: bool) {
-        if self.broken || self.queues.len() != 3 {
-            return;
-        }
-        let Some(interrupt) = self.interrupt.as_ref() else {
-            return;
-        };
-        let mut notify = false;
-        let mut result = Ok(());
-        if tx {
-            match self.handler.process_tx(&mut self.queues[TXQ], &self.mem) {
-                Ok(n) => notify |= n,
-                Err(e) => result = Err(e),
+    /// Runs the queues `order` names (TX before RX: TX may queue replies) and raises the
+    /// interrupt when needed. The event queue is never processed: we send no transport events.
+    pub(super) fn process(&mut self, order: &[usize]) {
+        self.queues.process(order, |i, queue, mem| {
+            if i == TXQ {
+                self.handler.process_tx(queue, mem)
+            } else {
+                self.handler.process_rx(queue, mem)
             }
-        }
-        if result.is_ok() {
-            match self.handler.process_rx(&mut self.queues[RXQ], &self.mem) {
-                Ok(n) => notify |= n,
-                Err(e) => result = Err(e),
-            }
-        }
-        if notify {
-            interrupt.signal_used_queue();
-        }
-        if let Err(e) = result {
-            tracing::warn!("virtio-vsock: queues stopped until the driver resets it: {e}");
-            self.broken = true;
-        }
+        });
     }
 }
 
@@ -110,7 +79,7 @@ impl VirtioDevice for VirtioVsock {
     }
 
     fn queue_events(&self) -> &[EventFd] {
-        &self.queue_evts
+        self.queues.queue_events()
     }
 
     fn features(&self) -> u64 {
@@ -118,7 +87,7 @@ impl VirtioDevice for VirtioVsock {
     }
 
     fn ack_features(&mut self, features: u64) {
-        self.acked = features;
+        self.queues.ack_features(features);
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
@@ -126,23 +95,11 @@ impl VirtioDevice for VirtioVsock {
     }
 
     fn activate(&mut self, queues: Vec<Queue>, interrupt: Interrupt) -> Result<(), ActivateError> {
-        if queues.len() != 3 {
-            return Err(ActivateError::QueueCount {
-                expected: 3,
-                got: queues.len(),
-            });
-        }
-        self.queues = queues;
-        self.interrupt = Some(interrupt);
-        self.broken = false;
-        self.activate_evt.write(1).map_err(ActivateError::Signal)
+        self.queues.activate(queues, interrupt)
     }
 
     fn reset(&mut self) {
-        self.queues.clear();
-        self.interrupt = None;
-        self.broken = false;
-        self.acked = 0;
+        self.queues.reset();
         self.handler.muxer.reset();
     }
 }
