@@ -152,15 +152,16 @@ fn serve(is_pid1: bool) -> anyhow::Result<()> {
     } else {
         started.elapsed().as_secs_f64() * 1e3
     };
+    if is_pid1 {
+        // First, so the VMM's kernel-entry -> marker time does not include console output.
+        pid1::signal_boot_complete();
+    }
     tracing::info!(
         listen = %listen,
         cgroup_root = %cgroup_root.display(),
         startup_ms = format!("{startup_ms:.1}"),
         "husk-agent listening"
     );
-    if is_pid1 {
-        pid1::signal_boot_complete();
-    }
     let _ = rx.recv();
     tracing::info!("shutting down");
     sandbox.remove_all();
