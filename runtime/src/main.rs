@@ -1,8 +1,49 @@
-//! husk: the runc-compatible CLI (see issue "husk: the runc-compatible OCI CLI").
+//! husk: the runc-compatible CLI over KVM microVMs.
 //!
-//! Not yet implemented: this placeholder only reports that.
+//! Layout: `cli` (one module per verb) over `state` (the root directory, status, locks),
+//! `bundle` (config.json checks), `control` (the supervisor's socket protocol), `rootfs`
+//! (packing the rootfs into a disk image), `config` (/etc/husk/config.toml) and `supervisor`
+//! (the per-sandbox process that holds the VM). `anyhow` only here and in the verbs.
+
+mod bundle;
+mod cli;
+mod config;
+mod control;
+mod logger;
+mod rootfs;
+mod state;
+mod supervisor;
+mod timefmt;
+
+use clap::Parser;
+
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line
+}
 
 fn main() {
-    eprintln!("husk: not implemented yet; use husk-vmm to boot a guest");
-    std::process::exit(1);
+    let args = cli::Cli::parse();
+    let ctx = cli::Ctx::new(&args);
+    if args.systemd_cgroup && !matches!(args.cmd, cli::Cmd::Supervise(_)) {
+        ctx.log
+            .warn("--systemd-cgroup is ignored: husk's cgroups live inside the guest");
+    }
+    let code = match cli::dispatch(&ctx, args.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            ctx.log.error(&error_chain(&e));
+            1
+        }
+    };
+    std::process::exit(code);
 }

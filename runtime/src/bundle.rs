@@ -1,0 +1,240 @@
+//! An OCI bundle: `config.json` parsed and checked before anything is created, so a bad
+//! bundle fails with an error naming the field and leaves nothing behind.
+//!
+//! Owns: reading and validating the bundle on the host. The agent validates the spec again in
+//! the guest (namespaces, mounts, resources); this catches what the host must know.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Process, Spec};
+use serde_json::Value;
+
+/// Errors loading a bundle.
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    /// The bundle directory or its config.json cannot be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// What could not be read.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// config.json is not valid JSON.
+    #[error("config.json: {0}")]
+    Json(serde_json::Error),
+    /// A field is missing or wrong.
+    #[error("config.json: {field}: {message}")]
+    Field {
+        /// JSON path of the field (`process.args`, `mounts[2].destination`).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn field(field: impl Into<String>, message: impl Into<String>) -> BundleError {
+    BundleError::Field {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// A loaded bundle.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// Absolute bundle directory.
+    pub dir: PathBuf,
+    /// The spec.
+    pub spec: Spec,
+    /// config.json as read (sent to the agent unchanged).
+    pub config_json: String,
+    /// The rootfs on the host (root.path resolved against the bundle).
+    pub rootfs: PathBuf,
+}
+
+impl Bundle {
+    /// Reads and checks `<dir>/config.json`.
+    pub fn load(dir: &Path) -> Result<Bundle, BundleError> {
+        let dir = std::fs::canonicalize(dir).map_err(|source| BundleError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join("config.json");
+        let config_json =
+            std::fs::read_to_string(&path).map_err(|source| BundleError::Read { path, source })?;
+        let spec = parse_spec(&config_json)?;
+        let root = spec
+            .root()
+            .as_ref()
+            .ok_or_else(|| field("root", "is required"))?;
+        let rootfs = dir.join(root.path());
+        if !rootfs.exists() {
+            return Err(field(
+                "root.path",
+                format!("{} does not exist", rootfs.display()),
+            ));
+        }
+        Ok(Bundle {
+            dir,
+            spec,
+            config_json,
+            rootfs,
+        })
+    }
+
+    /// The spec's annotations (empty when none).
+    pub fn annotations(&self) -> HashMap<String, String> {
+        self.spec.annotations().clone().unwrap_or_default()
+    }
+}
+
+/// Parses config.json; type errors name the top-level section or array element they are in.
+pub fn parse_spec(text: &str) -> Result<Spec, BundleError> {
+    let value: Value = serde_json::from_str(text).map_err(BundleError::Json)?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| field("(root)", "config.json must be a JSON object"))?;
+    match obj.get("ociVersion") {
+        Some(Value::String(v)) if !v.is_empty() => {}
+        Some(_) => return Err(field("ociVersion", "must be a non-empty string")),
+        None => return Err(field("ociVersion", "is required")),
+    }
+    let process = obj
+        .get("process")
+        .ok_or_else(|| field("process", "is required"))?;
+    check_process(process, "process")?;
+    for (key, v) in obj {
+        match (key.as_str(), v) {
+            ("mounts", Value::Array(items)) => {
+                for (i, m) in items.iter().enumerate() {
+                    let at = format!("mounts[{i}]");
+                    match m.get("destination") {
+                        Some(Value::String(d)) if d.starts_with('/') => {}
+                        Some(Value::String(d)) => {
+                            return Err(field(
+                                format!("{at}.destination"),
+                                format!("{d:?} must be an absolute path"),
+                            ))
+                        }
+                        _ => return Err(field(format!("{at}.destination"), "is required")),
+                    }
+                    section::<oci_spec::runtime::Mount>(m, &at)?;
+                }
+            }
+            ("root", v) => {
+                match v.get("path") {
+                    Some(Value::String(p)) if !p.is_empty() => {}
+                    _ => return Err(field("root.path", "is required")),
+                }
+                section::<oci_spec::runtime::Root>(v, key)?;
+            }
+            ("linux", v) => {
+                section::<oci_spec::runtime::Linux>(v, key)?;
+            }
+            ("hooks", v) => {
+                section::<oci_spec::runtime::Hooks>(v, key)?;
+            }
+            ("hostname", v) if !v.is_string() => return Err(field(key, "must be a string")),
+            ("annotations", v) => {
+                section::<HashMap<String, String>>(v, key)?;
+            }
+            _ => {}
+        }
+    }
+    serde_json::from_value(value).map_err(|e| field("(spec)", e.to_string()))
+}
+
+/// Checks a process object (config.json's `process`, or `exec --process`).
+pub fn check_process(v: &Value, at: &str) -> Result<Process, BundleError> {
+    match v.get("args") {
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => {}
+        Some(Value::Array(a)) if a.is_empty() => {
+            return Err(field(format!("{at}.args"), "must not be empty"))
+        }
+        Some(_) => return Err(field(format!("{at}.args"), "must be an array of strings")),
+        None => return Err(field(format!("{at}.args"), "is required")),
+    }
+    match v.get("cwd") {
+        Some(Value::String(c)) if c.starts_with('/') => {}
+        Some(Value::String(c)) => {
+            return Err(field(
+                format!("{at}.cwd"),
+                format!("{c:?} must be an absolute path"),
+            ))
+        }
+        Some(_) => return Err(field(format!("{at}.cwd"), "must be a string")),
+        None => return Err(field(format!("{at}.cwd"), "is required")),
+    }
+    if let Some(user) = v.get("user") {
+        for k in ["uid", "gid"] {
+            if let Some(x) = user.get(k) {
+                if x.as_u64().is_none_or(|n| n > u64::from(u32::MAX)) {
+                    return Err(field(
+                        format!("{at}.user.{k}"),
+                        "must be a number in 0..=4294967295",
+                    ));
+                }
+            }
+        }
+    }
+    section::<Process>(v, at)
+}
+
+fn section<T: serde::de::DeserializeOwned>(v: &Value, at: &str) -> Result<T, BundleError> {
+    serde_json::from_value(v.clone()).map_err(|e| field(at, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2-dev",
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "root": {"path": "rootfs"},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}]
+        })
+    }
+
+    fn err(v: &Value) -> String {
+        parse_spec(&v.to_string()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn accepts_a_minimal_spec() {
+        parse_spec(&base().to_string()).unwrap();
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let mut v = base();
+        v["process"]["args"] = serde_json::json!([]);
+        assert_eq!(err(&v), "config.json: process.args: must not be empty");
+        let mut v = base();
+        v["process"]["cwd"] = serde_json::json!("rel");
+        assert!(
+            err(&v).starts_with("config.json: process.cwd:"),
+            "{}",
+            err(&v)
+        );
+        let mut v = base();
+        v["process"]["user"]["uid"] = serde_json::json!("root");
+        assert!(err(&v).starts_with("config.json: process.user.uid:"));
+        let mut v = base();
+        v["mounts"][0]["destination"] = serde_json::json!("proc");
+        assert!(err(&v).starts_with("config.json: mounts[0].destination:"));
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("ociVersion");
+        assert_eq!(err(&v), "config.json: ociVersion: is required");
+        let mut v = base();
+        v["linux"] = serde_json::json!({"namespaces": [{"type": "bogus"}]});
+        assert!(err(&v).starts_with("config.json: linux:"), "{}", err(&v));
+        assert!(parse_spec("{")
+            .unwrap_err()
+            .to_string()
+            .starts_with("config.json: "));
+    }
+}

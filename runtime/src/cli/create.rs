@@ -1,0 +1,169 @@
+//! `husk create`: validate the bundle, make the state directory, start the supervisor and
+//! wait until it reports the container created (or why not; then nothing is left behind).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{anyhow, bail, Context};
+
+use super::Ctx;
+use crate::bundle::Bundle;
+use crate::state::{process_start_time, write_atomic, Record};
+use crate::timefmt;
+
+/// runc create's flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CreateArgs {
+    /// Bundle directory (holds config.json).
+    #[arg(short, long, value_name = "DIR", default_value = ".")]
+    pub bundle: PathBuf,
+    /// Write the supervisor's pid here.
+    #[arg(long, value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Unix socket to send the pty master to (process.terminal).
+    #[arg(long, value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility (the guest always uses pivot_root).
+    #[arg(long)]
+    pub no_pivot: bool,
+    /// Accepted for runc compatibility.
+    #[arg(long)]
+    pub no_new_keyring: bool,
+    /// Accepted for runc compatibility; extra fds are not passed into the guest.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Container id.
+    pub id: String,
+}
+
+/// Removes a half-made container directory unless disarmed.
+struct Cleanup<'a> {
+    ctx: &'a Ctx,
+    id: &'a str,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.ctx.root.remove(self.id);
+        }
+    }
+}
+
+/// `create` proper; returns the supervisor (a child of this process).
+pub fn create(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<Child> {
+    let bundle = Bundle::load(&a.bundle)?;
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    match (terminal, &a.console_socket) {
+        (true, None) => bail!(
+            "cannot allocate tty if husk will detach without setting console socket (process.terminal is true)"
+        ),
+        (false, Some(_)) => bail!(
+            "cannot use console socket if husk will not detach or allocate tty (process.terminal is false)"
+        ),
+        (true, Some(_)) => bail!(
+            "process.terminal: terminals through --console-socket are not supported by husk yet"
+        ),
+        (false, None) => {}
+    }
+    let (dir, _lock) = ctx.root.create_dir(&a.id)?;
+    let mut cleanup = Cleanup {
+        ctx,
+        id: &a.id,
+        armed: true,
+    };
+    let mut rec = Record {
+        id: a.id.clone(),
+        pid: 0,
+        pid_start: 0,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: timefmt::rfc3339_nanos(SystemTime::now()),
+        annotations: bundle.annotations(),
+    };
+    ctx.root.write_record(&rec)?;
+
+    let ready_path = dir.join("ready.sock");
+    let listener =
+        UnixListener::bind(&ready_path).with_context(|| format!("{}", ready_path.display()))?;
+    listener.set_nonblocking(true)?;
+    let exe = std::env::current_exe().context("finding the husk binary")?;
+    ctx.log
+        .debug(&format!("starting the supervisor for {}", a.id));
+    let mut child = Command::new(exe)
+        .args(&ctx.global_args)
+        .arg("supervise")
+        .arg("--id")
+        .arg(&a.id)
+        .arg("--bundle")
+        .arg(&bundle.dir)
+        .arg("--ready-socket")
+        .arg(&ready_path)
+        .spawn()
+        .context("starting the supervisor")?;
+
+    let answer = wait_ready(&listener, &mut child);
+    let _ = std::fs::remove_file(&ready_path);
+    match answer {
+        Ok(()) => {}
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    }
+    rec.pid = child.id() as i32;
+    rec.pid_start = process_start_time(rec.pid).unwrap_or(0);
+    ctx.root.write_record(&rec)?;
+    if let Some(p) = &a.pid_file {
+        write_pid_file(p, rec.pid)?;
+    }
+    cleanup.armed = false;
+    Ok(child)
+}
+
+/// Writes a pid file atomically (runc's format: the number, no newline).
+pub fn write_pid_file(path: &Path, pid: i32) -> anyhow::Result<()> {
+    write_atomic(path, pid.to_string().as_bytes()).map_err(|e| anyhow!("--pid-file: {e}"))
+}
+
+fn wait_ready(listener: &UnixListener, child: &mut Child) -> anyhow::Result<()> {
+    loop {
+        match listener.accept() {
+            Ok((conn, _)) => {
+                conn.set_nonblocking(false)?;
+                let mut line = String::new();
+                BufReader::new(conn).read_line(&mut line)?;
+                let line = line.trim_end();
+                if line == "ok" {
+                    return Ok(());
+                }
+                if let Some(e) = line.strip_prefix("error ") {
+                    bail!("{e}");
+                }
+                bail!("the supervisor exited before creating the container");
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!("the supervisor exited ({status}) before creating the container");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The verb.
+pub fn run(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<i32> {
+    create(ctx, &a)?;
+    Ok(0)
+}

@@ -1,0 +1,75 @@
+//! `husk kill ID [SIGNAL]`: the supervisor signals the container's init in the guest.
+
+use std::time::Duration;
+
+use anyhow::bail;
+
+use super::Ctx;
+use crate::control::{self, Request};
+use crate::state::Status;
+
+/// runc kill's arguments.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Signal every process of the container.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Container id.
+    pub id: String,
+    /// Signal name (KILL, SIGKILL) or number; default SIGTERM.
+    #[arg(default_value = "SIGTERM")]
+    pub signal: String,
+}
+
+/// Parses a signal the way runc does: a number, or a name with or without "SIG".
+pub fn parse_signal(s: &str) -> anyhow::Result<u32> {
+    if let Ok(n) = s.parse::<u32>() {
+        if n == 0 || n > 64 {
+            bail!("invalid signal number {n}");
+        }
+        return Ok(n);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    match name.parse::<nix::sys::signal::Signal>() {
+        Ok(sig) => Ok(sig as u32),
+        Err(_) => bail!("unknown signal {s:?}"),
+    }
+}
+
+/// The verb.
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
+    let signal = parse_signal(&a.signal)?;
+    let _lock = ctx.root.lock(&a.id)?;
+    let rec = ctx.root.read_record(&a.id)?;
+    if ctx.root.status(&rec) == Status::Stopped {
+        bail!("container not running");
+    }
+    let sock = ctx.root.container_dir(&a.id).join("control.sock");
+    control::call(
+        &sock,
+        &Request::Kill { signal, all: a.all },
+        &[],
+        Some(Duration::from_secs(30)),
+    )?;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_like_runc() {
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert_eq!(parse_signal("KILL").unwrap(), 9);
+        assert_eq!(parse_signal("SIGKILL").unwrap(), 9);
+        assert_eq!(parse_signal("term").unwrap(), 15);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("0").is_err());
+    }
+}

@@ -1,0 +1,55 @@
+//! `husk run`: create + start; without --detach, wait and exit with the container's status.
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use super::create::{self, create};
+use super::Ctx;
+use crate::control::{self, Request};
+
+/// runc run's flags.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Return once started instead of waiting for the container.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Accepted for runc compatibility.
+    #[arg(long)]
+    pub keep: bool,
+    /// The create flags.
+    #[command(flatten)]
+    pub create: create::CreateArgs,
+}
+
+/// The verb.
+pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
+    // Terminal signals reach the supervisor too (same process group), which forwards them to
+    // the container; this process only waits.
+    if !a.detach {
+        let _ = crate::supervisor::forwarded_signals().thread_block();
+    }
+    let mut child = create(ctx, &a.create)?;
+    let sock = ctx.root.container_dir(&a.create.id).join("control.sock");
+    if let Err(e) = control::call(&sock, &Request::Start, &[], Some(Duration::from_secs(60))) {
+        let _ = control::call(
+            &sock,
+            &Request::Kill {
+                signal: libc::SIGKILL as u32,
+                all: true,
+            },
+            &[],
+            Some(Duration::from_secs(10)),
+        );
+        let _ = child.wait();
+        let _ = ctx.root.remove(&a.create.id);
+        return Err(e.into());
+    }
+    if a.detach {
+        return Ok(0);
+    }
+    let status = child.wait()?;
+    Ok(status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255))
+}

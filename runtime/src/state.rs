@@ -1,0 +1,404 @@
+//! Container state on the host: `<root>/<id>/` holds `state.json` (what `husk state` reports),
+//! `status` (written by the supervisor at each transition), `exit_status`, the control socket,
+//! the rootfs image and the supervisor's logs. A `flock` on the directory serializes husk calls
+//! that change a container.
+//!
+//! Owns: the layout of the root directory and the status a caller sees. Does not talk to the
+//! supervisor (see `control`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// OCI version husk reports (runc 1.1's).
+pub const OCI_VERSION: &str = "1.0.2-dev";
+
+/// Errors reading or writing state.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// No such container.
+    #[error("container does not exist")]
+    NotFound,
+    /// The id is taken.
+    #[error("container with id exists: {0}")]
+    Exists(String),
+    /// The id is not a valid container id.
+    #[error(
+        "invalid container id {0:?}: use letters, digits, '-', '_', '.', not starting with '.'"
+    )]
+    BadId(String),
+    /// I/O on the state directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// state.json is corrupt.
+    #[error("{path}: {source}")]
+    Corrupt {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A container's status as runc names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// `husk create` is still booting the sandbox.
+    Creating,
+    /// Created, init waiting for `start`.
+    Created,
+    /// Init running.
+    Running,
+    /// Frozen.
+    Paused,
+    /// Init exited (or the supervisor is gone).
+    Stopped,
+}
+
+impl Status {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Status> {
+        Some(match s.trim() {
+            "creating" => Status::Creating,
+            "created" => Status::Created,
+            "running" => Status::Running,
+            "paused" => Status::Paused,
+            "stopped" => Status::Stopped,
+            _ => return None,
+        })
+    }
+}
+
+/// What `create` records; the rest of the state comes from the supervisor and /proc.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// Container id.
+    pub id: String,
+    /// Supervisor pid (0 until it is ready).
+    pub pid: i32,
+    /// The supervisor's start time (field 22 of /proc/pid/stat), against pid reuse.
+    pub pid_start: u64,
+    /// Absolute bundle path.
+    pub bundle: PathBuf,
+    /// Host rootfs path.
+    pub rootfs: PathBuf,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// The spec's annotations.
+    #[serde(default)]
+    pub annotations: HashMap<String, String>,
+}
+
+/// runc's `state` output.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateJson {
+    /// OCI version.
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    /// Container id.
+    pub id: String,
+    /// Supervisor pid, 0 when stopped.
+    pub pid: i32,
+    /// Status name.
+    pub status: String,
+    /// Bundle path.
+    pub bundle: PathBuf,
+    /// Rootfs path.
+    pub rootfs: PathBuf,
+    /// Creation time.
+    pub created: String,
+    /// Owner's user name.
+    pub owner: String,
+    /// Annotations (omitted when empty, like runc).
+    #[serde(skip_serializing_if = "HashMap::is_empty", default)]
+    pub annotations: HashMap<String, String>,
+}
+
+/// The state root (`--root`).
+#[derive(Debug, Clone)]
+pub struct Root {
+    dir: PathBuf,
+}
+
+/// An exclusive `flock` on a container directory, released on drop.
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+impl Root {
+    /// The root at `dir` (created on first use).
+    pub fn new(dir: PathBuf) -> Root {
+        Root { dir }
+    }
+
+    /// The root directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// `<root>/<id>`.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Checks an id like runc does (no path tricks).
+    pub fn check_id(id: &str) -> Result<(), StateError> {
+        let ok = !id.is_empty()
+            && id.len() <= 1024
+            && !id.starts_with('.')
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c));
+        if ok {
+            Ok(())
+        } else {
+            Err(StateError::BadId(id.into()))
+        }
+    }
+
+    /// Makes `<root>/<id>` (failing if it exists) and locks it.
+    pub fn create_dir(&self, id: &str) -> Result<(PathBuf, Lock), StateError> {
+        Root::check_id(id)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(&self.dir)
+            .map_err(io(&self.dir))?;
+        let dir = self.container_dir(id);
+        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StateError::Exists(id.into()))
+            }
+            Err(e) => return Err(io(&dir)(e)),
+        }
+        let lock = lock_dir(&dir)?;
+        Ok((dir, lock))
+    }
+
+    /// Locks an existing container; fails if it does not exist (also after waiting for a
+    /// `delete` that removed it).
+    pub fn lock(&self, id: &str) -> Result<Lock, StateError> {
+        Root::check_id(id)?;
+        let dir = self.container_dir(id);
+        let lock = match lock_dir(&dir) {
+            Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotFound)
+            }
+            other => other?,
+        };
+        if !dir.join("state.json").exists() {
+            return Err(StateError::NotFound);
+        }
+        Ok(lock)
+    }
+
+    /// Writes state.json atomically.
+    pub fn write_record(&self, rec: &Record) -> Result<(), StateError> {
+        let dir = self.container_dir(&rec.id);
+        let text = serde_json::to_string_pretty(rec).expect("serializable");
+        write_atomic(&dir.join("state.json"), text.as_bytes())
+    }
+
+    /// Reads state.json.
+    pub fn read_record(&self, id: &str) -> Result<Record, StateError> {
+        Root::check_id(id)?;
+        let path = self.container_dir(id).join("state.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StateError::NotFound),
+            Err(e) => return Err(io(&path)(e)),
+        };
+        serde_json::from_str(&text).map_err(|source| StateError::Corrupt { path, source })
+    }
+
+    /// Ids of all containers, sorted.
+    pub fn ids(&self) -> Result<Vec<String>, StateError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io(&self.dir)(e)),
+        };
+        let mut ids: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("state.json").exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// The status a caller sees: the supervisor's last word while it lives, else stopped.
+    pub fn status(&self, rec: &Record) -> Status {
+        if rec.pid == 0 {
+            return Status::Creating;
+        }
+        if !process_alive(rec.pid, rec.pid_start) {
+            return Status::Stopped;
+        }
+        std::fs::read_to_string(self.container_dir(&rec.id).join("status"))
+            .ok()
+            .and_then(|s| Status::parse(&s))
+            .unwrap_or(Status::Running)
+    }
+
+    /// The full `state` answer.
+    pub fn state(&self, id: &str) -> Result<StateJson, StateError> {
+        let rec = self.read_record(id)?;
+        let status = self.status(&rec);
+        let owner = std::fs::metadata(self.container_dir(id))
+            .map(|m| user_name(m.uid()))
+            .unwrap_or_default();
+        Ok(StateJson {
+            oci_version: OCI_VERSION.into(),
+            id: rec.id,
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                rec.pid
+            },
+            status: status.as_str().into(),
+            bundle: rec.bundle,
+            rootfs: rec.rootfs,
+            created: rec.created,
+            owner,
+            annotations: rec.annotations,
+        })
+    }
+
+    /// Removes everything of a container.
+    pub fn remove(&self, id: &str) -> Result<(), StateError> {
+        let dir = self.container_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&dir)(e)),
+        }
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<Lock, StateError> {
+    let file = File::open(dir).map_err(io(dir))?;
+    nix::fcntl::flock(file.as_raw_fd(), nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|e| io(dir)(std::io::Error::from(e)))?;
+    Ok(Lock { _file: file })
+}
+
+/// Writes `path` through a temporary file and rename.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, data).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Field 22 (starttime) of /proc/<pid>/stat.
+pub fn process_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive (not a zombie) and is the process that started at `start`.
+pub fn process_alive(pid: i32, start: u64) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let zombie = stat
+        .rfind(')')
+        .and_then(|i| stat.get(i + 2..i + 3))
+        .is_some_and(|s| s == "Z" || s == "X");
+    !zombie && process_start_time(pid) == Some(start)
+}
+
+/// A user name from /etc/passwd, or the uid as text.
+fn user_name(uid: u32) -> String {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                let id: u32 = f.nth(1)?.parse().ok()?;
+                (id == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        for good in ["a", "abc-1.2_x", "0123456789abcdef"] {
+            Root::check_id(good).unwrap();
+        }
+        for bad in ["", ".x", "a/b", "..", "a b"] {
+            assert!(Root::check_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_lock_read_remove() {
+        let tmp = std::env::temp_dir().join(format!("husk-state-test-{}", std::process::id()));
+        let root = Root::new(tmp.clone());
+        let (dir, lock) = root.create_dir("c1").unwrap();
+        assert!(matches!(root.create_dir("c1"), Err(StateError::Exists(_))));
+        let me = std::process::id() as i32;
+        let rec = Record {
+            id: "c1".into(),
+            pid: me,
+            pid_start: process_start_time(me).unwrap(),
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: "2019-05-21T08:35:51Z".into(),
+            annotations: HashMap::new(),
+        };
+        root.write_record(&rec).unwrap();
+        drop(lock);
+        std::fs::write(dir.join("status"), "created").unwrap();
+        let s = root.state("c1").unwrap();
+        assert_eq!(s.status, "created");
+        assert_eq!(s.pid, me);
+        let dead = Record {
+            pid_start: rec.pid_start + 1,
+            ..rec.clone()
+        };
+        assert_eq!(root.status(&dead), Status::Stopped);
+        assert_eq!(root.ids().unwrap(), vec!["c1".to_string()]);
+        let _l = root.lock("c1").unwrap();
+        root.remove("c1").unwrap();
+        assert!(matches!(root.lock("c1"), Err(StateError::NotFound)));
+        std::fs::remove_dir_all(tmp).unwrap();
+    }
+}

@@ -1,0 +1,353 @@
+//! `AgentClient`: the supervisor's typed handle on the guest agent, reached through the VMM's
+//! hybrid vsock Unix socket (`CONNECT 1024\n` → `OK <port>\n`, then ttrpc), or directly over a
+//! Unix socket for a host-mode agent (`HUSK_DEV_AGENT=unix:/path`, tests without KVM).
+//!
+//! Owns: connecting and one method per RPC the runtime uses; errors keep the ttrpc code.
+
+use std::io::{Read, Write};
+use std::os::fd::IntoRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use husk_agent::protocol::{self as pb, AgentServiceClient};
+use ttrpc::context::{self, Context};
+
+/// The agent's vsock port.
+pub const AGENT_PORT: u32 = 1024;
+
+/// Errors talking to the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// Could not reach the agent.
+    #[error("connecting to the agent at {path}: {message}")]
+    Connect {
+        /// Socket.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The agent answered with an error status.
+    #[error("{message}")]
+    Rpc {
+        /// ttrpc code.
+        code: ttrpc::Code,
+        /// The agent's message (starts with the field at fault for INVALID_ARGUMENT).
+        message: String,
+    },
+    /// Transport failure.
+    #[error("agent connection: {0}")]
+    Transport(String),
+}
+
+impl AgentError {
+    /// The ttrpc code, if the agent answered.
+    pub fn code(&self) -> Option<ttrpc::Code> {
+        match self {
+            AgentError::Rpc { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<ttrpc::Error> for AgentError {
+    fn from(e: ttrpc::Error) -> Self {
+        match e {
+            ttrpc::Error::RpcStatus(s) => AgentError::Rpc {
+                code: s.code(),
+                message: s.message().to_string(),
+            },
+            other => AgentError::Transport(other.to_string()),
+        }
+    }
+}
+
+/// Where the agent is.
+#[derive(Debug, Clone)]
+pub enum AgentAddr {
+    /// The VMM's hybrid vsock socket.
+    HybridVsock(PathBuf),
+    /// A host-mode agent's Unix socket.
+    Unix(PathBuf),
+}
+
+impl AgentAddr {
+    fn path(&self) -> &Path {
+        match self {
+            AgentAddr::HybridVsock(p) | AgentAddr::Unix(p) => p,
+        }
+    }
+
+    /// One connected stream to the agent.
+    fn stream(&self) -> Result<UnixStream, String> {
+        let mut s = UnixStream::connect(self.path()).map_err(|e| e.to_string())?;
+        if let AgentAddr::HybridVsock(_) = self {
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(|e| e.to_string())?;
+            s.write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes())
+                .map_err(|e| e.to_string())?;
+            let mut line = Vec::new();
+            let mut b = [0u8; 1];
+            while b[0] != b'\n' {
+                match s.read(&mut b) {
+                    Ok(0) => return Err("connection refused by the guest".into()),
+                    Ok(_) => line.push(b[0]),
+                    Err(e) => return Err(e.to_string()),
+                }
+                if line.len() > 64 {
+                    return Err("bad hybrid vsock reply".into());
+                }
+            }
+            if !line.starts_with(b"OK ") {
+                return Err(format!(
+                    "hybrid vsock: {:?}",
+                    String::from_utf8_lossy(&line).trim()
+                ));
+            }
+            s.set_read_timeout(None).map_err(|e| e.to_string())?;
+        }
+        Ok(s)
+    }
+}
+
+/// A ttrpc client on one connection to the agent.
+#[derive(Clone)]
+pub struct AgentClient {
+    addr: AgentAddr,
+    inner: AgentServiceClient,
+}
+
+fn ctx() -> Context {
+    context::with_timeout(0)
+}
+
+impl AgentClient {
+    /// Connects once.
+    pub fn connect(addr: &AgentAddr) -> Result<AgentClient, AgentError> {
+        let err = |message: String| AgentError::Connect {
+            path: addr.path().to_path_buf(),
+            message,
+        };
+        let stream = addr.stream().map_err(err)?;
+        let client = ttrpc::Client::new(stream.into_raw_fd()).map_err(|e| err(e.to_string()))?;
+        Ok(AgentClient {
+            addr: addr.clone(),
+            inner: AgentServiceClient::new(client),
+        })
+    }
+
+    /// Connects, retrying until the agent answers `GetGuestDetails`, `deadline` passes or
+    /// `give_up` says the guest is gone.
+    pub fn wait_ready(
+        addr: &AgentAddr,
+        deadline: Instant,
+        give_up: impl Fn() -> Option<String>,
+    ) -> Result<(AgentClient, pb::GuestDetailsResponse), AgentError> {
+        let mut last = String::from("no attempt");
+        loop {
+            if let Some(why) = give_up() {
+                return Err(AgentError::Connect {
+                    path: addr.path().to_path_buf(),
+                    message: why,
+                });
+            }
+            if addr.path().exists() {
+                match AgentClient::connect(addr) {
+                    Ok(c) => match c.inner.get_guest_details(ctx(), &pb::Empty::new()) {
+                        Ok(d) => return Ok((c, d)),
+                        Err(e) => last = e.to_string(),
+                    },
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(AgentError::Connect {
+                    path: addr.path().to_path_buf(),
+                    message: format!("agent not ready in time ({last})"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A second connection (for calls that block: stream reads, waits).
+    pub fn another(&self) -> Result<AgentClient, AgentError> {
+        AgentClient::connect(&self.addr)
+    }
+
+    /// CreateSandbox.
+    pub fn create_sandbox(
+        &self,
+        id: &str,
+        hostname: &str,
+        storages: Vec<pb::Storage>,
+    ) -> Result<(), AgentError> {
+        let req = pb::CreateSandboxRequest {
+            sandbox_id: id.into(),
+            hostname: hostname.into(),
+            storages,
+            ..Default::default()
+        };
+        self.inner.create_sandbox(ctx(), &req)?;
+        Ok(())
+    }
+
+    /// CreateContainer.
+    pub fn create_container(
+        &self,
+        id: &str,
+        spec_json: &str,
+        storages: Vec<pb::Storage>,
+        rootfs: &str,
+    ) -> Result<(), AgentError> {
+        let req = pb::CreateContainerRequest {
+            container_id: id.into(),
+            oci_spec_json: spec_json.into(),
+            storages,
+            rootfs: rootfs.into(),
+            ..Default::default()
+        };
+        self.inner.create_container(ctx(), &req)?;
+        Ok(())
+    }
+
+    fn creq(id: &str) -> pb::ContainerRequest {
+        pb::ContainerRequest {
+            container_id: id.into(),
+            ..Default::default()
+        }
+    }
+
+    fn preq(id: &str, exec: &str) -> pb::ProcessRequest {
+        pb::ProcessRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            ..Default::default()
+        }
+    }
+
+    /// StartContainer.
+    pub fn start(&self, id: &str) -> Result<(), AgentError> {
+        self.inner.start_container(ctx(), &Self::creq(id))?;
+        Ok(())
+    }
+
+    /// PauseContainer.
+    pub fn pause(&self, id: &str) -> Result<(), AgentError> {
+        self.inner.pause_container(ctx(), &Self::creq(id))?;
+        Ok(())
+    }
+
+    /// ResumeContainer.
+    pub fn resume(&self, id: &str) -> Result<(), AgentError> {
+        self.inner.resume_container(ctx(), &Self::creq(id))?;
+        Ok(())
+    }
+
+    /// ListProcesses.
+    pub fn ps(&self, id: &str) -> Result<Vec<i32>, AgentError> {
+        Ok(self.inner.list_processes(ctx(), &Self::creq(id))?.pids)
+    }
+
+    /// ExecProcess.
+    pub fn exec(&self, id: &str, exec: &str, process_json: &str) -> Result<(), AgentError> {
+        let req = pb::ExecProcessRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            process_json: process_json.into(),
+            ..Default::default()
+        };
+        self.inner.exec_process(ctx(), &req)?;
+        Ok(())
+    }
+
+    /// SignalProcess.
+    pub fn signal(&self, id: &str, exec: &str, signal: u32, all: bool) -> Result<(), AgentError> {
+        let req = pb::SignalProcessRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            signal,
+            all,
+            ..Default::default()
+        };
+        self.inner.signal_process(ctx(), &req)?;
+        Ok(())
+    }
+
+    /// WaitProcess: blocks until the process exits; shell-style status.
+    pub fn wait(&self, id: &str, exec: &str) -> Result<i32, AgentError> {
+        Ok(self
+            .inner
+            .wait_process(ctx(), &Self::preq(id, exec))?
+            .status)
+    }
+
+    /// ReadStdout / ReadStderr: up to `len` bytes; `None` at end of stream.
+    pub fn read(
+        &self,
+        id: &str,
+        exec: &str,
+        stderr: bool,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>, AgentError> {
+        let req = pb::ReadStreamRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            len,
+            ..Default::default()
+        };
+        let resp = if stderr {
+            self.inner.read_stderr(ctx(), &req)?
+        } else {
+            self.inner.read_stdout(ctx(), &req)?
+        };
+        Ok((!resp.eof || !resp.data.is_empty()).then_some(resp.data))
+    }
+
+    /// WriteStdin (all of `data`).
+    pub fn write_stdin(&self, id: &str, exec: &str, data: &[u8]) -> Result<(), AgentError> {
+        let req = pb::WriteStreamRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            data: data.to_vec(),
+            ..Default::default()
+        };
+        self.inner.write_stdin(ctx(), &req)?;
+        Ok(())
+    }
+
+    /// CloseStdin.
+    pub fn close_stdin(&self, id: &str, exec: &str) -> Result<(), AgentError> {
+        self.inner.close_stdin(ctx(), &Self::preq(id, exec))?;
+        Ok(())
+    }
+
+    /// CopyFile (a whole file at once).
+    pub fn copy_file(&self, path: &str, data: Vec<u8>, mode: u32) -> Result<(), AgentError> {
+        let req = pb::CopyFileRequest {
+            path: path.into(),
+            file_mode: mode,
+            dir_mode: 0o755,
+            data,
+            ..Default::default()
+        };
+        self.inner.copy_file(ctx(), &req)?;
+        Ok(())
+    }
+
+    /// RemoveContainer.
+    pub fn remove_container(&self, id: &str) -> Result<(), AgentError> {
+        let req = pb::RemoveContainerRequest {
+            container_id: id.into(),
+            ..Default::default()
+        };
+        self.inner.remove_container(ctx(), &req)?;
+        Ok(())
+    }
+
+    /// DestroySandbox: the guest kills everything and powers off.
+    pub fn destroy_sandbox(&self) -> Result<(), AgentError> {
+        self.inner.destroy_sandbox(ctx(), &pb::Empty::new())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,378 @@
+//! The sandbox supervisor: `husk` re-executed by `create` (hidden verb `supervise`). It boots
+//! the microVM in-process, has the agent create the container, tells `create` it is ready,
+//! relays the container's stdio, serves `<root>/<id>/control.sock`, forwards the signals it
+//! gets to the container's init, and when init exits records the status, powers the guest off
+//! and exits with that status.
+//!
+//! Owns: the order of those steps. `vm` runs the VMM, `agent` talks ttrpc, `server` answers
+//! control requests, `stdio` moves bytes.
+
+pub mod agent;
+pub mod server;
+pub mod stdio;
+pub mod vm;
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal};
+
+use self::agent::{AgentAddr, AgentClient};
+use self::server::Shared;
+use self::vm::Vm;
+use crate::bundle::Bundle;
+use crate::config::HuskConfig;
+use crate::rootfs;
+use crate::state::{write_atomic, Status};
+
+/// Signals forwarded to the container's init (like `runc run`'s signal proxy).
+const FORWARDED: [Signal; 6] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+];
+
+/// The signals `husk run` and the supervisor block (the supervisor forwards them).
+pub fn forwarded_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in FORWARDED {
+        set.add(s);
+    }
+    set
+}
+
+/// Exit status when the sandbox died without an init exit status.
+const EXIT_SANDBOX_LOST: i32 = 255;
+
+/// How the supervisor was started.
+#[derive(Debug, Clone)]
+pub struct SupervisorArgs {
+    /// `--root`.
+    pub root: PathBuf,
+    /// Container id.
+    pub id: String,
+    /// Bundle directory.
+    pub bundle: PathBuf,
+    /// Where `create` waits for "ok" or an error.
+    pub ready_socket: PathBuf,
+}
+
+/// A created container with everything that keeps it alive.
+struct Sandbox {
+    shared: Arc<Shared>,
+    vm: Option<Vm>,
+    init_exit: mpsc::Receiver<Result<i32, String>>,
+    outputs: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Runs the supervisor to the end; the return value is the process's exit status.
+pub fn run(args: SupervisorArgs) -> i32 {
+    let dir = args.root.join(&args.id);
+    let _ = forwarded_signals().thread_block();
+    let mut ready = UnixStream::connect(&args.ready_socket).ok();
+    let cfg = HuskConfig::load();
+    init_log(
+        &dir,
+        cfg.as_ref().map(|c| c.log_level.as_str()).unwrap_or("info"),
+    );
+    let started = Instant::now();
+    let result = cfg
+        .map_err(|e| e.to_string())
+        .and_then(|cfg| setup(&args, &dir, cfg));
+    let sandbox = match result {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("create failed: {e}");
+            if let Some(r) = ready.as_mut() {
+                let _ = writeln!(r, "error {e}");
+            }
+            return 1;
+        }
+    };
+    tracing::info!(
+        ms = started.elapsed().as_millis() as u64,
+        "container created"
+    );
+    if let Some(mut r) = ready.take() {
+        let _ = writeln!(r, "ok");
+    }
+    sandbox.run_to_exit()
+}
+
+fn init_log(dir: &Path, level: &str) {
+    let Ok(file) = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("supervisor.log"))
+    else {
+        return;
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUSK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+}
+
+/// The guest path the container's rootfs is mounted on.
+fn guest_rootfs(id: &str) -> String {
+    format!("/run/husk/{id}/rootfs")
+}
+
+fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, String> {
+    let bundle = Bundle::load(&args.bundle).map_err(|e| e.to_string())?;
+    let cfg = cfg
+        .with_annotations(&bundle.annotations())
+        .map_err(|e| e.to_string())?;
+    let id = args.id.as_str();
+    let dev_agent = std::env::var("HUSK_DEV_AGENT")
+        .ok()
+        .filter(|s| !s.is_empty());
+
+    let (vm, agent) = match &dev_agent {
+        Some(addr) => {
+            let path = addr.strip_prefix("unix:").unwrap_or(addr);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let (a, _) = AgentClient::wait_ready(&AgentAddr::Unix(path.into()), deadline, || None)
+                .map_err(|e| e.to_string())?;
+            (None, a)
+        }
+        None => {
+            let disk = rootfs::prepare(&bundle.rootfs, &dir.join("rootfs.img"))
+                .map_err(|e| e.to_string())?;
+            tracing::info!(
+                ms = disk.took.as_millis() as u64,
+                bytes = disk.bytes,
+                packed = disk.packed,
+                "rootfs disk ready"
+            );
+            let _ = write_atomic(
+                &dir.join("timings.json"),
+                format!("{{\"rootfs_pack_ms\":{}}}\n", disk.took.as_millis()).as_bytes(),
+            );
+            let uds = dir.join("vsock.sock");
+            let vm = Vm::start(&cfg, Some(&disk.path), &uds, &dir.join("console.log"))
+                .map_err(|e| e.to_string())?;
+            let t0 = Instant::now();
+            let deadline = t0 + Duration::from_secs(cfg.boot_timeout_s);
+            let waited = AgentClient::wait_ready(&AgentAddr::HybridVsock(uds), deadline, || {
+                vm.ended()
+                    .map(|why| format!("the VM ended during boot: {why}"))
+            });
+            let (a, details) = match waited {
+                Ok(x) => x,
+                Err(e) => {
+                    vm.shut_down(Duration::ZERO);
+                    return Err(format!(
+                        "{e} (guest console: {})",
+                        dir.join("console.log").display()
+                    ));
+                }
+            };
+            tracing::info!(
+                ms = t0.elapsed().as_millis() as u64,
+                kernel = %details.kernel_release,
+                "agent ready"
+            );
+            create_in_guest(&a, id, &bundle, &disk.fstype).inspect_err(|_| {
+                let _ = a.destroy_sandbox();
+            })?;
+            (Some(vm), a)
+        }
+    };
+    if dev_agent.is_some() {
+        let mut spec: serde_json::Value =
+            serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
+        spec["root"]["path"] = bundle.rootfs.to_string_lossy().into();
+        agent
+            .create_container(id, &spec.to_string(), Vec::new(), "")
+            .map_err(|e| e.to_string())?;
+    }
+
+    let shared = Arc::new(Shared::new(id.into(), dir.to_path_buf(), agent.clone()));
+    // The container's stdio is this process's stdio, which `create`'s caller gave it.
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok().map(File::from);
+    if let Some(f) = dup(std::io::stdin().as_fd()) {
+        stdio::spawn_input(&agent, id, "", f);
+    }
+    let outputs = [
+        (dup(std::io::stdout().as_fd()), false),
+        (dup(std::io::stderr().as_fd()), true),
+    ]
+    .into_iter()
+    .filter_map(|(f, err)| stdio::spawn_output(&agent, id, "", err, f?))
+    .collect();
+    let waiter = agent.another().map_err(|e| e.to_string())?;
+    let (tx, init_exit) = mpsc::channel();
+    let wid = id.to_string();
+    std::thread::Builder::new()
+        .name("init-wait".into())
+        .spawn(move || {
+            let _ = tx.send(waiter.wait(&wid, "").map_err(|e| e.to_string()));
+        })
+        .map_err(|e| e.to_string())?;
+
+    let sock = dir.join("control.sock");
+    let _ = std::fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    let srv = Arc::clone(&shared);
+    std::thread::Builder::new()
+        .name("control-server".into())
+        .spawn(move || server::serve(listener, srv))
+        .map_err(|e| e.to_string())?;
+    let sig_agent = agent.clone();
+    let sig_id = id.to_string();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || forward_signals(&sig_agent, &sig_id))
+        .map_err(|e| e.to_string())?;
+    shared.set_status(Status::Created);
+    Ok(Sandbox {
+        shared,
+        vm,
+        init_exit,
+        outputs,
+    })
+}
+
+/// CreateSandbox + CreateContainer with the rootfs disk as a storage; falls back to copying
+/// the rootfs's regular files in through CopyFile where the agent has no storages yet.
+fn create_in_guest(a: &AgentClient, id: &str, bundle: &Bundle, fstype: &str) -> Result<(), String> {
+    let hostname = bundle.spec.hostname().clone().unwrap_or_default();
+    a.create_sandbox(id, &hostname, Vec::new())
+        .map_err(|e| e.to_string())?;
+    let root = guest_rootfs(id);
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
+    spec["root"]["path"] = root.clone().into();
+    let spec = spec.to_string();
+    let storage = husk_agent::protocol::Storage {
+        driver: "virtio-blk".into(),
+        source: vm::ROOTFS_SERIAL.into(),
+        fstype: fstype.into(),
+        mount_point: root.clone(),
+        ..Default::default()
+    };
+    match a.create_container(id, &spec, vec![storage], &root) {
+        Err(e) if e.code() == Some(ttrpc::Code::UNIMPLEMENTED) => {
+            tracing::warn!("agent has no storages ({e}); copying the rootfs in with CopyFile");
+            copy_rootfs(a, &bundle.rootfs, &root)?;
+            a.create_container(id, &spec, Vec::new(), &root)
+                .map_err(|e| e.to_string())
+        }
+        other => other.map_err(|e| e.to_string()),
+    }
+}
+
+/// Largest file the CopyFile fallback sends (ttrpc messages are at most 4 MiB).
+const COPY_FILE_MAX: u64 = 3 << 20;
+
+/// Copies regular files (and placeholders for empty directories) into the guest. Symlinks
+/// and special files are skipped: this is a stopgap until the agent mounts the disk.
+fn copy_rootfs(a: &AgentClient, host: &Path, guest: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut stack = vec![host.to_path_buf()];
+    let mut skipped = 0;
+    while let Some(d) = stack.pop() {
+        let rd = std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        let mut empty = true;
+        for e in rd.filter_map(Result::ok) {
+            empty = false;
+            let p = e.path();
+            let md = std::fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+            let rel = p
+                .strip_prefix(host)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .to_string();
+            if md.is_dir() {
+                stack.push(p);
+            } else if md.is_file() && md.len() <= COPY_FILE_MAX {
+                let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+                a.copy_file(
+                    &format!("{guest}/{rel}"),
+                    data,
+                    md.permissions().mode() & 0o7777,
+                )
+                .map_err(|e| format!("copying {rel}: {e}"))?;
+            } else {
+                skipped += 1;
+            }
+        }
+        if empty {
+            let rel = d
+                .strip_prefix(host)
+                .unwrap_or(&d)
+                .to_string_lossy()
+                .to_string();
+            a.copy_file(&format!("{guest}/{rel}/.husk-keep"), Vec::new(), 0o644)
+                .map_err(|e| format!("copying {rel}: {e}"))?;
+        }
+    }
+    if skipped > 0 {
+        tracing::warn!(
+            skipped,
+            "CopyFile fallback skipped symlinks, special and large files"
+        );
+    }
+    Ok(())
+}
+
+fn forward_signals(agent: &AgentClient, id: &str) {
+    let set = forwarded_signals();
+    while let Ok(sig) = set.wait() {
+        tracing::info!(signal = ?sig, "forwarding to init");
+        if let Err(e) = agent.signal(id, "", sig as u32, false) {
+            tracing::warn!("forwarding {sig:?}: {e}");
+        }
+    }
+}
+
+impl Sandbox {
+    fn run_to_exit(self) -> i32 {
+        let status = loop {
+            match self.init_exit.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(status)) => break status,
+                Ok(Err(e)) => {
+                    tracing::error!("waiting for init: {e}");
+                    break EXIT_SANDBOX_LOST;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break EXIT_SANDBOX_LOST,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
+            if let Some(why) = self.vm.as_ref().and_then(Vm::ended) {
+                tracing::error!("the VM ended before the container's init: {why}");
+                break EXIT_SANDBOX_LOST;
+            }
+        };
+        tracing::info!(status, "init exited");
+        let dir = self.shared.dir.clone();
+        let _ = write_atomic(&dir.join("exit_status"), status.to_string().as_bytes());
+        self.shared.set_status(Status::Stopped);
+        stdio::join_all(self.outputs, Duration::from_secs(2));
+        if let Some(vm) = self.vm {
+            if let Err(e) = self.shared.agent.destroy_sandbox() {
+                tracing::debug!("DestroySandbox: {e}");
+            }
+            let why = vm.shut_down(Duration::from_secs(10));
+            tracing::info!("VM ended: {}", why.unwrap_or_else(|| "?".into()));
+        } else if let Err(e) = self.shared.agent.remove_container(&self.shared.id) {
+            tracing::warn!("RemoveContainer: {e}");
+        }
+        for f in ["control.sock", "vsock.sock"] {
+            let _ = std::fs::remove_file(dir.join(f));
+        }
+        status
+    }
+}

@@ -1,0 +1,180 @@
+//! The control socket server: one thread per connection, each request forwarded to the agent.
+//!
+//! Owns: the meaning of each control request and the container's status transitions after
+//! creation. The wire format is `control`'s.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::agent::AgentClient;
+use super::stdio;
+use crate::control::{self, Request, Response};
+use crate::state::{write_atomic, Status};
+
+/// What every handler shares.
+pub struct Shared {
+    /// Container id.
+    pub id: String,
+    /// `<root>/<id>`.
+    pub dir: std::path::PathBuf,
+    /// Control-plane connection to the agent.
+    pub agent: AgentClient,
+    /// Current status (also written to `<dir>/status`).
+    pub status: Mutex<Status>,
+    exec_seq: AtomicU64,
+}
+
+impl Shared {
+    /// Shared state for a created container.
+    pub fn new(id: String, dir: std::path::PathBuf, agent: AgentClient) -> Shared {
+        Shared {
+            id,
+            dir,
+            agent,
+            status: Mutex::new(Status::Creating),
+            exec_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a status transition.
+    pub fn set_status(&self, s: Status) {
+        let mut g = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        *g = s;
+        if let Err(e) = write_atomic(&self.dir.join("status"), s.as_str().as_bytes()) {
+            tracing::warn!("recording status {}: {e}", s.as_str());
+        }
+    }
+
+    fn status(&self) -> Status {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serves `listener` until the process exits.
+pub fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    for conn in listener.incoming() {
+        let Ok(conn) = conn else { continue };
+        let shared = Arc::clone(&shared);
+        let _ = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || handle(conn, &shared));
+    }
+}
+
+fn handle(conn: UnixStream, shared: &Shared) {
+    let (req, fds): (Request, Vec<OwnedFd>) = match control::recv(&conn) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = control::send(&conn, &Response::error(e), &[]);
+            return;
+        }
+    };
+    tracing::info!(?req, "control request");
+    let resp = match dispatch(req, fds, shared) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("control request failed: {e}");
+            Response::error(e)
+        }
+    };
+    let _ = control::send(&conn, &resp, &[]);
+}
+
+fn dispatch(req: Request, fds: Vec<OwnedFd>, s: &Shared) -> Result<Response, String> {
+    let ok = Response::default();
+    match req {
+        Request::Start => {
+            match s.status() {
+                Status::Created => {}
+                Status::Stopped => return Err("cannot start a container that has stopped".into()),
+                _ => return Err("cannot start an already running container".into()),
+            }
+            s.agent.start(&s.id).map_err(|e| e.to_string())?;
+            s.set_status(Status::Running);
+            Ok(ok)
+        }
+        Request::Kill { signal, all } => {
+            if s.status() == Status::Stopped {
+                return Err("container not running".into());
+            }
+            s.agent
+                .signal(&s.id, "", signal, all)
+                .map_err(|e| e.to_string())?;
+            Ok(ok)
+        }
+        Request::Ps => Ok(Response {
+            pids: s.agent.ps(&s.id).map_err(|e| e.to_string())?,
+            ..ok
+        }),
+        Request::Pause => {
+            if s.status() != Status::Running {
+                return Err("container not running".into());
+            }
+            s.agent.pause(&s.id).map_err(|e| e.to_string())?;
+            s.set_status(Status::Paused);
+            Ok(ok)
+        }
+        Request::Resume => {
+            if s.status() != Status::Paused {
+                return Err("container not paused".into());
+            }
+            s.agent.resume(&s.id).map_err(|e| e.to_string())?;
+            s.set_status(Status::Running);
+            Ok(ok)
+        }
+        Request::Exec {
+            process_json,
+            detach,
+        } => exec(s, &process_json, detach, fds),
+    }
+}
+
+fn exec(
+    s: &Shared,
+    process_json: &str,
+    detach: bool,
+    fds: Vec<OwnedFd>,
+) -> Result<Response, String> {
+    match s.status() {
+        Status::Created | Status::Running => {}
+        Status::Paused => return Err("cannot exec in a paused container".into()),
+        _ => return Err("cannot exec in a stopped container".into()),
+    }
+    let exec_id = format!("exec-{}", s.exec_seq.fetch_add(1, Ordering::Relaxed) + 1);
+    s.agent
+        .exec(&s.id, &exec_id, process_json)
+        .map_err(|e| e.to_string())?;
+    let mut fds = fds.into_iter().map(File::from);
+    let (stdin, stdout, stderr) = (fds.next(), fds.next(), fds.next());
+    if let Some(f) = stdin {
+        stdio::spawn_input(&s.agent, &s.id, &exec_id, f);
+    }
+    let outputs: Vec<_> = [(stdout, false), (stderr, true)]
+        .into_iter()
+        .filter_map(|(f, err)| stdio::spawn_output(&s.agent, &s.id, &exec_id, err, f?))
+        .collect();
+    let waiter = s.agent.another().map_err(|e| e.to_string())?;
+    let (id, eid) = (s.id.clone(), exec_id.clone());
+    let wait = move || {
+        let status = waiter.wait(&id, &eid);
+        stdio::join_all(outputs, Duration::from_secs(2));
+        status
+    };
+    if detach {
+        let _ = std::thread::Builder::new()
+            .name("exec-wait".into())
+            .spawn(move || {
+                let _ = wait();
+            });
+        return Ok(Response::default());
+    }
+    let status = wait().map_err(|e| e.to_string())?;
+    Ok(Response {
+        status: Some(status),
+        ..Default::default()
+    })
+}
