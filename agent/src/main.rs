@@ -51,16 +51,16 @@ fn main() {
     if std::env::args().nth(1).as_deref() == Some("init") {
         husk_agent::init::run();
     }
+    let started = std::time::Instant::now();
     let is_pid1 = std::process::id() == 1;
     if is_pid1 {
-        // Execs the agent again from a tmpfs root; returns only if that failed.
         if let Err(e) = pid1::leave_initramfs() {
             eprintln!(
                 "husk-agent: staying on the initramfs root (containers cannot pivot_root): {e}"
             );
         }
     }
-    if let Err(e) = serve(is_pid1) {
+    if let Err(e) = serve(is_pid1, started) {
         eprintln!("husk-agent: {e:#}");
         if is_pid1 {
             pid1::power_off();
@@ -69,8 +69,7 @@ fn main() {
     }
 }
 
-fn serve(is_pid1: bool) -> anyhow::Result<()> {
-    let started = std::time::Instant::now();
+fn serve(is_pid1: bool, started: std::time::Instant) -> anyhow::Result<()> {
     // Before any thread exists, so every thread inherits the blocked mask.
     reaper::block_sigchld().context("blocking SIGCHLD")?;
     let args = Args::parse();
@@ -147,11 +146,7 @@ fn serve(is_pid1: bool) -> anyhow::Result<()> {
         .set_thread_count_default(4)
         .set_thread_count_max(64);
     server.start().context("starting the ttrpc server")?;
-    let startup_ms = if is_pid1 {
-        pid1::ms_since_first_exec(started)
-    } else {
-        started.elapsed().as_secs_f64() * 1e3
-    };
+    let startup_ms = started.elapsed().as_secs_f64() * 1e3;
     if is_pid1 {
         // First, so the VMM's kernel-entry -> marker time does not include console output.
         pid1::signal_boot_complete();

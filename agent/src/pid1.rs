@@ -1,11 +1,9 @@
-//! PID 1 duties in the guest: leave the initramfs for a tmpfs root (pivot_root refuses the
-//! initial rootfs), mount the pseudo-filesystems the agent and containers need, bring up
+//! PID 1 duties in the guest: leave the initial rootfs for a bind mount of it (pivot_root
+//! refuses the initial rootfs), mount the pseudo-filesystems the agent and containers need, bring up
 //! loopback, tell the VMM through its control page that the guest is up, and power the VM off.
 //! (Reaping is `reaper`'s job.) Nothing here runs in host mode.
 
-use std::ffi::{CString, OsString};
 use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStringExt;
 use std::path::Path;
 
 use crate::syscall::{MsFlags, Syscall, SyscallError};
@@ -108,81 +106,30 @@ pub fn loopback_up() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Environment variable set across the re-exec into the tmpfs root; its value is the
-/// CLOCK_MONOTONIC time (ns) of the first exec, so start-up time counts from there.
-pub const REROOTED_ENV: &str = "HUSK_AGENT_REROOTED";
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec we own.
-    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) } != 0 {
-        return 0;
-    }
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// Milliseconds since the agent was first exec'd (before the re-exec into the tmpfs root).
-pub fn ms_since_first_exec(fallback: std::time::Instant) -> f64 {
-    match std::env::var(REROOTED_ENV)
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        Some(t0) if t0 > 0 => monotonic_ns().saturating_sub(t0) as f64 / 1e6,
-        _ => fallback.elapsed().as_secs_f64() * 1e3,
-    }
-}
-
-/// The initramfs is the initial rootfs, which pivot_root(2) refuses to pivot away from (so
-/// no container could get its own root). Like switch_root: copy the agent onto a fresh tmpfs,
-/// move that over `/`, chroot into it and exec the copy. Returns only on failure; a no-op
-/// (returns Ok) when already re-rooted.
+/// The initramfs is the initial rootfs, which pivot_root(2) refuses to pivot away from (its
+/// mount has no parent), so no container could get its own root. A bind mount of `/` moved
+/// over `/` and chrooted into has a parent: from then on pivot_root works. No copy, no
+/// re-exec (`/proc/self/exe` stays valid).
 pub fn leave_initramfs() -> std::io::Result<()> {
-    if std::env::var_os(REROOTED_ENV).is_some() {
-        return Ok(());
-    }
-    let started = monotonic_ns();
     let errno = |e: nix::errno::Errno| std::io::Error::from_raw_os_error(e as i32);
     let new_root = Path::new("/husk-root");
     std::fs::create_dir_all(new_root)?;
     nix::mount::mount(
-        Some("tmpfs"),
+        Some("/"),
         new_root,
-        Some("tmpfs"),
-        MsFlags::empty(),
-        Some("mode=0755"),
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
     )
     .map_err(errno)?;
-    let exe = std::env::current_exe().unwrap_or_else(|_| "/init".into());
-    let exe = if exe.exists() { exe } else { "/init".into() };
-    std::fs::copy(&exe, new_root.join("init"))?;
-    // The old root is hidden from now on: free the agent's copy in it.
-    let _ = std::fs::remove_file(&exe);
-    for d in ["dev", "proc", "sys", "run", "tmp", "etc"] {
-        std::fs::create_dir_all(new_root.join(d))?;
-    }
     nix::unistd::chdir(new_root).map_err(errno)?;
     nix::mount::mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
         .map_err(errno)?;
     nix::unistd::chroot(".").map_err(errno)?;
     nix::unistd::chdir("/").map_err(errno)?;
-    let args: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(a.into_vec()).unwrap_or_default())
-        .collect();
-    let mut env: Vec<CString> = std::env::vars_os()
-        .map(|(k, v)| {
-            let mut kv: OsString = k;
-            kv.push("=");
-            kv.push(v);
-            CString::new(kv.into_vec()).unwrap_or_default()
-        })
-        .collect();
-    env.push(CString::new(format!("{REROOTED_ENV}={started}")).expect("no NUL"));
-    let path = CString::new("/init").expect("no NUL");
-    let e = nix::unistd::execve(&path, &args, &env).unwrap_err();
-    Err(errno(e))
+    // The bind shows the (empty) mount-point directory itself; it is of no further use.
+    let _ = std::fs::remove_dir(new_root);
+    Ok(())
 }
 
 /// The VMM's control page (husk-vmm `devices/control.rs`): a byte write of 123 at offset 0
