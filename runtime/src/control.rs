@@ -53,6 +53,8 @@ pub enum Request {
     },
     /// Pids in the container.
     Ps,
+    /// Resource usage (events).
+    Stats,
     /// Freeze.
     Pause,
     /// Thaw.
@@ -71,6 +73,9 @@ pub struct Response {
     /// Pids (ps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<i32>,
+    /// runc's stats object (events): cpu, memory, pids, blkio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<serde_json::Value>,
 }
 
 impl Response {

@@ -369,6 +369,40 @@ mod tests {
     }
 
     #[test]
+    fn racing_creates_and_locks_are_serialized() {
+        let tmp = std::env::temp_dir().join(format!("husk-race-test-{}", std::process::id()));
+        let root = Root::new(tmp.clone());
+        let wins: usize = (0..8)
+            .map(|_| {
+                let r = root.clone();
+                std::thread::spawn(move || r.create_dir("same").is_ok())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| usize::from(t.join().unwrap()))
+            .sum();
+        assert_eq!(wins, 1);
+        std::fs::write(root.container_dir("same").join("state.json"), "{}").unwrap();
+        let held = root.lock("same").unwrap();
+        let r = root.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let got = r.lock("same");
+            tx.send(()).unwrap();
+            got.is_ok()
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "second lock must wait");
+        root.remove("same").unwrap();
+        drop(held);
+        assert!(
+            !waiter.join().unwrap(),
+            "a lock taken after delete finds no container"
+        );
+        std::fs::remove_dir_all(tmp).unwrap();
+    }
+
+    #[test]
     fn create_lock_read_remove() {
         let tmp = std::env::temp_dir().join(format!("husk-state-test-{}", std::process::id()));
         let root = Root::new(tmp.clone());

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end: the husk CLI replays the runc walkthrough of the seed ("Demystifying Containers,
 # part II") on a busybox bundle, each container in a real microVM: spec -> create -> list ->
-# state (created) -> ps -> exec -> start -> state (running) -> pause/resume -> kill -> delete;
+# state (created) -> ps -> exec -> start -> state (running) -> pause/resume -> events --stats ->
+# kill -> delete;
 # `husk run` propagating exit codes and stdout; `kill -9` of a supervisor leaving a stopped
 # container that `delete` cleans up; a bad config.json rejected naming the field, with nothing
 # left behind; checkpoint refused. Three guest boots in all.
@@ -128,6 +129,8 @@ check "exec relays stdin" test "$out" = piped
 check "exec sees the container's hostname" test "$(H exec c1 hostname)" = runc
 H pause c1 && check "pause" test "$(status_of c1)" = paused
 H resume c1 && check "resume" test "$(status_of c1)" = running
+ev=$(H events --stats c1)
+check "events --stats" bash -c "[[ '$ev' == *'\"type\":\"stats\"'* && '$ev' == *'\"cpu\"'* ]]"
 err=$(H delete c1 2>&1)
 [[ $? -ne 0 && "$err" == *"not stopped"* ]] && ok "delete refuses a running container" || bad "delete refuses a running container" "$err"
 H kill c1 KILL

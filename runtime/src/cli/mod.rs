@@ -3,6 +3,7 @@
 
 pub mod create;
 pub mod delete;
+pub mod events;
 pub mod exec;
 pub mod kill;
 pub mod list;
@@ -72,6 +73,8 @@ pub enum Cmd {
     Exec(exec::Args),
     /// List a container's processes.
     Ps(ps::Args),
+    /// Print resource usage (--stats once, else every --interval) as runc's JSON events.
+    Events(events::Args),
     /// Freeze a container's processes.
     Pause(pause::Args),
     /// Thaw a paused container.
@@ -133,6 +136,7 @@ pub fn dispatch(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::List(a) => list::run(ctx, a),
         Cmd::Exec(a) => exec::run(ctx, a),
         Cmd::Ps(a) => ps::run(ctx, a),
+        Cmd::Events(a) => events::run(ctx, a),
         Cmd::Pause(a) => pause::run(ctx, a, true),
         Cmd::Resume(a) => pause::run(ctx, a, false),
         Cmd::Checkpoint(a) => unsupported::run("checkpoint", a),
@@ -187,6 +191,8 @@ mod tests {
             &["husk", "delete", "--force", "c"],
             &["husk", "list", "--format", "json"],
             &["husk", "ps", "--format", "json", "c"],
+            &["husk", "events", "--stats", "c"],
+            &["husk", "events", "--interval", "500ms", "c"],
         ] {
             super::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }

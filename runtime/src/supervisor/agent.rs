@@ -249,6 +249,11 @@ impl AgentClient {
         Ok(self.inner.list_processes(ctx(), &Self::creq(id))?.pids)
     }
 
+    /// StatsContainer.
+    pub fn stats(&self, id: &str) -> Result<pb::StatsContainerResponse, AgentError> {
+        Ok(self.inner.stats_container(ctx(), &Self::creq(id))?)
+    }
+
     /// ExecProcess.
     pub fn exec(&self, id: &str, exec: &str, process_json: &str) -> Result<(), AgentError> {
         let req = pb::ExecProcessRequest {

@@ -110,6 +110,12 @@ fn dispatch(req: Request, fds: Vec<OwnedFd>, s: &Shared) -> Result<Response, Str
             pids: s.agent.ps(&s.id).map_err(|e| e.to_string())?,
             ..ok
         }),
+        Request::Stats => Ok(Response {
+            stats: Some(runc_stats(
+                &s.agent.stats(&s.id).map_err(|e| e.to_string())?,
+            )),
+            ..ok
+        }),
         Request::Pause => {
             if s.status() != Status::Running {
                 return Err("container not running".into());
@@ -131,6 +137,52 @@ fn dispatch(req: Request, fds: Vec<OwnedFd>, s: &Shared) -> Result<Response, Str
             detach,
         } => exec(s, &process_json, detach, fds),
     }
+}
+
+/// The agent's stats in runc's `events` shape (times in ns).
+pub fn runc_stats(st: &husk_agent::protocol::StatsContainerResponse) -> serde_json::Value {
+    let cpu = st.cpu.as_ref().cloned().unwrap_or_default();
+    let mem = st.memory.as_ref().cloned().unwrap_or_default();
+    let pids = st.pids.as_ref().cloned().unwrap_or_default();
+    let io = st.io.as_ref().cloned().unwrap_or_default();
+    let raw: serde_json::Map<String, serde_json::Value> = mem
+        .stat
+        .iter()
+        .map(|(k, v)| (k.clone(), (*v).into()))
+        .collect();
+    serde_json::json!({
+        "cpu": {
+            "usage": {
+                "total": cpu.usage_usec * 1000,
+                "kernel": cpu.system_usec * 1000,
+                "user": cpu.user_usec * 1000,
+            },
+            "throttling": {
+                "throttledPeriods": cpu.nr_throttled,
+                "throttledTime": cpu.throttled_usec * 1000,
+            },
+        },
+        "memory": {
+            "usage": {
+                "limit": mem.limit,
+                "usage": mem.usage,
+                "max": mem.max_usage,
+                "failcnt": mem.oom_kill,
+            },
+            "raw": raw,
+        },
+        "pids": { "current": pids.current, "limit": pids.limit },
+        "blkio": {
+            "ioServiceBytesRecursive": [
+                { "op": "Read", "value": io.read_bytes },
+                { "op": "Write", "value": io.write_bytes },
+            ],
+            "ioServicedRecursive": [
+                { "op": "Read", "value": io.read_ios },
+                { "op": "Write", "value": io.write_ios },
+            ],
+        },
+    })
 }
 
 fn exec(
