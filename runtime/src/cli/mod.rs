@@ -1,6 +1,7 @@
 //! The command line: runc's global flags and one module per verb. Each verb returns the exit
 //! status husk should exit with; errors go back to `main`, which prints them as runc does.
 
+pub mod check;
 pub mod create;
 pub mod delete;
 pub mod events;
@@ -79,6 +80,8 @@ pub enum Cmd {
     Pause(pause::Args),
     /// Thaw a paused container.
     Resume(pause::Args),
+    /// What this host has and lacks for husk, with fixes.
+    Check(check::Args),
     /// Not supported (microVM sandboxes cannot be checkpointed yet).
     Checkpoint(unsupported::Args),
     /// Not supported (microVM sandboxes cannot be checkpointed yet).
@@ -139,6 +142,7 @@ pub fn dispatch(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Events(a) => events::run(ctx, a),
         Cmd::Pause(a) => pause::run(ctx, a, true),
         Cmd::Resume(a) => pause::run(ctx, a, false),
+        Cmd::Check(a) => check::run(ctx, a),
         Cmd::Checkpoint(a) => unsupported::run("checkpoint", a),
         Cmd::Restore(a) => unsupported::run("restore", a),
         Cmd::Supervise(a) => supervise::run(ctx, a),
