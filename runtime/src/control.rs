@@ -1,6 +1,7 @@
 //! The supervisor's control socket, `<root>/<id>/control.sock`: one request per connection,
 //! a length-prefixed JSON message each way. `exec` passes the caller's stdio fds along with
-//! its request (SCM_RIGHTS), so the supervisor relays the process straight to them.
+//! its request (SCM_RIGHTS), so the supervisor relays the process straight to them, and gets
+//! two answers: `started` once the process runs, then its exit status.
 //!
 //! Owns: the wire format and both ends' framing. The supervisor's handlers live in
 //! `supervisor::server`.
@@ -44,12 +45,11 @@ pub enum Request {
         /// All processes of the container.
         all: bool,
     },
-    /// Run a process in the container; stdio fds travel with the request.
+    /// Run a process in the container; stdio fds travel with the request. Answered twice:
+    /// `started` (or an error), then the exit status.
     Exec {
         /// OCI process JSON.
         process_json: String,
-        /// Reply once started instead of at exit.
-        detach: bool,
     },
     /// Pids in the container.
     Ps,
@@ -67,9 +67,12 @@ pub struct Response {
     /// Error text when the request failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Exit status (exec).
+    /// Exit status (exec's second answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<i32>,
+    /// The process runs (exec's first answer).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub started: bool,
     /// Pids (ps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<i32>,
@@ -110,15 +113,16 @@ pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> Result<(
     Ok(())
 }
 
-/// Reads one framed message and any fds that came with it.
+/// Reads one framed message and any fds that came with it. Reads exactly the frame, so a
+/// second frame on the same connection stays for the next call.
 pub fn recv<T: for<'de> Deserialize<'de>>(
     sock: &UnixStream,
 ) -> Result<(T, Vec<OwnedFd>), ControlError> {
-    let mut buf = vec![0u8; 64 * 1024];
+    let mut head = [0u8; 4];
     let mut cmsg_space = nix::cmsg_space!([RawFd; 8]);
     let mut fds = Vec::new();
     let n = {
-        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut iov = [IoSliceMut::new(&mut head)];
         let msg = recvmsg::<()>(
             sock.as_raw_fd(),
             &mut iov,
@@ -135,28 +139,18 @@ pub fn recv<T: for<'de> Deserialize<'de>>(
         }
         msg.bytes
     };
-    let mut data = buf[..n].to_vec();
-    let mut r = sock;
-    while data.len() < 4 {
-        let mut b = [0u8; 1];
-        if r.read(&mut b)? == 0 {
-            return Err(ControlError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-        }
-        data.push(b[0]);
+    if n == 0 {
+        return Err(ControlError::Io(std::io::ErrorKind::UnexpectedEof.into()));
     }
-    let len = u32::from_be_bytes([data[0], data[1], data[2], data[3]]) as usize;
+    let mut r = sock;
+    r.read_exact(&mut head[n..])?;
+    let len = u32::from_be_bytes(head) as usize;
     if len > MAX_MESSAGE {
         return Err(ControlError::Refused(format!("message of {len} bytes")));
     }
-    while data.len() < 4 + len {
-        let mut chunk = vec![0u8; 4 + len - data.len()];
-        let k = r.read(&mut chunk)?;
-        if k == 0 {
-            return Err(ControlError::Io(std::io::ErrorKind::UnexpectedEof.into()));
-        }
-        data.extend_from_slice(&chunk[..k]);
-    }
-    Ok((serde_json::from_slice(&data[4..4 + len])?, fds))
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok((serde_json::from_slice(&body)?, fds))
 }
 
 /// Sends `req` to the supervisor at `sock_path` and waits up to `timeout` (None: forever).
@@ -169,11 +163,29 @@ pub fn call(
     let sock = UnixStream::connect(sock_path)?;
     sock.set_read_timeout(timeout)?;
     send(&sock, req, fds)?;
-    let (resp, _): (Response, _) = recv(&sock)?;
+    answer(&sock)
+}
+
+/// The next answer on `sock`; the supervisor's error as `Refused`.
+pub fn answer(sock: &UnixStream) -> Result<Response, ControlError> {
+    let (resp, _): (Response, _) = recv(sock)?;
     match resp.error {
         Some(e) => Err(ControlError::Refused(e)),
         None => Ok(resp),
     }
+}
+
+/// Sends an `exec` request with `fds` and waits for its first answer (`started`); the
+/// connection then carries the exit status (`answer`).
+pub fn start_exec(
+    sock_path: &Path,
+    process_json: String,
+    fds: &[RawFd],
+) -> Result<UnixStream, ControlError> {
+    let sock = UnixStream::connect(sock_path)?;
+    send(&sock, &Request::Exec { process_json }, fds)?;
+    answer(&sock)?;
+    Ok(sock)
 }
 
 #[cfg(test)]
@@ -186,19 +198,29 @@ mod tests {
         let devnull = std::fs::File::open("/dev/null").unwrap();
         let req = Request::Exec {
             process_json: "{\"args\":[\"x\"]}".repeat(10_000),
-            detach: false,
         };
         let t = std::thread::spawn(move || send(&a, &req, &[devnull.as_raw_fd()]).unwrap());
         let (got, fds): (Request, _) = recv(&b).unwrap();
         t.join().unwrap();
-        assert!(
-            matches!(got, Request::Exec { detach: false, ref process_json } if process_json.len() == 140_000)
-        );
+        assert!(matches!(got, Request::Exec { ref process_json } if process_json.len() == 140_000));
         assert_eq!(fds.len(), 1);
         let (a, b) = UnixStream::pair().unwrap();
         send(&a, &Response::error("nope"), &[]).unwrap();
         let (r, fds): (Response, _) = recv(&b).unwrap();
         assert_eq!(r.error.as_deref(), Some("nope"));
         assert!(fds.is_empty());
+        // Two answers already queued: each recv takes exactly one.
+        let started = Response {
+            started: true,
+            ..Default::default()
+        };
+        let exited = Response {
+            status: Some(7),
+            ..Default::default()
+        };
+        send(&a, &started, &[]).unwrap();
+        send(&a, &exited, &[]).unwrap();
+        assert!(answer(&b).unwrap().started);
+        assert_eq!(answer(&b).unwrap().status, Some(7));
     }
 }

@@ -14,6 +14,7 @@ mod rootfs;
 mod state;
 mod supervisor;
 mod timefmt;
+mod tty;
 
 use clap::Parser;
 

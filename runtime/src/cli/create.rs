@@ -1,10 +1,13 @@
 //! `husk create`: validate the bundle, make the state directory, start the supervisor and
 //! wait until it reports the container created (or why not; then nothing is left behind).
+//! With `process.terminal` and `--console-socket`, it opens a host pty, gives the slave to
+//! the supervisor as the container's stdio and sends the master to the socket once the
+//! container is created (runc sends it at the same point).
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, bail, Context};
@@ -13,6 +16,7 @@ use super::Ctx;
 use crate::bundle::Bundle;
 use crate::state::{process_start_time, write_atomic, Record};
 use crate::timefmt;
+use crate::tty::Pty;
 
 /// runc create's flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,8 +58,9 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-/// `create` proper; returns the supervisor (a child of this process).
-pub fn create(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<Child> {
+/// `create` proper; returns the supervisor (a child of this process). `detach`: the caller
+/// does not stay to relay a terminal (`create`, `run -d`).
+pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> {
     let bundle = Bundle::load(&a.bundle)?;
     let terminal = bundle
         .spec
@@ -64,17 +69,18 @@ pub fn create(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<Child> {
         .and_then(|p| p.terminal())
         .unwrap_or(false);
     match (terminal, &a.console_socket) {
-        (true, None) => bail!(
+        (true, None) if detach => bail!(
             "cannot allocate tty if husk will detach without setting console socket (process.terminal is true)"
         ),
         (false, Some(_)) => bail!(
             "cannot use console socket if husk will not detach or allocate tty (process.terminal is false)"
         ),
-        (true, Some(_)) => bail!(
-            "process.terminal: terminals through --console-socket are not supported by husk yet"
-        ),
-        (false, None) => {}
+        _ => {}
     }
+    let pty = match (terminal, &a.console_socket) {
+        (true, Some(_)) => Some(Pty::open().context("opening a pty")?),
+        _ => None,
+    };
     let (dir, _lock) = ctx.root.create_dir(&a.id)?;
     let mut cleanup = Cleanup {
         ctx,
@@ -99,7 +105,12 @@ pub fn create(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<Child> {
     let exe = std::env::current_exe().context("finding the husk binary")?;
     ctx.log
         .debug(&format!("starting the supervisor for {}", a.id));
-    let mut child = Command::new(exe)
+    let mut cmd = Command::new(exe);
+    if let Some(p) = &pty {
+        let slave = || p.slave.try_clone().map(Stdio::from);
+        cmd.stdin(slave()?).stdout(slave()?).stderr(slave()?);
+    }
+    let mut child = cmd
         .args(&ctx.global_args)
         .arg("supervise")
         .arg("--id")
@@ -111,8 +122,12 @@ pub fn create(ctx: &Ctx, a: &CreateArgs) -> anyhow::Result<Child> {
         .spawn()
         .context("starting the supervisor")?;
 
-    let answer = wait_ready(&listener, &mut child);
+    let mut answer = wait_ready(&listener, &mut child);
     let _ = std::fs::remove_file(&ready_path);
+    if let (Ok(()), Some(p), Some(path)) = (&answer, &pty, &a.console_socket) {
+        answer = p.send_master(path).map_err(Into::into);
+    }
+    drop(pty);
     match answer {
         Ok(()) => {}
         Err(e) => {
@@ -164,6 +179,6 @@ fn wait_ready(listener: &UnixListener, child: &mut Child) -> anyhow::Result<()> 
 
 /// The verb.
 pub fn run(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<i32> {
-    create(ctx, &a)?;
+    create(ctx, &a, true)?;
     Ok(0)
 }

@@ -1,18 +1,27 @@
 //! `husk exec`: run a process in a created or running container. The process is the
 //! container's own `process` with runc's overrides (args, --env, --cwd, --user, --tty), or
-//! `--process FILE`; this process's stdio fds go to the supervisor, which relays them, and
-//! husk exits with the process's status.
+//! `--process FILE`; this process's stdio fds (or, with a terminal and `--console-socket`,
+//! the slave of a new pty whose master goes to the socket) go to the supervisor, which relays
+//! them, and husk exits with the process's status.
+//!
+//! `--pid-file`: the exec'd process lives in the guest, so there is no host pid to write.
+//! husk writes the pid of a host stand-in that exits with the process's status, which is
+//! what a caller that waits for that pid (conmon) needs: without `--detach`, this `husk exec`;
+//! with `--detach`, a child (`husk exec-wait`) that holds the supervisor connection until the
+//! process exits, left to the caller's subreaper when `husk exec` returns.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 use serde_json::Value;
 
 use super::Ctx;
 use crate::bundle::check_process;
-use crate::control::{self, Request};
+use crate::control;
 use crate::state::Status;
+use crate::tty::{Pty, RawGuard};
 
 /// runc exec's flags.
 #[derive(Debug, clap::Args)]
@@ -41,7 +50,7 @@ pub struct Args {
     /// Return once started.
     #[arg(short, long)]
     pub detach: bool,
-    /// Write the supervisor's pid here.
+    /// Write the pid of the process's host stand-in here (see the module docs).
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
     /// Accepted for runc compatibility.
@@ -57,7 +66,8 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
-fn process_json(ctx: &Ctx, a: &Args) -> anyhow::Result<String> {
+/// The process JSON and whether it wants a terminal.
+fn process_json(ctx: &Ctx, a: &Args) -> anyhow::Result<(String, bool)> {
     let mut p: Value = match &a.process {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -98,40 +108,79 @@ fn process_json(ctx: &Ctx, a: &Args) -> anyhow::Result<String> {
     if p.get("cwd").is_none() {
         p["cwd"] = "/".into();
     }
-    p["terminal"] = a.tty.into();
+    // --tty overrides the container's process; a --process file keeps its own terminal.
+    let terminal = a.tty || (a.process.is_some() && p["terminal"].as_bool().unwrap_or(false));
+    p["terminal"] = terminal.into();
     check_process(&p, "process")?;
-    Ok(p.to_string())
+    Ok((p.to_string(), terminal))
 }
 
 /// The verb.
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
-    if a.tty || a.console_socket.is_some() {
-        bail!("exec --tty: terminals are not supported by husk yet");
-    }
     let rec = ctx.root.read_record(&a.id)?;
     match ctx.root.status(&rec) {
         Status::Created | Status::Running => {}
         Status::Paused => bail!("cannot exec in a paused container"),
         _ => bail!("cannot exec in a stopped container"),
     }
-    let process_json = process_json(ctx, &a)?;
-    if let Some(p) = &a.pid_file {
-        super::create::write_pid_file(p, rec.pid)?;
+    let (process_json, terminal) = process_json(ctx, &a)?;
+    match (terminal, &a.console_socket) {
+        (true, None) if a.detach => {
+            bail!("cannot allocate tty if husk will detach without setting console socket")
+        }
+        (false, Some(_)) => {
+            bail!("cannot use console socket if husk will not detach or allocate tty")
+        }
+        _ => {}
     }
+    let pty = match &a.console_socket {
+        Some(_) => Some(Pty::open().context("opening a pty")?),
+        None => None,
+    };
+    let fds = match &pty {
+        Some(p) => [p.slave.as_raw_fd(); 3],
+        None => [
+            std::io::stdin().as_raw_fd(),
+            std::io::stdout().as_raw_fd(),
+            std::io::stderr().as_raw_fd(),
+        ],
+    };
+    // A foreground terminal on the caller's own tty: raw, as runc makes it.
+    let _raw = (terminal && pty.is_none()).then(RawGuard::stdin);
     let sock = ctx.root.container_dir(&a.id).join("control.sock");
-    let fds = [
-        std::io::stdin().as_raw_fd(),
-        std::io::stdout().as_raw_fd(),
-        std::io::stderr().as_raw_fd(),
-    ];
-    let resp = control::call(
-        &sock,
-        &Request::Exec {
-            process_json,
-            detach: a.detach,
-        },
-        &fds,
-        None,
-    )?;
-    Ok(resp.status.unwrap_or(0))
+    let conn = control::start_exec(&sock, process_json, &fds)?;
+    if let (Some(p), Some(path)) = (pty, &a.console_socket) {
+        p.send_master(path)?;
+    }
+    if a.detach {
+        let exe = std::env::current_exe().context("finding the husk binary")?;
+        let standin = Command::new(exe)
+            .args(&ctx.global_args)
+            .arg("exec-wait")
+            .stdin(Stdio::from(OwnedFd::from(conn)))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting the exec stand-in")?;
+        if let Some(p) = &a.pid_file {
+            super::create::write_pid_file(p, standin.id() as i32)?;
+        }
+        return Ok(0);
+    }
+    if let Some(p) = &a.pid_file {
+        super::create::write_pid_file(p, std::process::id() as i32)?;
+    }
+    Ok(control::answer(&conn)?.status.unwrap_or(255))
+}
+
+/// The hidden `exec-wait` verb: the detached exec's stand-in. Its stdin is the supervisor
+/// connection; it exits with the process's status (255 if the answer never comes).
+pub fn wait_standin() -> anyhow::Result<i32> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdin().as_fd().try_clone_to_owned()?;
+    let conn = std::os::unix::net::UnixStream::from(fd);
+    Ok(control::answer(&conn)
+        .ok()
+        .and_then(|r| r.status)
+        .unwrap_or(255))
 }

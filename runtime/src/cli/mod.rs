@@ -89,6 +89,9 @@ pub enum Cmd {
     /// Internal: the sandbox supervisor `create` starts.
     #[command(hide = true)]
     Supervise(supervise::Args),
+    /// Internal: a detached exec's host stand-in (see `exec`).
+    #[command(hide = true)]
+    ExecWait,
 }
 
 /// What every verb gets.
@@ -146,6 +149,7 @@ pub fn dispatch(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Checkpoint(a) => unsupported::run("checkpoint", a),
         Cmd::Restore(a) => unsupported::run("restore", a),
         Cmd::Supervise(a) => supervise::run(ctx, a),
+        Cmd::ExecWait => exec::wait_standin(),
     }
 }
 

@@ -21,6 +21,13 @@ pub struct Args {
     pub create: create::CreateArgs,
 }
 
+fn wants_terminal(a: &create::CreateArgs) -> bool {
+    crate::bundle::Bundle::load(&a.bundle)
+        .ok()
+        .and_then(|b| b.spec.process().as_ref().and_then(|p| p.terminal()))
+        .unwrap_or(false)
+}
+
 /// The verb.
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     // Terminal signals reach the supervisor too (same process group), which forwards them to
@@ -28,7 +35,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     if !a.detach {
         let _ = crate::supervisor::forwarded_signals().thread_block();
     }
-    let mut child = create(ctx, &a.create)?;
+    let mut child = create(ctx, &a.create, a.detach)?;
+    // A foreground terminal on the caller's own tty: raw while the container runs, as runc.
+    let terminal = !a.detach && a.create.console_socket.is_none() && wants_terminal(&a.create);
+    let _raw = terminal.then(crate::tty::RawGuard::stdin);
     let sock = ctx.root.container_dir(&a.create.id).join("control.sock");
     if let Err(e) = control::call(&sock, &Request::Start, &[], Some(Duration::from_secs(60))) {
         let _ = control::call(

@@ -327,6 +327,19 @@ impl AgentClient {
         Ok(())
     }
 
+    /// TtyWinResize: the guest pty's window size.
+    pub fn tty_resize(&self, id: &str, exec: &str, rows: u16, cols: u16) -> Result<(), AgentError> {
+        let req = pb::TtyWinResizeRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            row: rows.into(),
+            column: cols.into(),
+            ..Default::default()
+        };
+        self.inner.tty_win_resize(ctx(), &req)?;
+        Ok(())
+    }
+
     /// CopyFile (a whole file at once).
     pub fn copy_file(&self, path: &str, data: Vec<u8>, mode: u32) -> Result<(), AgentError> {
         let req = pb::CopyFileRequest {

@@ -71,7 +71,7 @@ struct Sandbox {
     shared: Arc<Shared>,
     vm: Option<Vm>,
     init_exit: mpsc::Receiver<Result<i32, String>>,
-    outputs: Vec<std::thread::JoinHandle<()>>,
+    relay: stdio::Relay,
 }
 
 /// Runs the supervisor to the end; the return value is the process's exit status.
@@ -201,18 +201,26 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
     }
 
     let shared = Arc::new(Shared::new(id.into(), dir.to_path_buf(), agent.clone()));
-    // The container's stdio is this process's stdio, which `create`'s caller gave it.
+    // The container's stdio is this process's stdio, which `create`'s caller gave it (the
+    // slave of `create`'s pty with a console socket).
     let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok().map(File::from);
-    if let Some(f) = dup(std::io::stdin().as_fd()) {
-        stdio::spawn_input(&agent, id, "", f);
-    }
-    let outputs = [
-        (dup(std::io::stdout().as_fd()), false),
-        (dup(std::io::stderr().as_fd()), true),
-    ]
-    .into_iter()
-    .filter_map(|(f, err)| stdio::spawn_output(&agent, id, "", err, f?))
-    .collect();
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let relay = stdio::Relay::start(
+        &agent,
+        id,
+        "",
+        [
+            dup(std::io::stdin().as_fd()),
+            dup(std::io::stdout().as_fd()),
+            dup(std::io::stderr().as_fd()),
+        ],
+        terminal,
+    );
     let waiter = agent.another().map_err(|e| e.to_string())?;
     let (tx, init_exit) = mpsc::channel();
     let wid = id.to_string();
@@ -242,7 +250,7 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
         shared,
         vm,
         init_exit,
-        outputs,
+        relay,
     })
 }
 
@@ -360,7 +368,7 @@ impl Sandbox {
         let dir = self.shared.dir.clone();
         let _ = write_atomic(&dir.join("exit_status"), status.to_string().as_bytes());
         self.shared.set_status(Status::Stopped);
-        stdio::join_all(self.outputs, Duration::from_secs(2));
+        self.relay.finish(Duration::from_secs(2));
         if let Some(vm) = self.vm {
             if let Err(e) = self.shared.agent.destroy_sandbox() {
                 tracing::debug!("DestroySandbox: {e}");

@@ -74,7 +74,7 @@ fn handle(conn: UnixStream, shared: &Shared) {
         }
     };
     tracing::info!(?req, "control request");
-    let resp = match dispatch(req, fds, shared) {
+    let resp = match dispatch(req, fds, &conn, shared) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("control request failed: {e}");
@@ -84,7 +84,12 @@ fn handle(conn: UnixStream, shared: &Shared) {
     let _ = control::send(&conn, &resp, &[]);
 }
 
-fn dispatch(req: Request, fds: Vec<OwnedFd>, s: &Shared) -> Result<Response, String> {
+fn dispatch(
+    req: Request,
+    fds: Vec<OwnedFd>,
+    conn: &UnixStream,
+    s: &Shared,
+) -> Result<Response, String> {
     let ok = Response::default();
     match req {
         Request::Start => {
@@ -132,10 +137,7 @@ fn dispatch(req: Request, fds: Vec<OwnedFd>, s: &Shared) -> Result<Response, Str
             s.set_status(Status::Running);
             Ok(ok)
         }
-        Request::Exec {
-            process_json,
-            detach,
-        } => exec(s, &process_json, detach, fds),
+        Request::Exec { process_json } => exec(s, &process_json, fds, conn),
     }
 }
 
@@ -185,48 +187,43 @@ pub fn runc_stats(st: &husk_agent::protocol::StatsContainerResponse) -> serde_js
     })
 }
 
+/// Starts the process, answers `started` on `conn`, relays its stdio to `fds` (0, 1, 2) and
+/// returns its exit status (the second answer).
 fn exec(
     s: &Shared,
     process_json: &str,
-    detach: bool,
     fds: Vec<OwnedFd>,
+    conn: &UnixStream,
 ) -> Result<Response, String> {
     match s.status() {
         Status::Created | Status::Running => {}
         Status::Paused => return Err("cannot exec in a paused container".into()),
         _ => return Err("cannot exec in a stopped container".into()),
     }
+    let terminal = serde_json::from_str::<serde_json::Value>(process_json)
+        .ok()
+        .and_then(|p| p.get("terminal").and_then(|t| t.as_bool()))
+        .unwrap_or(false);
     let exec_id = format!("exec-{}", s.exec_seq.fetch_add(1, Ordering::Relaxed) + 1);
+    let waiter = s.agent.another().map_err(|e| e.to_string())?;
     s.agent
         .exec(&s.id, &exec_id, process_json)
         .map_err(|e| e.to_string())?;
     let mut fds = fds.into_iter().map(File::from);
-    let (stdin, stdout, stderr) = (fds.next(), fds.next(), fds.next());
-    if let Some(f) = stdin {
-        stdio::spawn_input(&s.agent, &s.id, &exec_id, f);
-    }
-    let outputs: Vec<_> = [(stdout, false), (stderr, true)]
-        .into_iter()
-        .filter_map(|(f, err)| stdio::spawn_output(&s.agent, &s.id, &exec_id, err, f?))
-        .collect();
-    let waiter = s.agent.another().map_err(|e| e.to_string())?;
-    let (id, eid) = (s.id.clone(), exec_id.clone());
-    let wait = move || {
-        let status = waiter.wait(&id, &eid);
-        stdio::join_all(outputs, Duration::from_secs(2));
-        status
+    let stdio = [fds.next(), fds.next(), fds.next()];
+    let relay = stdio::Relay::start(&s.agent, &s.id, &exec_id, stdio, terminal);
+    let started = Response {
+        started: true,
+        ..Default::default()
     };
-    if detach {
-        let _ = std::thread::Builder::new()
-            .name("exec-wait".into())
-            .spawn(move || {
-                let _ = wait();
-            });
-        return Ok(Response::default());
+    if control::send(conn, &started, &[]).is_err() {
+        tracing::debug!(exec = %exec_id, "the exec caller left; the process runs on");
     }
-    let status = wait().map_err(|e| e.to_string())?;
+    let status = waiter.wait(&s.id, &exec_id);
+    relay.finish(Duration::from_secs(2));
+    tracing::info!(exec = %exec_id, ?status, "exec exited");
     Ok(Response {
-        status: Some(status),
+        status: Some(status.map_err(|e| e.to_string())?),
         ..Default::default()
     })
 }

@@ -1,11 +1,20 @@
 //! Relays a process's stdio between host fds and the agent's stream RPCs: one thread per
-//! direction, each on its own agent connection (the reads block until data comes).
+//! direction, each on its own agent connection (the reads block until data comes). For a
+//! terminal process the guest has one stream (the pty master): stdin goes in, stdout comes
+//! out, there is no stderr, and the host terminal's window size is forwarded as it changes.
 //!
-//! Owns: copying bytes and closing stdin at EOF. Knows nothing of the control socket.
+//! Owns: copying bytes, closing stdin at EOF, window sizes. Knows nothing of the control
+//! socket.
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::tty;
 
 use super::agent::AgentClient;
 
@@ -13,7 +22,7 @@ use super::agent::AgentClient;
 const CHUNK: u32 = 64 * 1024;
 
 /// Copies the process's stdout (or stderr) to `out` until the guest side ends.
-pub fn spawn_output(
+fn spawn_output(
     client: &AgentClient,
     id: &str,
     exec: &str,
@@ -53,8 +62,10 @@ pub fn spawn_output(
         .ok()
 }
 
-/// Copies `input` to the process's stdin; closes it at EOF.
-pub fn spawn_input(client: &AgentClient, id: &str, exec: &str, mut input: File) {
+/// Copies `input` to the process's stdin; closes it at EOF. Gives up (without closing)
+/// once `done` is set, so a caller's stdin that never ends does not keep the thread.
+fn spawn_input(client: &AgentClient, id: &str, exec: &str, mut input: File, done: Arc<AtomicBool>) {
+    use nix::poll::{poll, PollFd, PollFlags};
     let client = match client.another() {
         Ok(c) => c,
         Err(e) => {
@@ -68,6 +79,16 @@ pub fn spawn_input(client: &AgentClient, id: &str, exec: &str, mut input: File) 
         .spawn(move || {
             let mut buf = vec![0u8; CHUNK as usize];
             loop {
+                let mut pfd = [PollFd::new(input.as_raw_fd(), PollFlags::POLLIN)];
+                match poll(&mut pfd, 200) {
+                    Ok(0) | Err(nix::errno::Errno::EINTR) => {
+                        if done.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
                 match input.read(&mut buf) {
                     Ok(0) | Err(_) => {
                         let _ = client.close_stdin(&id, &exec);
@@ -83,8 +104,79 @@ pub fn spawn_input(client: &AgentClient, id: &str, exec: &str, mut input: File) 
         });
 }
 
+/// A process's relays: output threads to join and the window-size watcher to stop.
+pub struct Relay {
+    outputs: Vec<JoinHandle<()>>,
+    done: Arc<AtomicBool>,
+}
+
+/// How often a terminal's window size is checked (the supervisor gets no SIGWINCH: the host
+/// terminal is not its controlling terminal).
+const WINSIZE_POLL: Duration = Duration::from_millis(200);
+
+impl Relay {
+    /// Starts relaying `stdin`/`stdout`/`stderr` (each optional) for process `exec` of `id`.
+    pub fn start(
+        client: &AgentClient,
+        id: &str,
+        exec: &str,
+        stdio: [Option<File>; 3],
+        terminal: bool,
+    ) -> Relay {
+        let [stdin, stdout, stderr] = stdio;
+        let done = Arc::new(AtomicBool::new(false));
+        if terminal {
+            if let Some(f) = stdin.as_ref().and_then(|f| f.try_clone().ok()) {
+                spawn_winsize(client, id, exec, f, Arc::clone(&done));
+            }
+        }
+        if let Some(f) = stdin {
+            spawn_input(client, id, exec, f, Arc::clone(&done));
+        }
+        let stderr = if terminal { None } else { stderr };
+        let outputs = [(stdout, false), (stderr, true)]
+            .into_iter()
+            .filter_map(|(f, err)| spawn_output(client, id, exec, err, f?))
+            .collect();
+        Relay { outputs, done }
+    }
+
+    /// Stops the window-size watcher and joins the output relays (at most `timeout`).
+    pub fn finish(self, timeout: Duration) {
+        self.done.store(true, Ordering::Relaxed);
+        join_all(self.outputs, timeout);
+    }
+}
+
+/// Forwards the window size of the terminal `tty` to the guest's pty while `done` is unset.
+fn spawn_winsize(client: &AgentClient, id: &str, exec: &str, tty: File, done: Arc<AtomicBool>) {
+    if tty::window_size(tty.as_raw_fd()).is_none() {
+        return;
+    }
+    let client = client.clone();
+    let (id, exec) = (id.to_string(), exec.to_string());
+    let _ = std::thread::Builder::new()
+        .name("winsize".into())
+        .spawn(move || {
+            let mut last = (0, 0);
+            while !done.load(Ordering::Relaxed) {
+                match tty::window_size(tty.as_raw_fd()) {
+                    Some(ws) if ws != last && ws != (0, 0) => {
+                        if let Err(e) = client.tty_resize(&id, &exec, ws.0, ws.1) {
+                            tracing::debug!(exec = %exec, "TtyWinResize: {e}");
+                        }
+                        last = ws;
+                    }
+                    Some(_) => {}
+                    None => break,
+                }
+                std::thread::sleep(WINSIZE_POLL);
+            }
+        });
+}
+
 /// Joins output relays, giving up after `timeout` (a grandchild may hold the pipe open).
-pub fn join_all(handles: Vec<JoinHandle<()>>, timeout: std::time::Duration) {
+fn join_all(handles: Vec<JoinHandle<()>>, timeout: std::time::Duration) {
     let deadline = std::time::Instant::now() + timeout;
     for h in handles {
         while !h.is_finished() && std::time::Instant::now() < deadline {
