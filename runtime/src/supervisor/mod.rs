@@ -8,6 +8,7 @@
 //! control requests, `stdio` moves bytes.
 
 pub mod agent;
+pub mod binds;
 pub mod server;
 pub mod stdio;
 pub mod vm;
@@ -149,6 +150,9 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
             (None, a)
         }
         None => {
+            let spec: serde_json::Value =
+                serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
+            binds::check(&spec)?;
             let disk = rootfs::prepare(&bundle.rootfs, &dir.join("rootfs.img"))
                 .map_err(|e| e.to_string())?;
             tracing::info!(
@@ -264,6 +268,7 @@ fn create_in_guest(a: &AgentClient, id: &str, bundle: &Bundle, fstype: &str) -> 
     let mut spec: serde_json::Value =
         serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
     spec["root"]["path"] = root.clone().into();
+    binds::copy_in(Some(a), id, &mut spec)?;
     let spec = spec.to_string();
     let storage = husk_agent::protocol::Storage {
         driver: "virtio-blk".into(),
@@ -312,6 +317,8 @@ fn copy_rootfs(a: &AgentClient, host: &Path, guest: &str) -> Result<(), String> 
                     &format!("{guest}/{rel}"),
                     data,
                     md.permissions().mode() & 0o7777,
+                    0,
+                    0,
                 )
                 .map_err(|e| format!("copying {rel}: {e}"))?;
             } else {
@@ -324,8 +331,14 @@ fn copy_rootfs(a: &AgentClient, host: &Path, guest: &str) -> Result<(), String> 
                 .unwrap_or(&d)
                 .to_string_lossy()
                 .to_string();
-            a.copy_file(&format!("{guest}/{rel}/.husk-keep"), Vec::new(), 0o644)
-                .map_err(|e| format!("copying {rel}: {e}"))?;
+            a.copy_file(
+                &format!("{guest}/{rel}/.husk-keep"),
+                Vec::new(),
+                0o644,
+                0,
+                0,
+            )
+            .map_err(|e| format!("copying {rel}: {e}"))?;
         }
     }
     if skipped > 0 {
