@@ -403,3 +403,72 @@ fn seccomp_profile_is_enforced() {
     let err = a.create("bad", &s).unwrap_err();
     assert!(format!("{err:?}").contains("linux.seccomp"), "{err:?}");
 }
+
+#[test]
+fn container_storages_are_mounted_and_unmounted() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let data = root.join("data");
+    let mounted = |p: &std::path::Path| {
+        std::fs::read_to_string("/proc/self/mounts")
+            .unwrap()
+            .lines()
+            .any(|l| l.split(' ').nth(1) == Some(p.to_str().unwrap()))
+    };
+    let tmpfs = pb::Storage {
+        driver: "tmpfs".into(),
+        fstype: "tmpfs".into(),
+        options: vec!["size=1m".into()],
+        mount_point: data.display().to_string(),
+        ..Default::default()
+    };
+    let create = |id: &str, s: &serde_json::Value, storages: Vec<pb::Storage>| {
+        let req = pb::CreateContainerRequest {
+            container_id: id.into(),
+            oci_spec_json: s.to_string(),
+            storages,
+            ..Default::default()
+        };
+        a.client.create_container(ctx(), &req)
+    };
+
+    // A bad spec: the storage is unmounted again.
+    let mut bad = spec(&root, &["true"]);
+    bad["process"]["cwd"] = "relative".into();
+    let (c, msg) = code(create("bad", &bad, vec![tmpfs.clone()]).unwrap_err());
+    assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{msg}");
+    assert!(
+        !mounted(&data),
+        "storage left mounted after a rejected spec"
+    );
+
+    // A disk that is not there is refused, naming the field.
+    let disk = pb::Storage {
+        driver: "virtio-blk".into(),
+        source: "no-such-serial".into(),
+        fstype: "ext4".into(),
+        mount_point: root.join("x").display().to_string(),
+        ..Default::default()
+    };
+    let (c, msg) = code(create("nodisk", &spec(&root, &["true"]), vec![disk]).unwrap_err());
+    assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{msg}");
+    assert!(msg.starts_with("storages[0].source"), "{msg}");
+
+    // A good one: the container sees the storage; removing it unmounts.
+    create(
+        "c",
+        &spec(&root, &["sh", "-c", "echo hi > /data/f && cat /data/f"]),
+        vec![tmpfs],
+    )
+    .unwrap();
+    assert!(mounted(&data));
+    a.start_c("c").unwrap();
+    assert_eq!(a.read_all("c", "", false), "hi\n");
+    assert_eq!(a.wait("c", ""), 0);
+    a.remove("c").unwrap();
+    assert!(
+        !mounted(&data),
+        "storage still mounted after RemoveContainer"
+    );
+}

@@ -72,6 +72,7 @@ impl Agent {
             .arg("--copy-root")
             .arg(dir.join("files"))
             .env("HUSK_AGENT_LOG", "debug")
+            .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
             .spawn()
             .expect("spawn husk-agent");
@@ -80,8 +81,19 @@ impl Agent {
             assert!(Instant::now() < deadline, "agent did not listen");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let client =
-            ttrpc::Client::connect(&format!("unix://{}", sock.display())).expect("connect");
+        // The socket file appears at bind(), a moment before listen(): retry refused connects.
+        let client = loop {
+            match ttrpc::Client::connect(&format!("unix://{}", sock.display())) {
+                Ok(c) => break c,
+                Err(e) if Instant::now() >= deadline => {
+                    let mut child = child;
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("connect: {e}");
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
         Agent {
             child,
             dir,
