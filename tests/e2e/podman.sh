@@ -79,7 +79,7 @@ logs() { # the newest container's husk logs, for a failure
 echo "--- image (offline busybox)"
 mkdir -p "$work/rootfs" && (
     cd "$work/rootfs" && mkdir -p bin etc proc sys dev tmp root run &&
-        cp /bin/busybox bin/ && for a in $(./bin/busybox --list); do ln -sf busybox "bin/$a"; done &&
+        cp /bin/busybox bin/ && for a in $(./bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "bin/$a"; done &&
         printf 'root:x:0:0:root:/root:/bin/sh\n' >etc/passwd && printf 'root:x:0:\n' >etc/group
 ) && tar -C "$work/rootfs" -cf "$work/busybox.tar" . || { echo "podman: cannot build the rootfs"; exit 1; }
 P import -q "$work/busybox.tar" localhost/busybox >/dev/null
@@ -98,9 +98,9 @@ check "run --rm propagates the exit code (42)" test $rc -eq 42
 echo "--- bind mounts copied in (boot 3)"
 mkdir -p "$work/vol/sub" && echo volume-data >"$work/vol/sub/f"
 out=$(P run --rm "${run_opts[@]}" --hostname hk -v "$work/vol:/vol:ro" $img \
-    sh -c 'cat /etc/hostname; grep -c hk /etc/hosts; test -f /run/.containerenv && echo containerenv; cat /vol/sub/f' 2>&1)
-check "/etc/hostname" grep -qx hk <<<"$out"
-check "/etc/hosts names the host" test "$(sed -n 2p <<<"$out")" -ge 1
+    sh -c 'echo "hostname=$(cat /etc/hostname)"; grep -q hk /etc/hosts && echo hosts-ok; test -f /run/.containerenv && echo containerenv; cat /vol/sub/f' 2>&1)
+check "/etc/hostname" grep -qx hostname=hk <<<"$out"
+check "/etc/hosts names the host" grep -qx hosts-ok <<<"$out"
 check "/run/.containerenv" grep -qx containerenv <<<"$out"
 check "directory volume copied" grep -qx volume-data <<<"$out" || echo "     $out"
 
