@@ -3,8 +3,9 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::reaper::ExitRegistry;
 
@@ -16,7 +17,46 @@ pub enum IoError {
     Io(&'static str, std::io::Error),
     #[error("setting up stdio: {0}")]
     Setup(nix::errno::Errno),
+    /// The reader's deadline passed before any data came; nothing was taken from the stream.
+    #[error("{0}: no data before the caller's deadline")]
+    DeadlineExceeded(&'static str),
+    /// The reader's connection went away before any data came; nothing was taken.
+    #[error("{0}: the caller went away")]
+    Abandoned(&'static str),
 }
+
+/// What tells a blocked read that its caller gave up, so that it returns without taking data
+/// from the stream (the next reader gets it instead).
+pub struct ReadWatch<'a> {
+    /// The caller's deadline, if it set one.
+    pub deadline: Option<Instant>,
+    /// The caller's connection: hang-up (POLLRDHUP/POLLHUP) means it left.
+    pub peer: Option<BorrowedFd<'a>>,
+    /// Checked at least once a second: true once the caller is known to be gone.
+    pub gone: &'a dyn Fn() -> bool,
+}
+
+impl ReadWatch<'_> {
+    /// A read that waits for data however long it takes.
+    pub fn forever() -> ReadWatch<'static> {
+        ReadWatch {
+            deadline: None,
+            peer: None,
+            gone: &|| false,
+        }
+    }
+}
+
+/// Our own reference to a caller's connection fd, so that polling it stays valid (and never
+/// sees a reused fd number) after the server closes its copy.
+pub fn dup_peer(fd: RawFd) -> Option<OwnedFd> {
+    let dup = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(0)).ok()?;
+    // SAFETY: fcntl just returned this new fd and nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(dup) })
+}
+
+/// How long one poll may sleep before the `gone` check runs again.
+const WATCH_TICK: Duration = Duration::from_secs(1);
 
 /// The container side of a process' stdio, handed to the stage and closed in the agent once
 /// the stage has it.
@@ -128,8 +168,10 @@ impl ProcessIo {
         Ok(())
     }
 
-    /// Reads up to `len` bytes; an empty result means EOF. Blocks until data is available.
-    pub fn read(&self, stderr: bool, len: usize) -> Result<Vec<u8>, IoError> {
+    /// Reads up to `len` bytes; an empty result means EOF. Blocks until data is available,
+    /// unless `watch` says the caller left first: then nothing is read, so no output is lost
+    /// to a caller that is no longer there. Readers of one stream take turns.
+    pub fn read(&self, stderr: bool, len: usize, watch: &ReadWatch) -> Result<Vec<u8>, IoError> {
         let (m, name) = if stderr {
             (&self.stderr, "stderr")
         } else {
@@ -139,6 +181,7 @@ impl ProcessIo {
         let Some(f) = g.as_mut() else {
             return Ok(Vec::new());
         };
+        wait_readable(f.as_fd(), name, watch)?;
         let mut buf = vec![0; len.clamp(1, 1 << 20)];
         loop {
             match f.read(&mut buf) {
@@ -170,6 +213,52 @@ impl ProcessIo {
             return Err(IoError::Io("terminal", std::io::Error::last_os_error()));
         }
         Ok(())
+    }
+}
+
+/// Waits until `stream` is readable (data, EOF or error), or fails if the caller left first.
+/// A departure seen together with data still counts as a departure: the data stays.
+fn wait_readable(stream: BorrowedFd, name: &'static str, watch: &ReadWatch) -> Result<(), IoError> {
+    loop {
+        if (watch.gone)() {
+            return Err(IoError::Abandoned(name));
+        }
+        let mut tick = WATCH_TICK;
+        if let Some(d) = watch.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(IoError::DeadlineExceeded(name));
+            }
+            tick = tick.min(left);
+        }
+        let pollfd = |fd: RawFd, events| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        let mut fds = [
+            pollfd(stream.as_raw_fd(), libc::POLLIN),
+            // A negative fd is ignored by poll(2).
+            pollfd(watch.peer.map_or(-1, |p| p.as_raw_fd()), libc::POLLRDHUP),
+        ];
+        let ms = tick.as_millis().clamp(1, 1000) as libc::c_int;
+        // SAFETY: poll reads and writes exactly the two pollfd structs of `fds`, which outlive
+        // the call. (nix 0.26 has no POLLRDHUP.)
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(IoError::Io(name, e));
+        }
+        let hangup = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
+        if fds[1].revents & hangup != 0 {
+            return Err(IoError::Abandoned(name));
+        }
+        if fds[0].revents != 0 {
+            return Ok(());
+        }
     }
 }
 
@@ -224,5 +313,77 @@ impl Process {
             .wait_timeout_while(g, timeout, |s| s.is_none())
             .unwrap_or_else(|e| e.into_inner());
         *g
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixStream;
+
+    fn with_output(data: &[u8]) -> (ProcessIo, ChildStdio) {
+        let (io, child) = ProcessIo::pipes().unwrap();
+        nix::unistd::write(child.raw()[1], data).unwrap();
+        (io, child)
+    }
+
+    #[test]
+    fn a_read_whose_caller_hung_up_leaves_the_data_for_the_next_reader() {
+        let (io, _child) = with_output(b"hello");
+        let (caller, server_end) = UnixStream::pair().unwrap();
+        drop(caller);
+        let gone = ReadWatch {
+            deadline: None,
+            peer: Some(server_end.as_fd()),
+            gone: &|| false,
+        };
+        assert!(matches!(
+            io.read(false, 64, &gone),
+            Err(IoError::Abandoned("stdout"))
+        ));
+        assert_eq!(io.read(false, 64, &ReadWatch::forever()).unwrap(), b"hello");
+    }
+
+    #[test]
+    fn a_passed_deadline_or_a_cancelled_caller_takes_nothing() {
+        let (io, _child) = with_output(b"x");
+        let late = ReadWatch {
+            deadline: Some(Instant::now()),
+            peer: None,
+            gone: &|| false,
+        };
+        assert!(matches!(
+            io.read(false, 64, &late),
+            Err(IoError::DeadlineExceeded(_))
+        ));
+        let cancelled = ReadWatch {
+            deadline: None,
+            peer: None,
+            gone: &|| true,
+        };
+        assert!(matches!(
+            io.read(false, 64, &cancelled),
+            Err(IoError::Abandoned(_))
+        ));
+        assert_eq!(io.read(false, 64, &ReadWatch::forever()).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_live_caller_waits_for_data_until_its_deadline() {
+        let (io, child) = ProcessIo::pipes().unwrap();
+        let (_caller, server_end) = UnixStream::pair().unwrap();
+        let t0 = Instant::now();
+        let watch = ReadWatch {
+            deadline: Some(t0 + Duration::from_millis(150)),
+            peer: Some(server_end.as_fd()),
+            gone: &|| false,
+        };
+        assert!(matches!(
+            io.read(false, 64, &watch),
+            Err(IoError::DeadlineExceeded(_))
+        ));
+        assert!(t0.elapsed() >= Duration::from_millis(150));
+        drop(child);
+        assert_eq!(io.read(false, 64, &ReadWatch::forever()).unwrap(), b"");
     }
 }

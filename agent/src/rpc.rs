@@ -1,15 +1,17 @@
 //! The ttrpc service: thin handlers that log, call the sandbox, and map typed errors to ttrpc
 //! codes. No container logic lives here.
 
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ttrpc::{Code, TtrpcContext};
 
 use crate::container::ContainerError;
 use crate::convert;
 use crate::logbuf::LogBuffer;
+use crate::process::ReadWatch;
 use crate::protocol as pb;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::spawn::SpawnError;
@@ -58,6 +60,10 @@ pub fn code_of(e: &SandboxError) -> Code {
             ContainerError::ExecExists(_) => Code::ALREADY_EXISTS,
             ContainerError::NoExec(_) => Code::NOT_FOUND,
             ContainerError::Io(crate::process::IoError::NoStream(_)) => Code::FAILED_PRECONDITION,
+            ContainerError::Io(crate::process::IoError::DeadlineExceeded(_)) => {
+                Code::DEADLINE_EXCEEDED
+            }
+            ContainerError::Io(crate::process::IoError::Abandoned(_)) => Code::CANCELLED,
             _ => Code::INTERNAL,
         },
     }
@@ -227,18 +233,18 @@ impl pb::AgentService for AgentService {
 
     fn read_stdout(
         &self,
-        _: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: pb::ReadStreamRequest,
     ) -> R<pb::ReadStreamResponse> {
-        self.read(req, false)
+        self.read(ctx, req, false)
     }
 
     fn read_stderr(
         &self,
-        _: &TtrpcContext,
+        ctx: &TtrpcContext,
         req: pb::ReadStreamRequest,
     ) -> R<pb::ReadStreamResponse> {
-        self.read(req, true)
+        self.read(ctx, req, true)
     }
 
     fn tty_win_resize(&self, _: &TtrpcContext, req: pb::TtyWinResizeRequest) -> R<pb::Empty> {
@@ -273,12 +279,36 @@ impl pb::AgentService for AgentService {
     }
 }
 
+/// The server-side deadline for a client timeout: a little early (at most 50 ms), so that
+/// the reply races the client's own timer less.
+fn deadline_of(timeout_nano: i64) -> Option<Instant> {
+    let t = Duration::from_nanos(u64::try_from(timeout_nano).ok().filter(|t| *t > 0)?);
+    Some(Instant::now() + t - (t / 20).min(Duration::from_millis(50)))
+}
+
 impl AgentService {
-    fn read(&self, req: pb::ReadStreamRequest, stderr: bool) -> R<pb::ReadStreamResponse> {
+    /// ReadStdout/ReadStderr. The sync server cannot cancel a handler, so the read itself
+    /// watches its caller (deadline, connection hang-up, ttrpc's cancel channel) and gives up
+    /// without taking data when the caller left: the next reader gets that output.
+    fn read(
+        &self,
+        ctx: &TtrpcContext,
+        req: pb::ReadStreamRequest,
+        stderr: bool,
+    ) -> R<pb::ReadStreamResponse> {
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
         let p = c.process(&req.exec_id).map_err(cerr)?;
+        // Dup first, then check the cancel channel: ttrpc drops its sender before closing the
+        // connection, so a still-open channel means the dup is of the caller's connection.
+        let peer = crate::process::dup_peer(ctx.fd);
+        let gone = || !matches!(ctx.cancel_rx.try_recv(), Err(e) if e.is_empty());
+        let watch = ReadWatch {
+            deadline: deadline_of(ctx.timeout_nano),
+            peer: peer.as_ref().map(|p| p.as_fd()),
+            gone: &gone,
+        };
         let data =
-            p.io.read(stderr, req.len as usize)
+            p.io.read(stderr, req.len as usize, &watch)
                 .map_err(|e| cerr(e.into()))?;
         let eof = data.is_empty();
         Ok(pb::ReadStreamResponse {
