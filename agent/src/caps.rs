@@ -1,19 +1,31 @@
-//! Linux capabilities: names to numbers and applying the five sets of an OCI process with
-//! raw prctl/capset calls (no libcap). Runs only in the init stage process.
+//! Linux capabilities: names to numbers, and the order in which the init stage switches user
+//! and applies the five sets of an OCI process (through `Syscall`, so the order and the
+//! ambient decisions are unit-tested with the recording fake; no libcap).
 
 use std::collections::HashSet;
 
 use oci_spec::runtime::{Capability, LinuxCapabilities};
 
+use crate::syscall::{CapSets, Syscall, SyscallError};
+
 #[derive(Debug, thiserror::Error)]
 pub enum CapsError {
     #[error("process.capabilities: unknown capability {0}")]
     Unknown(String),
-    #[error("process.capabilities: {op}: {errno}")]
-    Sys {
-        op: &'static str,
-        errno: nix::errno::Errno,
+    #[error("process.capabilities: {0}")]
+    Sys(SyscallError),
+    /// Switching user or groups failed; `field` names the spec field.
+    #[error("{field}: {source}")]
+    User {
+        field: &'static str,
+        source: SyscallError,
     },
+}
+
+impl CapsError {
+    fn user(field: &'static str, source: SyscallError) -> Self {
+        CapsError::User { field, source }
+    }
 }
 
 const NAMES: &[&str] = &[
@@ -60,6 +72,11 @@ const NAMES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// The name of capability number `cap`.
+pub fn name(cap: u32) -> Option<&'static str> {
+    NAMES.get(cap as usize).copied()
+}
+
 /// The kernel's number for a capability name such as "CAP_KILL".
 pub fn number(name: &str) -> Option<u32> {
     NAMES.iter().position(|n| *n == name).map(|p| p as u32)
@@ -105,95 +122,81 @@ impl CapMasks {
     }
 }
 
-fn last_cap() -> u32 {
+/// The highest capability number the running kernel knows.
+pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(40)
 }
 
-fn sys(op: &'static str, rc: libc::c_int) -> Result<(), CapsError> {
-    if rc < 0 {
-        Err(CapsError::Sys {
-            op,
-            errno: nix::errno::Errno::last(),
-        })
-    } else {
-        Ok(())
-    }
+/// Who the process becomes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
 }
 
-/// Drops everything outside the bounding set. Needs CAP_SETPCAP, so call before setuid.
-pub fn drop_bounding(m: &CapMasks) -> Result<(), CapsError> {
-    for cap in 0..=last_cap() {
+/// Switches to `id` with the capability sets `m`, in runc's and youki's order:
+///
+/// 1. drop everything outside the bounding set (needs CAP_SETPCAP, so before setuid);
+/// 2. keep-caps on, then groups, gid, uid (keeps the permitted set across a setuid away from
+///    0), keep-caps off again;
+/// 3. capset effective/permitted/inheritable;
+/// 4. raise each ambient capability.
+///
+/// The kernel only raises an ambient capability that is in both the permitted and the
+/// inheritable set (runc's default spec lists ambient capabilities without inheritable ones).
+/// Like runc, a capability that cannot be raised is a warning, not a failure: the returned
+/// messages say which and why.
+pub fn drop_privileges(
+    sys: &dyn Syscall,
+    m: &CapMasks,
+    id: &Identity,
+    last_cap: u32,
+) -> Result<Vec<String>, CapsError> {
+    for cap in 0..=last_cap.min(63) {
         if m.bounding & (1 << cap) == 0 {
-            // SAFETY: prctl with integer arguments only; no memory is passed.
-            let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-            sys("drop bounding", rc)?;
+            sys.cap_bounding_drop(cap).map_err(CapsError::Sys)?;
         }
     }
-    Ok(())
-}
-
-/// Sets effective/permitted/inheritable, then raises the ambient set.
-pub fn apply_sets(m: &CapMasks) -> Result<(), CapsError> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let split = |v: u64| [v as u32, (v >> 32) as u32];
-    let (e, p, i) = (split(m.effective), split(m.permitted), split(m.inheritable));
-    let data = [
-        Data {
-            effective: e[0],
-            permitted: p[0],
-            inheritable: i[0],
-        },
-        Data {
-            effective: e[1],
-            permitted: p[1],
-            inheritable: i[1],
-        },
-    ];
-    // SAFETY: capset reads a v3 header and two data structs, laid out as the kernel expects;
-    // both outlive the call.
-    let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
-    sys("capset", rc as libc::c_int)?;
-    for cap in 0..=last_cap() {
-        if m.ambient & (1 << cap) != 0 {
-            // SAFETY: prctl with integer arguments only.
-            let rc = unsafe {
-                libc::prctl(
-                    libc::PR_CAP_AMBIENT,
-                    libc::PR_CAP_AMBIENT_RAISE,
-                    cap as libc::c_ulong,
-                    0,
-                    0,
-                )
-            };
-            sys("raise ambient", rc)?;
+    sys.set_keep_caps(true).map_err(CapsError::Sys)?;
+    sys.setgroups(&id.additional_gids)
+        .map_err(|e| CapsError::user("process.user.additionalGids", e))?;
+    sys.setresgid(id.gid)
+        .map_err(|e| CapsError::user("process.user.gid", e))?;
+    sys.setresuid(id.uid)
+        .map_err(|e| CapsError::user("process.user.uid", e))?;
+    sys.set_keep_caps(false).map_err(CapsError::Sys)?;
+    sys.capset(CapSets {
+        effective: m.effective,
+        permitted: m.permitted,
+        inheritable: m.inheritable,
+    })
+    .map_err(CapsError::Sys)?;
+    let mut warnings = Vec::new();
+    let raisable = m.permitted & m.inheritable;
+    for cap in 0..=last_cap.min(63) {
+        if m.ambient & (1 << cap) == 0 {
+            continue;
+        }
+        let cap_name = name(cap).unwrap_or("CAP_?");
+        if raisable & (1 << cap) == 0 {
+            warnings.push(format!(
+                "process.capabilities.ambient: can't raise {cap_name}: not in both the \
+                 permitted and inheritable sets"
+            ));
+            continue;
+        }
+        if let Err(e) = sys.cap_ambient_raise(cap) {
+            warnings.push(format!(
+                "process.capabilities.ambient: can't raise {cap_name}: {}",
+                e.errno
+            ));
         }
     }
-    Ok(())
-}
-
-/// Keeps permitted capabilities across the coming setuid (cleared again by apply_sets' caller).
-pub fn set_keep_caps(on: bool) -> Result<(), CapsError> {
-    // SAFETY: prctl with integer arguments only.
-    let rc = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong, 0, 0, 0) };
-    sys("keepcaps", rc)
+    Ok(warnings)
 }
 
 #[cfg(test)]
@@ -214,5 +217,116 @@ mod tests {
         let set: HashSet<Capability> = [Capability::Kill, Capability::Chown].into_iter().collect();
         assert_eq!(mask(&Some(set)).unwrap(), (1 << 5) | 1);
         assert_eq!(mask(&None).unwrap(), 0);
+    }
+
+    use crate::syscall::fake::{Call, RecordingSyscall};
+
+    const KILL: u64 = 1 << 5;
+    const NET_BIND: u64 = 1 << 10;
+    const AUDIT_WRITE: u64 = 1 << 29;
+
+    /// runc's `runc spec` for root: ambient = bounding = effective = permitted, no
+    /// inheritable.
+    fn runc_default() -> CapMasks {
+        let all = KILL | NET_BIND | AUDIT_WRITE;
+        CapMasks {
+            bounding: all,
+            effective: all,
+            permitted: all,
+            inheritable: 0,
+            ambient: all,
+        }
+    }
+
+    fn root() -> Identity {
+        Identity::default()
+    }
+
+    #[test]
+    fn order_is_bounding_then_user_then_capset_then_ambient() {
+        let sys = RecordingSyscall::new();
+        let mut m = runc_default();
+        m.inheritable = m.permitted;
+        let id = Identity {
+            uid: 1000,
+            gid: 100,
+            additional_gids: vec![10],
+        };
+        let warnings = drop_privileges(&sys, &m, &id, 40).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let calls = sys.calls();
+        let drops = calls
+            .iter()
+            .filter(|c| matches!(c, Call::CapBoundingDrop(_)))
+            .count();
+        assert_eq!(drops, 41 - 3, "all but the three bounding caps dropped");
+        let rest: Vec<Call> = calls[drops..].to_vec();
+        assert_eq!(
+            rest,
+            vec![
+                Call::KeepCaps(true),
+                Call::Setgroups(vec![10]),
+                Call::Setresgid(100),
+                Call::Setresuid(1000),
+                Call::KeepCaps(false),
+                Call::Capset(CapSets {
+                    effective: m.effective,
+                    permitted: m.permitted,
+                    inheritable: m.inheritable,
+                }),
+                Call::AmbientRaise(5),
+                Call::AmbientRaise(10),
+                Call::AmbientRaise(29),
+            ]
+        );
+    }
+
+    #[test]
+    fn ambient_outside_inheritable_is_a_warning_not_a_failure() {
+        let sys = RecordingSyscall::new();
+        let warnings = drop_privileges(&sys, &runc_default(), &root(), 40).unwrap();
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].contains("can't raise CAP_KILL: not in both the permitted and inheritable"),
+            "{warnings:?}"
+        );
+        assert!(
+            !sys.calls()
+                .iter()
+                .any(|c| matches!(c, Call::AmbientRaise(_))),
+            "the kernel would refuse: not even tried"
+        );
+        assert!(sys.calls().iter().any(|c| matches!(c, Call::Capset(_))));
+    }
+
+    #[test]
+    fn a_refused_raise_warns_and_the_rest_are_still_raised() {
+        let sys = RecordingSyscall::new().failing_after("raise ambient", 1);
+        let mut m = runc_default();
+        m.inheritable = KILL | NET_BIND;
+        let warnings = drop_privileges(&sys, &m, &root(), 40).unwrap();
+        assert_eq!(
+            warnings,
+            vec![
+                "process.capabilities.ambient: can't raise CAP_NET_BIND_SERVICE: EPERM: Operation not permitted".to_string(),
+                "process.capabilities.ambient: can't raise CAP_AUDIT_WRITE: not in both the permitted and inheritable sets".to_string(),
+            ]
+        );
+        assert!(sys.calls().contains(&Call::AmbientRaise(5)));
+    }
+
+    #[test]
+    fn user_switch_failures_name_the_field() {
+        let sys = RecordingSyscall::new().failing("setresuid");
+        let id = Identity {
+            uid: 1000,
+            ..Default::default()
+        };
+        let err = drop_privileges(&sys, &runc_default(), &id, 40).unwrap_err();
+        assert!(
+            err.to_string().starts_with("process.user.uid: setresuid"),
+            "{err}"
+        );
+        assert!(!sys.calls().iter().any(|c| matches!(c, Call::Capset(_))));
     }
 }

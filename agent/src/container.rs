@@ -56,6 +56,17 @@ pub enum ContainerError {
 
 type Result<T> = std::result::Result<T, ContainerError>;
 
+/// Whether a container in `status` can take an exec: runc allows it once the init's
+/// namespaces exist (created or running), never into a paused or stopped container, nor a
+/// created one whose init stage already died (a signal ends it before start).
+fn exec_allowed(status: Status, init_exited: bool) -> bool {
+    match status {
+        Status::Created => !init_exited,
+        Status::Running => true,
+        Status::Paused | Status::Stopped => false,
+    }
+}
+
 /// What containers share: where cgroups go, how to re-exec the agent, who reaps.
 pub struct Runtime {
     pub cgroups: CgroupRoot,
@@ -121,7 +132,6 @@ impl Container {
             ns: v.ns.clone(),
             rootfs: Some(v.rootfs.clone()),
             hostname: v.hostname.clone(),
-            sysctl: v.sysctl.clone(),
             process: v.process.clone(),
             seccomp: v.seccomp.clone(),
             root_for_users: "/".into(),
@@ -136,6 +146,11 @@ impl Container {
         )
         .map_err(|e| cleanup(e.into()))?;
         drop(child);
+        for w in &stage.warnings {
+            tracing::warn!(container = id, "{w}");
+        }
+        let mut warnings = v.warnings;
+        warnings.extend(stage.warnings.iter().cloned());
         let init = Process::new("", stage.pid, io, &rt.registry);
         Ok(Arc::new(Container {
             id: id.to_string(),
@@ -148,7 +163,7 @@ impl Container {
                 status: Status::Created,
                 pending_start: Some(stage),
             }),
-            warnings: v.warnings,
+            warnings,
         }))
     }
 
@@ -192,11 +207,17 @@ impl Container {
         Ok(())
     }
 
-    /// Runs `process` in the container's namespaces and cgroup.
+    /// Runs `process` in the container's namespaces and cgroup. Like runc, a `Created`
+    /// container takes execs too: its namespaces exist as soon as the init stage is ready.
     pub fn exec(&self, rt: &Runtime, exec_id: &str, process: OciProcess) -> Result<Arc<Process>> {
         let status = self.status();
-        if status != Status::Running {
-            return Err(self.wrong(status, "exec"));
+        if !exec_allowed(status, self.init.exit_status().is_some()) {
+            let shown = if status == Status::Created {
+                Status::Stopped
+            } else {
+                status
+            };
+            return Err(self.wrong(shown, "exec"));
         }
         if exec_id.is_empty()
             || self
@@ -214,13 +235,15 @@ impl Container {
             ns: NamespacePlan::for_exec(&self.namespaces, self.init.pid),
             rootfs: None,
             hostname: None,
-            sysctl: HashMap::new(),
             process,
             seccomp: self.seccomp.clone(),
             root_for_users: "/".into(),
         };
         let stage = spawn::launch(&rt.exe, &cfg, child.raw(), &self.cgroup, None, &rt.registry)?;
         drop(child);
+        for w in warnings.iter().chain(&stage.warnings) {
+            tracing::warn!(container = %self.id, exec = exec_id, "{w}");
+        }
         let pid = stage.pid;
         let proc = Process::new(exec_id, pid, io, &rt.registry);
         stage.start()?;
@@ -309,5 +332,22 @@ impl Container {
         }
         self.state().status = Status::Stopped;
         Ok(self.cgroup.destroy()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_is_allowed_in_created_and_running_only() {
+        assert!(exec_allowed(Status::Created, false));
+        assert!(
+            !exec_allowed(Status::Created, true),
+            "init stage died before start"
+        );
+        assert!(exec_allowed(Status::Running, false));
+        assert!(!exec_allowed(Status::Paused, false));
+        assert!(!exec_allowed(Status::Stopped, true));
     }
 }

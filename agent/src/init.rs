@@ -8,11 +8,11 @@ use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use oci_spec::runtime::{PosixRlimitType, Process};
 
-use crate::caps::{self, CapMasks};
+use crate::caps::{self, CapMasks, Identity};
 use crate::mounts;
 use crate::namespaces;
 use crate::stage::{StageConfig, SYNC_FD};
@@ -85,11 +85,6 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
             sys.sethostname(h).map_err(|e| field("hostname", e))?;
         }
         mounts::setup_rootfs(&sys, plan)?;
-        for (k, v) in sorted(&cfg.sysctl) {
-            let path = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-            sys.write_file(&path, v)
-                .map_err(|e| field("linux.sysctl", e))?;
-        }
     }
     let filters = match &cfg.seccomp {
         Some(p) => crate::seccomp::compile(p)?,
@@ -99,7 +94,7 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
     // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it before dropping
     // privileges (as runc does); otherwise as late as possible, right before exec.
     let early = if nnp { &[][..] } else { &filters[..] };
-    let exec = prepare_process(&sys, &cfg.process, &cfg.root_for_users, early)?;
+    let exec = prepare_process(&sys, &cfg.process, &cfg.root_for_users, early, writer)?;
 
     writer
         .write_all(b"ready\n")
@@ -121,12 +116,6 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
         "process.args",
         format!("exec {}: {err}", exec.path.to_string_lossy()),
     ))
-}
-
-fn sorted(m: &std::collections::HashMap<String, String>) -> Vec<(&String, &String)> {
-    let mut v: Vec<_> = m.iter().collect();
-    v.sort();
-    v
 }
 
 /// Every inherited fd above the sync socket closes at exec (the agent's sockets must never
@@ -182,6 +171,7 @@ fn prepare_process(
     p: &Process,
     users_root: &Path,
     seccomp_early: &[seccompiler::BpfProgram],
+    warnings: &mut UnixStream,
 ) -> Result<Exec, InitError> {
     for rl in p.rlimits().iter().flatten() {
         let res = rlimit_resource(rl.typ());
@@ -232,21 +222,14 @@ fn prepare_process(
         None => CapMasks::default(),
     };
     crate::seccomp::apply(seccomp_early)?;
-    caps::drop_bounding(&masks)?;
-    caps::set_keep_caps(true)?;
-    let gids: Vec<nix::unistd::Gid> = u
-        .additional_gids()
-        .iter()
-        .flatten()
-        .map(|g| nix::unistd::Gid::from_raw(*g))
-        .collect();
-    nix::unistd::setgroups(&gids).map_err(|e| field("process.user.additionalGids", e))?;
-    let gid = nix::unistd::Gid::from_raw(u.gid());
-    nix::unistd::setresgid(gid, gid, gid).map_err(|e| field("process.user.gid", e))?;
-    let uid = nix::unistd::Uid::from_raw(u.uid());
-    nix::unistd::setresuid(uid, uid, uid).map_err(|e| field("process.user.uid", e))?;
-    caps::apply_sets(&masks)?;
-    caps::set_keep_caps(false)?;
+    let id = Identity {
+        uid: u.uid(),
+        gid: u.gid(),
+        additional_gids: u.additional_gids().clone().unwrap_or_default(),
+    };
+    for w in caps::drop_privileges(sys, &masks, &id, caps::last_cap())? {
+        warn(warnings, &w);
+    }
     if let Some(mask) = u.umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
@@ -267,6 +250,11 @@ fn prepare_process(
             .map(|e| cstring("process.env", e))
             .collect::<Result<_, _>>()?,
     })
+}
+
+/// Passes a warning to the agent, which logs it (`warn <message>` on the sync socket).
+fn warn(writer: &mut UnixStream, msg: &str) {
+    let _ = writeln!(writer, "warn {}", msg.replace('\n', " "));
 }
 
 fn find_executable(arg0: &str, env: &[String]) -> Option<String> {

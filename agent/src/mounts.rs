@@ -1,8 +1,10 @@
 //! Container filesystem setup: rootfs propagation, spec mounts, /dev population, pivot_root,
-//! masked and read-only paths. Decisions only: every effect goes through `&dyn Syscall`, so the
+//! sysctls, read-only and masked paths (runc's order: sysctls are written while /proc/sys is
+//! still writable). Decisions only: every effect goes through `&dyn Syscall`, so the
 //! order and flags are unit-tested with the recording fake. Runs inside the container's new
 //! mount namespace (in the init stage process), never in the agent's.
 
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
@@ -36,6 +38,10 @@ pub struct RootfsPlan {
     pub masked_paths: Vec<String>,
     pub readonly_paths: Vec<String>,
     pub root_readonly: bool,
+    /// `linux.sysctl` (dotted names, checked by `spec::validate`), written after pivot_root and
+    /// before the read-only and masked paths, in name order.
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, String>,
 }
 
 /// Devices every container gets when /dev is a fresh tmpfs (as runc does).
@@ -198,11 +204,15 @@ pub fn setup_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountErr
 
     pivot(sys, &plan.rootfs).map_err(step("root.path (pivot_root)"))?;
 
-    for p in &plan.masked_paths {
-        mask_path(sys, Path::new(p)).map_err(step("linux.maskedPaths"))?;
+    for (k, v) in &plan.sysctl {
+        let path = Path::new("/proc/sys").join(k.replace('.', "/"));
+        sys.write_file(&path, v).map_err(step("linux.sysctl"))?;
     }
     for p in &plan.readonly_paths {
         readonly_path(sys, Path::new(p)).map_err(step("linux.readonlyPaths"))?;
+    }
+    for p in &plan.masked_paths {
+        mask_path(sys, Path::new(p)).map_err(step("linux.maskedPaths"))?;
     }
     if plan.root_readonly {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;

@@ -172,3 +172,57 @@ fn root_readonly_remounts_slash_last() {
         }
     );
 }
+
+#[test]
+fn sysctls_are_written_after_pivot_and_before_readonly_and_masked_paths() {
+    let sys = RecordingSyscall::new()
+        .with_path("/proc/sys", PathKind::Dir)
+        .with_path("/proc/kcore", PathKind::File);
+    let mut p = plan(vec![mount("/proc", "proc", "proc", &[])]);
+    p.readonly_paths = vec!["/proc/sys".into()];
+    p.masked_paths = vec!["/proc/kcore".into()];
+    p.sysctl = [
+        ("net.ipv4.ping_group_range".to_string(), "0 0".to_string()),
+        ("kernel.shmmni".to_string(), "8192".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    setup_rootfs(&sys, &p).unwrap();
+    let calls = sys.calls();
+    let pivot = index_of(&calls, |c| matches!(c, Call::PivotRoot(_)));
+    let shm = index_of(&calls, |c| {
+        *c == Call::WriteFile("/proc/sys/kernel/shmmni".into(), "8192".into())
+    });
+    let ping = index_of(&calls, |c| {
+        *c == Call::WriteFile("/proc/sys/net/ipv4/ping_group_range".into(), "0 0".into())
+    });
+    let readonly = index_of(
+        &calls,
+        |c| matches!(c, Call::Mount { target, .. } if target == Path::new("/proc/sys")),
+    );
+    let mask = index_of(
+        &calls,
+        |c| matches!(c, Call::Mount { target, .. } if target == Path::new("/proc/kcore")),
+    );
+    assert!(
+        pivot < shm && shm < ping,
+        "in name order, inside the new root"
+    );
+    assert!(ping < readonly, "/proc/sys is still writable for sysctls");
+    assert!(readonly < mask, "runc's order: read-only paths, then masks");
+}
+
+#[test]
+fn a_failing_sysctl_names_the_field() {
+    let sys = RecordingSyscall::new().failing("write");
+    let mut p = plan(vec![]);
+    p.sysctl = [("kernel.nope".to_string(), "1".to_string())]
+        .into_iter()
+        .collect();
+    let err = setup_rootfs(&sys, &p).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("linux.sysctl: write /proc/sys/kernel/nope"),
+        "{err}"
+    );
+}

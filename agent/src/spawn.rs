@@ -40,6 +40,8 @@ pub struct IdMaps {
 pub struct ReadyStage {
     /// The pid of the process that will exec the container process (agent's view).
     pub pid: i32,
+    /// What the stage warned about while setting up (`warn` lines), for the caller to log.
+    pub warnings: Vec<String>,
     reader: BufReader<UnixStream>,
     writer: UnixStream,
 }
@@ -128,6 +130,7 @@ pub fn launch(
         .map_err(|e| fail(SpawnError::Setup(format!("sending stage config: {e}"))))?;
     let mut reader = BufReader::new(agent_end);
     let mut final_pid = pid;
+    let mut warnings = Vec::new();
     loop {
         let mut line = String::new();
         let n = reader
@@ -144,9 +147,12 @@ pub fn launch(
                 .parse()
                 .map_err(|_| fail(SpawnError::Setup(format!("bad pid line {line:?}"))))?;
             registry.ignore(pid);
+        } else if let Some(w) = line.strip_prefix("warn ") {
+            warnings.push(w.to_string());
         } else if line == "ready" {
             return Ok(ReadyStage {
                 pid: final_pid,
+                warnings,
                 reader,
                 writer,
             });

@@ -2,7 +2,6 @@
 //! Every rejection names the spec field; unsupported-but-harmless fields produce warnings.
 //! Pure: reads only the rootfs' existence.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespace, Process, Spec};
@@ -42,7 +41,6 @@ pub struct ValidSpec {
     pub rootfs: RootfsPlan,
     pub process: Process,
     pub hostname: Option<String>,
-    pub sysctl: HashMap<String, String>,
     pub idmaps: Option<IdMaps>,
     pub cgroups_path: Option<PathBuf>,
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
@@ -236,6 +234,7 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
         masked_paths: linux.masked_paths().clone().unwrap_or_default(),
         readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
         root_readonly: root.readonly().unwrap_or(false),
+        sysctl: sysctl.into_iter().collect(),
     };
     Ok(ValidSpec {
         ns,
@@ -243,7 +242,6 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
         rootfs,
         process,
         hostname,
-        sysctl,
         idmaps,
         cgroups_path: linux.cgroups_path().clone(),
         seccomp: linux.seccomp().clone(),

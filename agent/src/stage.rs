@@ -3,11 +3,11 @@
 //!
 //! agent -> stage: one byte (maps and cgroup are in place), then the `StageConfig` as one JSON
 //! line; later `start\n`.
-//! stage -> agent: `pid <n>\n` when the stage forked to enter a pid namespace, then
-//! `ready\n` or `error <message>\n`; after `start`, either EOF (the exec succeeded) or
+//! stage -> agent: `pid <n>\n` when the stage forked to enter a pid namespace, any number of
+//! `warn <message>\n` (logged by the agent: what runc only warns about, such as an ambient
+//! capability that cannot be raised), then `ready\n` or `error <message>\n`; after `start`, either EOF (the exec succeeded) or
 //! `error <message>\n`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use oci_spec::runtime::Process;
@@ -25,7 +25,6 @@ pub struct StageConfig {
     /// Filesystem setup; None for exec (joins the container's mount namespace).
     pub rootfs: Option<RootfsPlan>,
     pub hostname: Option<String>,
-    pub sysctl: HashMap<String, String>,
     pub process: Process,
     /// The container's seccomp profile (also applied to execs).
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,

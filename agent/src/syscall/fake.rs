@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-use super::{NodeKind, PathKind, Result, Syscall, SyscallError};
+use super::{CapSets, NodeKind, PathKind, Result, Syscall, SyscallError};
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +34,13 @@ pub enum Call {
     Unshare(CloneFlags),
     Setns(PathBuf, CloneFlags),
     WriteFile(PathBuf, String),
+    CapBoundingDrop(u32),
+    KeepCaps(bool),
+    Setgroups(Vec<u32>),
+    Setresgid(u32),
+    Setresuid(u32),
+    Capset(CapSets),
+    AmbientRaise(u32),
 }
 
 /// Records calls instead of making them.
@@ -176,5 +183,33 @@ impl Syscall for RecordingSyscall {
 
     fn write_file(&self, path: &Path, data: &str) -> Result<()> {
         self.record("write", path, Call::WriteFile(path.into(), data.into()))
+    }
+
+    fn cap_bounding_drop(&self, cap: u32) -> Result<()> {
+        self.record("drop bounding", Path::new(""), Call::CapBoundingDrop(cap))
+    }
+
+    fn set_keep_caps(&self, on: bool) -> Result<()> {
+        self.record("keepcaps", Path::new(""), Call::KeepCaps(on))
+    }
+
+    fn setgroups(&self, gids: &[u32]) -> Result<()> {
+        self.record("setgroups", Path::new(""), Call::Setgroups(gids.to_vec()))
+    }
+
+    fn setresgid(&self, gid: u32) -> Result<()> {
+        self.record("setresgid", Path::new(""), Call::Setresgid(gid))
+    }
+
+    fn setresuid(&self, uid: u32) -> Result<()> {
+        self.record("setresuid", Path::new(""), Call::Setresuid(uid))
+    }
+
+    fn capset(&self, sets: CapSets) -> Result<()> {
+        self.record("capset", Path::new(""), Call::Capset(sets))
+    }
+
+    fn cap_ambient_raise(&self, cap: u32) -> Result<()> {
+        self.record("raise ambient", Path::new(""), Call::AmbientRaise(cap))
     }
 }

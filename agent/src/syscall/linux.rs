@@ -10,7 +10,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::stat::{makedev, Mode, SFlag};
 
-use super::{NodeKind, PathKind, Result, Syscall, SyscallError};
+use super::{CapSets, NodeKind, PathKind, Result, Syscall, SyscallError};
 
 fn io_errno(e: &std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
@@ -120,4 +120,92 @@ impl Syscall for LinuxSyscall {
     fn write_file(&self, path: &Path, data: &str) -> Result<()> {
         fs::write(path, data).map_err(|e| SyscallError::new("write", path, io_errno(&e)))
     }
+
+    fn cap_bounding_drop(&self, cap: u32) -> Result<()> {
+        // SAFETY: prctl with integer arguments only; no memory is passed.
+        let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        check(rc.into(), "drop bounding", cap_path(cap))
+    }
+
+    fn set_keep_caps(&self, on: bool) -> Result<()> {
+        // SAFETY: prctl with integer arguments only.
+        let rc = unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong, 0, 0, 0) };
+        check(rc.into(), "keepcaps", "")
+    }
+
+    fn setgroups(&self, gids: &[u32]) -> Result<()> {
+        let gids: Vec<nix::unistd::Gid> = gids
+            .iter()
+            .map(|g| nix::unistd::Gid::from_raw(*g))
+            .collect();
+        nix::unistd::setgroups(&gids).map_err(|e| SyscallError::new("setgroups", "", e))
+    }
+
+    fn setresgid(&self, gid: u32) -> Result<()> {
+        let g = nix::unistd::Gid::from_raw(gid);
+        nix::unistd::setresgid(g, g, g)
+            .map_err(|e| SyscallError::new("setresgid", gid.to_string(), e))
+    }
+
+    fn setresuid(&self, uid: u32) -> Result<()> {
+        let u = nix::unistd::Uid::from_raw(uid);
+        nix::unistd::setresuid(u, u, u)
+            .map_err(|e| SyscallError::new("setresuid", uid.to_string(), e))
+    }
+
+    fn capset(&self, sets: CapSets) -> Result<()> {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let mut header = Header {
+            // _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set.
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let word = |i: u32| Data {
+            effective: (sets.effective >> (32 * i)) as u32,
+            permitted: (sets.permitted >> (32 * i)) as u32,
+            inheritable: (sets.inheritable >> (32 * i)) as u32,
+        };
+        let data = [word(0), word(1)];
+        // SAFETY: capset reads a v3 header and two data structs, laid out as the kernel
+        // expects; both outlive the call.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) };
+        check(rc, "capset", "")
+    }
+
+    fn cap_ambient_raise(&self, cap: u32) -> Result<()> {
+        // SAFETY: prctl with integer arguments only.
+        let rc = unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_RAISE,
+                cap as libc::c_ulong,
+                0,
+                0,
+            )
+        };
+        check(rc.into(), "raise ambient", cap_path(cap))
+    }
+}
+
+fn check(rc: libc::c_long, op: &'static str, what: impl Into<std::path::PathBuf>) -> Result<()> {
+    if rc < 0 {
+        Err(SyscallError::new(op, what, Errno::last()))
+    } else {
+        Ok(())
+    }
+}
+
+fn cap_path(cap: u32) -> String {
+    crate::caps::name(cap).map_or_else(|| cap.to_string(), str::to_string)
 }

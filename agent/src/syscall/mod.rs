@@ -78,4 +78,26 @@ pub trait Syscall {
     /// Joins the namespace at `path` (a `/proc/<pid>/ns/<type>` style file).
     fn setns(&self, path: &Path, nstype: CloneFlags) -> Result<()>;
     fn write_file(&self, path: &Path, data: &str) -> Result<()>;
+
+    // Credentials and capabilities of the calling process (the init stage), in the order
+    // `caps::drop_privileges` decides.
+    /// Removes capability `cap` from the bounding set (needs CAP_SETPCAP).
+    fn cap_bounding_drop(&self, cap: u32) -> Result<()>;
+    /// PR_SET_KEEPCAPS: keep the permitted set across a setuid away from 0.
+    fn set_keep_caps(&self, on: bool) -> Result<()>;
+    fn setgroups(&self, gids: &[u32]) -> Result<()>;
+    fn setresgid(&self, gid: u32) -> Result<()>;
+    fn setresuid(&self, uid: u32) -> Result<()>;
+    /// capset(2) of the effective, permitted and inheritable sets (64-bit masks).
+    fn capset(&self, sets: CapSets) -> Result<()>;
+    /// PR_CAP_AMBIENT_RAISE: only works for a capability in both permitted and inheritable.
+    fn cap_ambient_raise(&self, cap: u32) -> Result<()>;
+}
+
+/// The three capset(2) sets as 64-bit masks (bit n = capability n).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapSets {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
 }
