@@ -15,6 +15,7 @@ pub mod init;
 pub mod logbuf;
 pub mod mounts;
 pub mod namespaces;
+pub mod oom;
 pub mod pid1;
 pub mod process;
 pub mod reaper;

@@ -241,16 +241,10 @@ fn wait_readable(stream: BorrowedFd, name: &'static str, watch: &ReadWatch) -> R
             // A negative fd is ignored by poll(2).
             pollfd(watch.peer.map_or(-1, |p| p.as_raw_fd()), libc::POLLRDHUP),
         ];
-        let ms = tick.as_millis().clamp(1, 1000) as libc::c_int;
-        // SAFETY: poll reads and writes exactly the two pollfd structs of `fds`, which outlive
-        // the call. (nix 0.26 has no POLLRDHUP.)
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
-        if rc < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(IoError::Io(name, e));
+        match crate::syscall::linux::poll(&mut fds, tick) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(IoError::Io(name, e)),
         }
         let hangup = libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL;
         if fds[1].revents & hangup != 0 {

@@ -269,6 +269,30 @@ impl pb::AgentService for AgentService {
         Ok(pb::Empty::new())
     }
 
+    /// Blocks until a container's cgroup counts an OOM kill; DEADLINE_EXCEEDED at the
+    /// client's timeout (the event stays queued for the next call).
+    fn get_oom_event(&self, ctx: &TtrpcContext, _: pb::Empty) -> R<pb::GetOomEventResponse> {
+        let gone = || caller_gone(ctx);
+        match self
+            .sandbox
+            .oom_events()
+            .next(deadline_of(ctx.timeout_nano), &gone)
+        {
+            Some(container_id) => Ok(pb::GetOomEventResponse {
+                container_id,
+                ..Default::default()
+            }),
+            None if gone() => Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                Code::CANCELLED,
+                "the caller went away",
+            ))),
+            None => Err(ttrpc::Error::RpcStatus(ttrpc::get_status(
+                Code::DEADLINE_EXCEEDED,
+                "no OOM event before the caller's deadline",
+            ))),
+        }
+    }
+
     fn read_logs(&self, _: &TtrpcContext, req: pb::ReadLogsRequest) -> R<pb::ReadLogsResponse> {
         let (data, next_offset) = self.logs.read(req.offset, req.len as usize);
         Ok(pb::ReadLogsResponse {
@@ -277,6 +301,11 @@ impl pb::AgentService for AgentService {
             ..Default::default()
         })
     }
+}
+
+/// True once ttrpc has cancelled the request's connection (the client went away).
+fn caller_gone(ctx: &TtrpcContext) -> bool {
+    !matches!(ctx.cancel_rx.try_recv(), Err(e) if e.is_empty())
 }
 
 /// The server-side deadline for a client timeout: a little early (at most 50 ms), so that
@@ -301,7 +330,7 @@ impl AgentService {
         // Dup first, then check the cancel channel: ttrpc drops its sender before closing the
         // connection, so a still-open channel means the dup is of the caller's connection.
         let peer = crate::process::dup_peer(ctx.fd);
-        let gone = || !matches!(ctx.cancel_rx.try_recv(), Err(e) if e.is_empty());
+        let gone = || caller_gone(ctx);
         let watch = ReadWatch {
             deadline: deadline_of(ctx.timeout_nano),
             peer: peer.as_ref().map(|p| p.as_fd()),

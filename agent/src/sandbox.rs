@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::container::{Container, ContainerError, Runtime};
+use crate::oom::OomEvents;
 use crate::storage::{self, Driver, Mounted, Storage, StorageError};
 use crate::syscall::linux::LinuxSyscall;
 
@@ -63,6 +64,8 @@ pub struct Sandbox {
     /// Storages of each container (CreateContainer), unmounted when it is removed.
     container_storages: Mutex<HashMap<String, Vec<Mounted>>>,
     next_scratch: std::sync::atomic::AtomicU64,
+    /// OOM kills not yet reported through GetOomEvent.
+    oom: Arc<OomEvents>,
 }
 
 fn valid_id(id: &str) -> Result<()> {
@@ -91,6 +94,7 @@ impl Sandbox {
             storages: Mutex::new(Vec::new()),
             container_storages: Mutex::new(HashMap::new()),
             next_scratch: std::sync::atomic::AtomicU64::new(0),
+            oom: OomEvents::new(),
         }
     }
 
@@ -182,6 +186,10 @@ impl Sandbox {
         }
     }
 
+    pub fn oom_events(&self) -> &OomEvents {
+        &self.oom
+    }
+
     pub fn runtime(&self) -> &Runtime {
         &self.rt
     }
@@ -271,6 +279,10 @@ impl Sandbox {
             return Err(SandboxError::Exists(id.into()));
         }
         let c = Container::create(&self.rt, id, spec_json, rootfs)?;
+        let events = c.cgroup().path().join("memory.events");
+        if !self.oom.watch(id, events) {
+            tracing::debug!(container = id, "no memory.events: no OOM events for it");
+        }
         let mut map = self.containers.lock().unwrap_or_else(|e| e.into_inner());
         if map.contains_key(id) {
             drop(map);

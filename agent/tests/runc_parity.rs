@@ -182,3 +182,34 @@ fn an_abandoned_read_does_not_eat_the_next_output() {
     a.remove("o").unwrap();
     drop(other);
 }
+
+#[test]
+fn an_oom_kill_is_reported_by_get_oom_event() {
+    require_host_mode!();
+    let a = Agent::start();
+    if !a.available_controllers().iter().any(|c| c == "memory") {
+        eprintln!(
+            "SKIPPED: no memory controller in the cgroup2 root {} (controllers: {:?}); \
+             tests/e2e/agent-guest.sh checks GetOomEvent in a real guest",
+            a.cgroup_root.display(),
+            a.available_controllers()
+        );
+        return;
+    }
+    let root = a.rootfs();
+    let mut s = spec(
+        &root,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+    );
+    s["linux"]["resources"] = serde_json::json!({"memory": {"limit": 33554432, "swap": 33554432}});
+    a.create("m", &s).unwrap();
+    let none = ttrpc::context::with_timeout(Duration::from_millis(300).as_nanos() as i64);
+    let (c, _) = code(a.client.get_oom_event(none, &pb::Empty::new()).unwrap_err());
+    assert_eq!(c, ttrpc::Code::DEADLINE_EXCEEDED, "no OOM yet");
+    a.start_c("m").unwrap();
+    assert_eq!(a.wait("m", ""), 128 + libc::SIGKILL);
+    let soon = ttrpc::context::with_timeout(Duration::from_secs(5).as_nanos() as i64);
+    let ev = a.client.get_oom_event(soon, &pb::Empty::new()).unwrap();
+    assert_eq!(ev.container_id, "m");
+    a.remove("m").unwrap();
+}

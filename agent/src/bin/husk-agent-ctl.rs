@@ -143,6 +143,8 @@ enum Cmd {
     },
     /// Print the agent's log buffer.
     Logs,
+    /// Wait for the next OOM kill in any container (bounded by --timeout) and print its id.
+    OomEvent,
 }
 
 /// Opens a stream to the agent: a Unix socket, or husk-vmm's hybrid vsock socket with the
@@ -498,6 +500,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 ..Default::default()
             };
             client.copy_file(ctx(), &req).map_err(rpc_error)?;
+        }
+        Cmd::OomEvent => {
+            let r = client
+                .get_oom_event(ctx(), &pb::Empty::new())
+                .map_err(rpc_error)?;
+            println!("{}", r.container_id);
         }
         Cmd::Logs => {
             let mut offset = 0;

@@ -209,3 +209,17 @@ fn check(rc: libc::c_long, op: &'static str, what: impl Into<std::path::PathBuf>
 fn cap_path(cap: u32) -> String {
     crate::caps::name(cap).map_or_else(|| cap.to_string(), str::to_string)
 }
+
+/// poll(2) on `fds` for at most `timeout` (rounded up to 1 ms, capped at ~24 days); the
+/// number of fds with events. Here rather than nix 0.26's, which lacks POLLRDHUP.
+pub fn poll(fds: &mut [libc::pollfd], timeout: std::time::Duration) -> std::io::Result<usize> {
+    let ms = timeout.as_millis().clamp(1, i32::MAX as u128) as libc::c_int;
+    // SAFETY: poll reads and writes exactly `fds.len()` pollfd structs of `fds`, which
+    // outlives the call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
