@@ -161,6 +161,8 @@ EOF
         oom=$(C stats c2 | sed -n 's/.*"oom_kill":\([0-9]*\).*/\1/p')
         if [ "$st" = 137 ] && [ "${oom:-0}" -ge 1 ]; then ok memory_limit_oom_kills; else
             bad memory_limit_oom_kills "status $st, oom_kill ${oom:-?}, stderr: $(C read-stdout c2 --exec e5 --stderr 2>&1)"; fi
+        # ... and GetOomEvent reports it (the agent's memory.events watcher).
+        check oom_event_reported [ "$("$ctl" --addr "hvsock:$uds:1024" --timeout 10 oom-event)" = c2 ]
 
         # Signals: TERM to an exec.
         C exec c2 e6 -- sleep 100
