@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use crate::cgroup::Cgroup;
+use crate::net::{self, NetError};
 use crate::protocol as pb;
 use crate::storage::{Storage, StorageError};
 
@@ -85,6 +86,146 @@ pub fn guest_details() -> pb::GuestDetailsResponse {
         online_cpus: std::thread::available_parallelism()
             .map(|n| n.get() as u32)
             .unwrap_or(1),
+        ..Default::default()
+    }
+}
+
+/// A validated UpdateInterface request (errors name the request field).
+pub fn interface_update(
+    req: &pb::UpdateInterfaceRequest,
+) -> Result<net::InterfaceUpdate, NetError> {
+    let name = (!req.name.is_empty()).then(|| req.name.clone());
+    if let Some(n) = &name {
+        net::check_ifname("name", n)?;
+    }
+    let mac = (!req.mac.is_empty())
+        .then(|| net::parse_mac("mac", &req.mac))
+        .transpose()?;
+    let new_name = (!req.new_name.is_empty()).then(|| req.new_name.clone());
+    if let Some(n) = &new_name {
+        net::check_ifname("new_name", n)?;
+    }
+    if req.mtu != 0 && !(68..=65535).contains(&req.mtu) {
+        return Err(NetError::Invalid {
+            field: "mtu".into(),
+            reason: format!("{} is outside 68..65535", req.mtu),
+        });
+    }
+    let addresses = req
+        .addresses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| net::IpNet::parse(&format!("addresses[{i}]"), &a.address, a.prefix))
+        .collect::<Result<Vec<_>, _>>()?;
+    let up = match req.state.enum_value() {
+        Ok(pb::LinkState::LINK_STATE_UNCHANGED) => None,
+        Ok(pb::LinkState::LINK_STATE_UP) => Some(true),
+        Ok(pb::LinkState::LINK_STATE_DOWN) => Some(false),
+        Err(v) => {
+            return Err(NetError::Invalid {
+                field: "state".into(),
+                reason: format!("unknown link state {v}"),
+            })
+        }
+    };
+    Ok(net::InterfaceUpdate {
+        name,
+        mac,
+        new_name,
+        mtu: (req.mtu != 0).then_some(req.mtu),
+        addresses,
+        up,
+    })
+}
+
+pub fn interface(i: &net::Interface) -> pb::Interface {
+    pb::Interface {
+        name: i.link.name.clone(),
+        mac: net::format_mac(&i.link.mac),
+        mtu: i.link.mtu,
+        addresses: i
+            .addresses
+            .iter()
+            .map(|a| pb::IpAddress {
+                address: a.addr.to_string(),
+                prefix: a.prefix.into(),
+                ..Default::default()
+            })
+            .collect(),
+        up: i.link.up,
+        index: i.link.index,
+        ..Default::default()
+    }
+}
+
+/// Validated UpdateRoutes routes (errors name `routes[i].<field>`).
+pub fn routes(list: &[pb::Route]) -> Result<Vec<net::Route>, NetError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let f = format!("routes[{i}]");
+            let dest = match r.destination.as_str() {
+                "" | "default" if r.prefix == 0 => None,
+                "" | "default" => {
+                    return Err(NetError::Invalid {
+                        field: format!("{f}.prefix"),
+                        reason: format!("{} given for a default route", r.prefix),
+                    })
+                }
+                d => Some(net::IpNet::parse(&f, d, r.prefix)?),
+            };
+            // 0.0.0.0/0 and ::/0 are default routes too.
+            let ipv6_default = dest.is_some_and(|d| d.addr.is_ipv6());
+            let dest = dest.filter(|d| d.prefix != 0);
+            let opt_ip = |name: &str, s: &str| {
+                (!s.is_empty())
+                    .then(|| net::parse_ip(&format!("{f}.{name}"), s))
+                    .transpose()
+            };
+            let device = (!r.device.is_empty()).then(|| r.device.clone());
+            if let Some(d) = &device {
+                net::check_ifname(&format!("{f}.device"), d)?;
+            }
+            let scope = match r.scope.enum_value() {
+                Ok(pb::RouteScope::ROUTE_SCOPE_DEFAULT) => net::Scope::Default,
+                Ok(pb::RouteScope::ROUTE_SCOPE_UNIVERSE) => net::Scope::Universe,
+                Ok(pb::RouteScope::ROUTE_SCOPE_LINK) => net::Scope::Link,
+                Ok(pb::RouteScope::ROUTE_SCOPE_HOST) => net::Scope::Host,
+                Err(v) => {
+                    return Err(NetError::Invalid {
+                        field: format!("{f}.scope"),
+                        reason: format!("unknown scope {v}"),
+                    })
+                }
+            };
+            let route = net::Route {
+                dest,
+                gateway: opt_ip("gateway", &r.gateway)?,
+                device,
+                source: opt_ip("source", &r.source)?,
+                scope,
+                ipv6_default,
+            };
+            route.check(&f)?;
+            Ok(route)
+        })
+        .collect()
+}
+
+pub fn route(r: &net::Route) -> pb::Route {
+    let scope = match r.scope {
+        net::Scope::Default => pb::RouteScope::ROUTE_SCOPE_DEFAULT,
+        net::Scope::Universe => pb::RouteScope::ROUTE_SCOPE_UNIVERSE,
+        net::Scope::Link => pb::RouteScope::ROUTE_SCOPE_LINK,
+        net::Scope::Host => pb::RouteScope::ROUTE_SCOPE_HOST,
+    };
+    pb::Route {
+        destination: r.dest.map_or("default".into(), |d| d.addr.to_string()),
+        prefix: r.dest.map_or(0, |d| d.prefix.into()),
+        gateway: r.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        device: r.device.clone().unwrap_or_default(),
+        source: r.source.map(|s| s.to_string()).unwrap_or_default(),
+        scope: scope.into(),
         ..Default::default()
     }
 }

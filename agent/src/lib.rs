@@ -2,7 +2,8 @@
 //!
 //! Layout: `protocol` (generated wire types and the client the runtime links), `rpc` (thin
 //! handlers) over `sandbox` / `container` (domain), which use `spec`, `namespaces`, `mounts`,
-//! `cgroup`, `process`, `spawn` and, in the cloned child, `init`. All kernel effects of mount
+//! `cgroup`, `process`, `spawn` and, in the cloned child, `init`; `net` configures the guest's
+//! NIC and routes over rtnetlink. All kernel effects of mount
 //! and namespace setup go through `syscall::Syscall`. `pid1` holds guest-only boot duties.
 
 pub mod protocol;
@@ -15,6 +16,7 @@ pub mod init;
 pub mod logbuf;
 pub mod mounts;
 pub mod namespaces;
+pub mod net;
 pub mod oom;
 pub mod pid1;
 pub mod process;

@@ -3,7 +3,7 @@
 
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ttrpc::{Code, TtrpcContext};
@@ -11,6 +11,7 @@ use ttrpc::{Code, TtrpcContext};
 use crate::container::ContainerError;
 use crate::convert;
 use crate::logbuf::LogBuffer;
+use crate::net::{self, NetError, Rtnetlink};
 use crate::process::ReadWatch;
 use crate::protocol as pb;
 use crate::sandbox::{Sandbox, SandboxError};
@@ -24,6 +25,8 @@ pub struct AgentService {
     sandbox: Arc<Sandbox>,
     logs: LogBuffer,
     shutdown: ShutdownHook,
+    /// One network change at a time (an UpdateInterface and an UpdateRoutes do not interleave).
+    net_lock: Mutex<()>,
 }
 
 impl AgentService {
@@ -32,8 +35,39 @@ impl AgentService {
             sandbox,
             logs,
             shutdown,
+            net_lock: Mutex::new(()),
         }
     }
+}
+
+/// The ttrpc code for a network failure: bad fields, a missing NIC, and what the kernel's errno
+/// says about the request (typed, never by message text).
+pub fn net_code_of(e: &NetError) -> Code {
+    use nix::errno::Errno;
+    match e {
+        NetError::Invalid { .. } => Code::INVALID_ARGUMENT,
+        NetError::NoInterface { .. } => Code::NOT_FOUND,
+        NetError::NameTaken(_) => Code::ALREADY_EXISTS,
+        NetError::Netlink { source, .. } => match source.errno {
+            Errno::EINVAL | Errno::ERANGE | Errno::EAFNOSUPPORT => Code::INVALID_ARGUMENT,
+            Errno::EEXIST => Code::ALREADY_EXISTS,
+            Errno::ENODEV | Errno::ESRCH | Errno::EADDRNOTAVAIL => Code::NOT_FOUND,
+            // A gateway no route reaches, a link that must be down first.
+            Errno::ENETUNREACH | Errno::EHOSTUNREACH | Errno::EBUSY => Code::FAILED_PRECONDITION,
+            Errno::EPERM | Errno::EACCES => Code::PERMISSION_DENIED,
+            Errno::ETIMEDOUT => Code::DEADLINE_EXCEEDED,
+            _ => Code::INTERNAL,
+        },
+    }
+}
+
+fn net_status(e: NetError) -> ttrpc::Error {
+    tracing::warn!("network request failed: {e}");
+    ttrpc::Error::RpcStatus(ttrpc::get_status(net_code_of(&e), e.to_string()))
+}
+
+fn rtnetlink() -> R<crate::syscall::netlink::LinuxRtnetlink> {
+    crate::syscall::netlink::LinuxRtnetlink::open().map_err(|e| net_status(e.into()))
 }
 
 /// The ttrpc code for a failure. Typed, never by message text.
@@ -291,6 +325,51 @@ impl pb::AgentService for AgentService {
                 "no OOM event before the caller's deadline",
             ))),
         }
+    }
+
+    fn update_interface(
+        &self,
+        _: &TtrpcContext,
+        req: pb::UpdateInterfaceRequest,
+    ) -> R<pb::Interface> {
+        tracing::info!(name = %req.name, mac = %req.mac, "UpdateInterface");
+        let update = convert::interface_update(&req).map_err(net_status)?;
+        let _one = self.net_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let nl = rtnetlink()?;
+        let iface = net::update_interface(&nl as &dyn Rtnetlink, &update).map_err(net_status)?;
+        Ok(convert::interface(&iface))
+    }
+
+    fn update_routes(
+        &self,
+        _: &TtrpcContext,
+        req: pb::UpdateRoutesRequest,
+    ) -> R<pb::RoutesResponse> {
+        tracing::info!(routes = req.routes.len(), "UpdateRoutes");
+        let routes = convert::routes(&req.routes).map_err(net_status)?;
+        let _one = self.net_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let nl = rtnetlink()?;
+        let now = net::update_routes(&nl, &routes).map_err(net_status)?;
+        Ok(pb::RoutesResponse {
+            routes: now.iter().map(convert::route).collect(),
+            ..Default::default()
+        })
+    }
+
+    fn list_interfaces(&self, _: &TtrpcContext, _: pb::Empty) -> R<pb::InterfacesResponse> {
+        let list = net::list_interfaces(&rtnetlink()?).map_err(net_status)?;
+        Ok(pb::InterfacesResponse {
+            interfaces: list.iter().map(convert::interface).collect(),
+            ..Default::default()
+        })
+    }
+
+    fn list_routes(&self, _: &TtrpcContext, _: pb::Empty) -> R<pb::RoutesResponse> {
+        let list = net::list_routes(&rtnetlink()?).map_err(net_status)?;
+        Ok(pb::RoutesResponse {
+            routes: list.iter().map(convert::route).collect(),
+            ..Default::default()
+        })
     }
 
     fn read_logs(&self, _: &TtrpcContext, req: pb::ReadLogsRequest) -> R<pb::ReadLogsResponse> {

@@ -145,6 +145,112 @@ enum Cmd {
     Logs,
     /// Wait for the next OOM kill in any container (bounded by --timeout) and print its id.
     OomEvent,
+    /// UpdateInterface: find the NIC by --name and/or --mac, then change it; prints it.
+    UpdateInterface {
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        mac: String,
+        #[arg(long, default_value = "")]
+        new_name: String,
+        /// 0: unchanged.
+        #[arg(long, default_value_t = 0)]
+        mtu: u32,
+        /// ADDR/PREFIX (repeatable); the NIC's addresses become exactly these.
+        #[arg(long)]
+        addr: Vec<String>,
+        #[arg(long, conflicts_with = "down")]
+        up: bool,
+        #[arg(long)]
+        down: bool,
+    },
+    /// UpdateRoutes: the main table becomes these routes (kernel-made ones stay); prints it.
+    UpdateRoutes {
+        /// 'DEST[/PREFIX]|default [via GW] [dev DEV] [src SRC] [scope universe|link|host]'
+        /// (repeatable; ip-route style).
+        #[arg(long)]
+        route: Vec<String>,
+    },
+    /// ListInterfaces: `INDEX: NAME MAC mtu N up|down ADDR/PREFIX...` per line.
+    Interfaces,
+    /// ListRoutes, ip-route style, one per line.
+    Routes,
+}
+
+/// ip-route style text to a wire route (the agent validates and names fields).
+fn parse_route(s: &str) -> anyhow::Result<pb::Route> {
+    let mut r = pb::Route::new();
+    let mut words = s.split_whitespace();
+    let dest = words.next().context("--route: empty")?;
+    match dest.split_once('/') {
+        Some((a, p)) => {
+            r.destination = a.into();
+            r.prefix = p
+                .parse()
+                .with_context(|| format!("--route: prefix {p:?}"))?;
+        }
+        None if dest == "default" => r.destination = dest.into(),
+        None => {
+            r.destination = dest.into();
+            r.prefix = if dest.contains(':') { 128 } else { 32 };
+        }
+    }
+    while let Some(k) = words.next() {
+        let v = words
+            .next()
+            .with_context(|| format!("--route: {k} needs a value"))?;
+        match k {
+            "via" => r.gateway = v.into(),
+            "dev" => r.device = v.into(),
+            "src" => r.source = v.into(),
+            "scope" => {
+                r.scope = match v {
+                    "universe" | "global" => pb::RouteScope::ROUTE_SCOPE_UNIVERSE,
+                    "link" => pb::RouteScope::ROUTE_SCOPE_LINK,
+                    "host" => pb::RouteScope::ROUTE_SCOPE_HOST,
+                    _ => bail!("--route: scope {v:?} (universe, link, host)"),
+                }
+                .into()
+            }
+            _ => bail!("--route: unknown word {k:?} (via, dev, src, scope)"),
+        }
+    }
+    Ok(r)
+}
+
+fn show_route(r: &pb::Route) -> String {
+    let mut s = if r.destination == "default" {
+        r.destination.clone()
+    } else {
+        format!("{}/{}", r.destination, r.prefix)
+    };
+    for (k, v) in [("via", &r.gateway), ("dev", &r.device), ("src", &r.source)] {
+        if !v.is_empty() {
+            s += &format!(" {k} {v}");
+        }
+    }
+    match r.scope.enum_value() {
+        Ok(pb::RouteScope::ROUTE_SCOPE_UNIVERSE) => s += " scope universe",
+        Ok(pb::RouteScope::ROUTE_SCOPE_LINK) => s += " scope link",
+        Ok(pb::RouteScope::ROUTE_SCOPE_HOST) => s += " scope host",
+        _ => {}
+    }
+    s
+}
+
+fn show_interface(i: &pb::Interface) -> String {
+    let mut s = format!(
+        "{}: {} {} mtu {} {}",
+        i.index,
+        i.name,
+        i.mac,
+        i.mtu,
+        if i.up { "up" } else { "down" }
+    );
+    for a in &i.addresses {
+        s += &format!(" {}/{}", a.address, a.prefix);
+    }
+    s
 }
 
 /// Opens a stream to the agent: a Unix socket, or husk-vmm's hybrid vsock socket with the
@@ -506,6 +612,76 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .get_oom_event(ctx(), &pb::Empty::new())
                 .map_err(rpc_error)?;
             println!("{}", r.container_id);
+        }
+        Cmd::UpdateInterface {
+            name,
+            mac,
+            new_name,
+            mtu,
+            addr,
+            up,
+            down,
+        } => {
+            let addresses = addr
+                .iter()
+                .map(|a| {
+                    let (address, prefix) = a
+                        .split_once('/')
+                        .with_context(|| format!("--addr {a:?}: ADDR/PREFIX"))?;
+                    Ok(pb::IpAddress {
+                        address: address.into(),
+                        prefix: prefix
+                            .parse()
+                            .with_context(|| format!("--addr {a:?}: prefix"))?,
+                        ..Default::default()
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let state = match (up, down) {
+                (true, _) => pb::LinkState::LINK_STATE_UP,
+                (_, true) => pb::LinkState::LINK_STATE_DOWN,
+                _ => pb::LinkState::LINK_STATE_UNCHANGED,
+            };
+            let req = pb::UpdateInterfaceRequest {
+                name,
+                mac,
+                new_name,
+                mtu,
+                addresses,
+                state: state.into(),
+                ..Default::default()
+            };
+            let i = client.update_interface(ctx(), &req).map_err(rpc_error)?;
+            println!("{}", show_interface(&i));
+        }
+        Cmd::UpdateRoutes { route } => {
+            let req = pb::UpdateRoutesRequest {
+                routes: route
+                    .iter()
+                    .map(|r| parse_route(r))
+                    .collect::<anyhow::Result<_>>()?,
+                ..Default::default()
+            };
+            let r = client.update_routes(ctx(), &req).map_err(rpc_error)?;
+            for route in &r.routes {
+                println!("{}", show_route(route));
+            }
+        }
+        Cmd::Interfaces => {
+            let r = client
+                .list_interfaces(ctx(), &pb::Empty::new())
+                .map_err(rpc_error)?;
+            for i in &r.interfaces {
+                println!("{}", show_interface(i));
+            }
+        }
+        Cmd::Routes => {
+            let r = client
+                .list_routes(ctx(), &pb::Empty::new())
+                .map_err(rpc_error)?;
+            for route in &r.routes {
+                println!("{}", show_route(route));
+            }
         }
         Cmd::Logs => {
             let mut offset = 0;

@@ -5,6 +5,7 @@
 //! `unsafe`.
 
 pub mod linux;
+pub mod netlink;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
