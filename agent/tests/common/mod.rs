@@ -58,13 +58,28 @@ fn unique(tag: &str) -> String {
 
 impl Agent {
     pub fn start() -> Agent {
+        Self::start_under(&[])
+    }
+
+    /// Starts the agent through `wrapper` (a command that execs its arguments, such as
+    /// `unshare --net`), so that it runs in whatever the wrapper set up.
+    pub fn start_under(wrapper: &[&str]) -> Agent {
         let dir = std::env::temp_dir().join(unique("husk-agent-test"));
         std::fs::create_dir_all(&dir).unwrap();
         let cg2 = husk_agent::cgroup::find_cgroup2_mount().unwrap();
         let cgroup_root = cg2.join(unique("husk-test"));
         std::fs::create_dir_all(&cgroup_root).unwrap();
         let sock = dir.join("agent.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_husk-agent"))
+        let agent = env!("CARGO_BIN_EXE_husk-agent");
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg(agent);
+                c
+            }
+            None => Command::new(agent),
+        };
+        let child = cmd
             .arg("--listen")
             .arg(format!("unix:{}", sock.display()))
             .arg("--cgroup-root")
@@ -235,6 +250,13 @@ impl Agent {
             .split_whitespace()
             .map(str::to_string)
             .collect()
+    }
+}
+
+impl Agent {
+    /// The agent's pid (a wrapper that execs keeps it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
