@@ -4,15 +4,18 @@
 # a writable ext4 data disk (serial "data"), virtio-vsock and virtio-rng; husk-agent-ctl then
 # drives the agent over the hybrid vsock socket: sandbox with a storage, containers whose
 # rootfs is the disk under an overlay, created -> start -> stdout -> exit status, exec,
-# signals, ps, stats, pause/resume, cgroup memory and pids limits, namespaces, a bad spec, and
-# DestroySandbox, after which the VM must exit 0 ("guest powered off").
+# signals, ps, stats, pause/resume, cgroup memory and pids limits, namespaces, a bad spec, the
+# guest NIC (virtio-net on a TAP in a network namespace this script makes) configured with
+# UpdateInterface/UpdateRoutes and a container in the guest's network pinging the host end
+# through the default route, and DestroySandbox, after which the VM must exit 0 ("guest
+# powered off").
 #
 # usage: tests/e2e/agent-guest.sh [--prepare]
 #   --prepare  build the initramfs, husk-agent-ctl and the rootfs image on the host (compiling
 #              under TCG is slow); prints the rootfs image path.
 #   env HUSK_VMM, HUSK_KERNEL (tests/run-all exports them), HUSK_AGENT_LIMIT (seconds).
 #
-# Needs root and a KVM that boots stock kernels: run it through tests/with-kvm.
+# Needs root (netns, TAP) and a KVM that boots stock kernels: run it through tests/with-kvm.
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -20,7 +23,7 @@ cache="${HUSK_CACHE:-/var/cache/husk}/agent-e2e"
 target="${CARGO_TARGET_DIR:-$root/target}"
 initrd="$target/guest-image/initramfs.cpio"
 ctl="$target/x86_64-unknown-linux-gnu/release/husk-agent-ctl"
-applets="sh echo cat sleep ls hostname ps true false seq dd grep wc head tr readlink id mount kill env touch"
+applets="sh echo cat sleep ls hostname ps true false seq dd grep wc head tr readlink id mount kill env touch ping"
 
 rootfs_image() { # builds (or reuses) the busybox ext4 image; prints its path
     local key dir
@@ -57,8 +60,12 @@ done
 image=$(rootfs_image | tail -n1) || { echo "agent-guest: cannot build the rootfs image"; exit 1; }
 
 work="$(mktemp -d)"
+ns="husk-agent-e2e-$$"
+tap=huskat0
+guest_mac=02:00:00:00:78:02
 cleanup() {
     [ -n "${vmm_pid:-}" ] && kill "$vmm_pid" 2>/dev/null
+    ip netns del "$ns" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -77,12 +84,21 @@ truncate -s 16M "$work/data.ext4" && mkfs.ext4 -q -F -L husk-data "$work/data.ex
 uds="$work/v.sock"
 C() { "$ctl" --addr "hvsock:$uds:1024" --timeout 300 "$@"; }
 
+# Network: a namespace with a TAP at 10.78.0.1/24 that also owns 10.79.0.1, which the guest
+# reaches only through its default route.
+ip netns add "$ns" || { echo "agent-guest: cannot create a network namespace (need root)"; exit 1; }
+ip netns exec "$ns" ip link set lo up
+ip netns exec "$ns" ip tuntap add dev "$tap" mode tap
+ip netns exec "$ns" ip addr add 10.78.0.1/24 dev "$tap"
+ip netns exec "$ns" ip addr add 10.79.0.1/32 dev "$tap"
+ip netns exec "$ns" ip link set "$tap" up
+
 echo "agent-guest: $vmm"
 start=$(date +%s.%N)
-"$vmm" --kernel "$kernel" --initrd "$initrd" --memory-mib 512 --vcpus 2 \
+ip netns exec "$ns" "$vmm" --kernel "$kernel" --initrd "$initrd" --memory-mib 512 --vcpus 2 \
     --serial "$work/console.out" --boot-timeout 120 --report-json "$work/report.json" \
     --disk "path=$work/rootfs.ext4,ro=on,serial=rootfs" --disk "path=$work/data.ext4,serial=data" \
-    --vsock "cid=3,uds=$uds" --rng 2>"$work/vmm.err" &
+    --vsock "cid=3,uds=$uds" --net "tap=$tap,mac=$guest_mac" --rng 2>"$work/vmm.err" &
 vmm_pid=$!
 
 for _ in $(seq 600); do [ -S "$uds" ] && break; sleep 0.1; done
@@ -182,6 +198,33 @@ EOF
         C remove c2
     else
         bad create_and_start_c2 "$(cat "$work/err")"
+    fi
+
+    # --- network: the guest NIC found by its MAC, renamed, addressed and up; a default route;
+    # a container sharing the guest's network namespace (CAP_NET_RAW for busybox ping) pings
+    # an address the host has only behind that route.
+    iface=$(C update-interface --mac "$guest_mac" --new-name husk0 --addr 10.78.0.2/24 --up 2>&1)
+    check net_update_interface_by_mac grep -q "husk0 $guest_mac mtu [0-9]* up 10.78.0.2/24" <<<"$iface"
+    routes=$(C update-routes --route 'default via 10.78.0.1 dev husk0' 2>&1)
+    check net_update_routes_default grep -q '^default via 10.78.0.1 dev husk0' <<<"$routes"
+    check net_list_routes grep -q '^10.78.0.0/24 dev husk0 src 10.78.0.2' <<<"$(C routes)"
+    cat >"$work/c3.json" <<EOF
+{"ociVersion":"1.0.2",
+ "process":{"args":["ping","-c","2","-W","10","10.79.0.1"],"env":["PATH=/bin"],"cwd":"/","user":{"uid":0,"gid":0},
+            "capabilities":{"bounding":["CAP_NET_RAW"],"effective":["CAP_NET_RAW"],"permitted":["CAP_NET_RAW"]}},
+ "root":{"path":"rootfs"},"hostname":"c3",
+ "mounts":[{"destination":"/proc","type":"proc","source":"proc"}],
+ "linux":{"namespaces":[{"type":"pid"},{"type":"mount"},{"type":"uts"},{"type":"ipc"}]}}
+EOF
+    if C create c3 --spec "$work/c3.json" --storage "$(rootfs_storage c3)" --rootfs /run/husk/c3/rootfs 2>"$work/err" &&
+        C start c3; then
+        ping_out=$(C read-stdout c3)
+        st=$(C wait c3)
+        if [ "$st" = 0 ] && grep -q 'bytes from 10.79.0.1' <<<"$ping_out"; then ok net_container_pings_host_via_default_route; else
+            bad net_container_pings_host_via_default_route "status $st: $ping_out $(C read-stdout c3 --stderr 2>&1)"; fi
+        C remove c3
+    else
+        bad net_container_pings_host_via_default_route "$(cat "$work/err")"
     fi
 
     # --- a bad spec: rejected naming the field; its storage is unmounted again (a second
