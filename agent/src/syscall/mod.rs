@@ -4,6 +4,7 @@
 //! decisions are unit-tested without root. Only this layer (and the process spawner) may use
 //! `unsafe`.
 
+pub mod console;
 pub mod linux;
 pub mod netlink;
 
