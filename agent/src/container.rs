@@ -14,7 +14,7 @@ use oci_spec::runtime::{LinuxResources, Process as OciProcess, Spec};
 
 use crate::cgroup::{Cgroup, CgroupError, CgroupRoot};
 use crate::namespaces::NamespacePlan;
-use crate::process::{IoError, Process, ProcessIo};
+use crate::process::{ChildStdio, IoError, Process, ProcessIo};
 use crate::reaper::ExitRegistry;
 use crate::spawn::{self, ReadyStage, SpawnError};
 use crate::spec::{self, SpecError};
@@ -90,16 +90,38 @@ pub struct Container {
     pub warnings: Vec<String>,
 }
 
-fn io_for(p: &OciProcess) -> Result<(ProcessIo, crate::process::ChildStdio)> {
+/// A process' stdio before its stage is ready: pipes now, or for a terminal the pty its stage
+/// allocates from the container's own devpts (as runc does), whose master comes back with
+/// the ready stage.
+enum PendingIo {
+    Pipes(ProcessIo),
+    Console,
+}
+
+fn io_for(p: &OciProcess) -> Result<(PendingIo, ChildStdio)> {
     Ok(if p.terminal().unwrap_or(false) {
-        let (rows, cols) = p
-            .console_size()
-            .map(|b| (b.height() as u16, b.width() as u16))
-            .unwrap_or((24, 80));
-        ProcessIo::pty(rows, cols)?
+        (PendingIo::Console, ChildStdio::null()?)
     } else {
-        ProcessIo::pipes()?
+        let (io, child) = ProcessIo::pipes()?;
+        (PendingIo::Pipes(io), child)
     })
+}
+
+impl PendingIo {
+    /// The agent side of the stdio once `stage` is ready; a stage that sent no console is
+    /// killed.
+    fn finish(self, stage: &mut ReadyStage) -> Result<ProcessIo> {
+        match self {
+            PendingIo::Pipes(io) => Ok(io),
+            PendingIo::Console => match stage.console.take() {
+                Some(master) => Ok(ProcessIo::console(master)?),
+                None => {
+                    let _ = kill(Pid::from_raw(stage.pid), Signal::SIGKILL);
+                    Err(SpawnError::Setup("process.terminal: the stage sent no pty".into()).into())
+                }
+            },
+        }
+    }
 }
 
 impl Container {
@@ -136,7 +158,7 @@ impl Container {
             seccomp: v.seccomp.clone(),
             root_for_users: "/".into(),
         };
-        let stage = spawn::launch(
+        let mut stage = spawn::launch(
             &rt.exe,
             &cfg,
             child.raw(),
@@ -146,6 +168,7 @@ impl Container {
         )
         .map_err(|e| cleanup(e.into()))?;
         drop(child);
+        let io = io.finish(&mut stage).map_err(cleanup)?;
         for w in &stage.warnings {
             tracing::warn!(container = id, "{w}");
         }
@@ -239,8 +262,10 @@ impl Container {
             seccomp: self.seccomp.clone(),
             root_for_users: "/".into(),
         };
-        let stage = spawn::launch(&rt.exe, &cfg, child.raw(), &self.cgroup, None, &rt.registry)?;
+        let mut stage =
+            spawn::launch(&rt.exe, &cfg, child.raw(), &self.cgroup, None, &rt.registry)?;
         drop(child);
+        let io = io.finish(&mut stage)?;
         for w in warnings.iter().chain(&stage.warnings) {
             tracing::warn!(container = %self.id, exec = exec_id, "{w}");
         }

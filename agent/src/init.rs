@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -16,6 +16,7 @@ use crate::caps::{self, CapMasks, Identity};
 use crate::mounts;
 use crate::namespaces;
 use crate::stage::{StageConfig, SYNC_FD};
+use crate::syscall::console;
 use crate::syscall::linux::LinuxSyscall;
 use crate::syscall::Syscall;
 use crate::user;
@@ -41,6 +42,17 @@ fn field(field: &'static str, reason: impl ToString) -> InitError {
         field,
         reason: reason.to_string(),
     }
+}
+
+/// The container's own devpts multiplexer (its /dev/pts is mounted `newinstance`), seen from
+/// the stage once it pivoted or joined the container's mount namespace.
+const CONTAINER_PTMX: &str = "/dev/pts/ptmx";
+
+/// `process.consoleSize`, 24x80 when unset.
+fn console_size(p: &Process) -> (u16, u16) {
+    p.console_size()
+        .map(|b| (b.height() as u16, b.width() as u16))
+        .unwrap_or((24, 80))
 }
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -171,7 +183,7 @@ fn prepare_process(
     p: &Process,
     users_root: &Path,
     seccomp_early: &[seccompiler::BpfProgram],
-    warnings: &mut UnixStream,
+    sync: &mut UnixStream,
 ) -> Result<Exec, InitError> {
     for rl in p.rlimits().iter().flatten() {
         let res = rlimit_resource(rl.typ());
@@ -208,13 +220,19 @@ fn prepare_process(
         )
     })?;
 
-    // Session and controlling terminal: stdio is the pty slave when process.terminal is set.
-    let _ = nix::unistd::setsid();
+    // Session and controlling terminal. With process.terminal the pty comes from the
+    // container's own devpts, as runc's does (so `tty` names the container's /dev/pts/N): the
+    // slave becomes stdio and the controlling terminal, the master goes to the agent.
     if p.terminal().unwrap_or(false) {
-        // SAFETY: TIOCSCTTY on fd 0 with an integer argument.
-        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } != 0 {
-            return Err(field("process.terminal", nix::errno::Errno::last()));
-        }
+        let (rows, cols) = console_size(p);
+        let c = console::open_console(Path::new(CONTAINER_PTMX), rows, cols)
+            .map_err(|e| field("process.terminal", e))?;
+        console::take_as_controlling_terminal(&c.slave)
+            .map_err(|e| field("process.terminal", e))?;
+        console::send_with_fd(sync.as_fd(), b"console\n", c.master.as_fd())
+            .map_err(|e| field("process.terminal", e))?;
+    } else {
+        let _ = nix::unistd::setsid();
     }
 
     let masks = match p.capabilities() {
@@ -228,7 +246,7 @@ fn prepare_process(
         additional_gids: u.additional_gids().clone().unwrap_or_default(),
     };
     for w in caps::drop_privileges(sys, &masks, &id, caps::last_cap())? {
-        warn(warnings, &w);
+        warn(sync, &w);
     }
     if let Some(mask) = u.umask() {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));

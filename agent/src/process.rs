@@ -65,6 +65,19 @@ pub struct ChildStdio {
 }
 
 impl ChildStdio {
+    /// /dev/null as all three, for a stage that makes its own stdio (a terminal process:
+    /// the pty comes from the container's devpts).
+    pub fn null() -> Result<ChildStdio, IoError> {
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| IoError::Io("/dev/null", e))?;
+        Ok(ChildStdio {
+            fds: vec![null.into()],
+        })
+    }
+
     pub fn raw(&self) -> [RawFd; 3] {
         match self.fds.len() {
             1 => [self.fds[0].as_raw_fd(); 3],
@@ -115,38 +128,17 @@ impl ProcessIo {
         ))
     }
 
-    /// A pty: the slave becomes the process' stdio and controlling terminal.
-    pub fn pty(rows: u16, cols: u16) -> Result<(ProcessIo, ChildStdio), IoError> {
-        let ws = nix::pty::Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
-        let pty = nix::pty::openpty(Some(&ws), None).map_err(IoError::Setup)?;
-        for fd in [pty.master, pty.slave] {
-            nix::fcntl::fcntl(
-                fd,
-                nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-            )
-            .map_err(IoError::Setup)?;
-        }
-        // SAFETY: openpty just returned these fds and nothing else owns them.
-        let (master, slave) = unsafe {
-            (
-                OwnedFd::from_raw_fd(pty.master),
-                OwnedFd::from_raw_fd(pty.slave),
-            )
-        };
+    /// A terminal process' stdio: the pty master its stage allocated from the container's
+    /// devpts (the slave is the process' stdio and controlling terminal).
+    pub fn console(master: OwnedFd) -> Result<ProcessIo, IoError> {
         let master = file(master);
         let dup = |f: &File| f.try_clone().map_err(|e| IoError::Io("dup pty", e));
-        let io = ProcessIo {
+        Ok(ProcessIo {
             stdin: Mutex::new(Some(dup(&master)?)),
             stdout: Mutex::new(Some(dup(&master)?)),
             stderr: Mutex::new(None),
             tty: Some(master),
-        };
-        Ok((io, ChildStdio { fds: vec![slave] }))
+        })
     }
 
     pub fn write_stdin(&self, data: &[u8]) -> Result<usize, IoError> {

@@ -3,9 +3,10 @@
 //! the sync protocol (see `stage`). Everything the child touches is prepared before clone so
 //! the child runs only async-signal-safe calls.
 
+use std::collections::VecDeque;
 use std::ffi::CString;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
 use nix::sys::signal::{kill, Signal};
@@ -14,6 +15,7 @@ use nix::unistd::Pid;
 use crate::cgroup::Cgroup;
 use crate::reaper::ExitRegistry;
 use crate::stage::{StageConfig, SYNC_FD};
+use crate::syscall::console::recv_with_fds;
 use crate::syscall::CloneFlags;
 
 #[derive(Debug, thiserror::Error)]
@@ -42,8 +44,46 @@ pub struct ReadyStage {
     pub pid: i32,
     /// What the stage warned about while setting up (`warn` lines), for the caller to log.
     pub warnings: Vec<String>,
-    reader: BufReader<UnixStream>,
+    /// The pty master of a terminal process (allocated by the stage from the container's
+    /// devpts); taken by the caller.
+    pub console: Option<OwnedFd>,
+    reader: SyncReader,
     writer: UnixStream,
+}
+
+/// Reads the stage's lines with recvmsg, keeping the fds passed with them (read(2), and so a
+/// BufReader, would close them unseen).
+struct SyncReader {
+    sock: UnixStream,
+    buf: Vec<u8>,
+    fds: VecDeque<OwnedFd>,
+}
+
+impl SyncReader {
+    fn new(sock: UnixStream) -> SyncReader {
+        SyncReader {
+            sock,
+            buf: Vec::new(),
+            fds: VecDeque::new(),
+        }
+    }
+
+    /// The next line without its newline; None at EOF (a partial last line is dropped).
+    fn read_line(&mut self) -> std::io::Result<Option<String>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Ok(Some(String::from_utf8_lossy(&line[..i]).into_owned()));
+            }
+            let mut chunk = [0u8; 4096];
+            let (n, fds) = recv_with_fds(self.sock.as_fd(), &mut chunk)?;
+            self.fds.extend(fds);
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
 }
 
 impl ReadyStage {
@@ -52,10 +92,9 @@ impl ReadyStage {
         self.writer
             .write_all(b"start\n")
             .map_err(|e| SpawnError::Setup(e.to_string()))?;
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => Ok(()),
-            Ok(_) => Err(SpawnError::Stage(
+        match self.reader.read_line() {
+            Ok(None) => Ok(()),
+            Ok(Some(line)) => Err(SpawnError::Stage(
                 line.trim().trim_start_matches("error ").to_string(),
             )),
             Err(e) => Err(SpawnError::Setup(e.to_string())),
@@ -128,20 +167,21 @@ pub fn launch(
         .and_then(|_| writer.write_all(json.as_bytes()))
         .and_then(|_| writer.write_all(b"\n"))
         .map_err(|e| fail(SpawnError::Setup(format!("sending stage config: {e}"))))?;
-    let mut reader = BufReader::new(agent_end);
+    let mut reader = SyncReader::new(agent_end);
     let mut final_pid = pid;
     let mut warnings = Vec::new();
+    let mut console = None;
     loop {
-        let mut line = String::new();
-        let n = reader
-            .read_line(&mut line)
+        let line = reader
+            .read_line()
             .map_err(|e| fail(SpawnError::Setup(e.to_string())))?;
-        let line = line.trim();
-        if n == 0 {
+        let Some(line) = line else {
             return Err(fail(SpawnError::Setup(
                 "init stage exited without reporting".into(),
             )));
-        } else if let Some(p) = line.strip_prefix("pid ") {
+        };
+        let line = line.trim();
+        if let Some(p) = line.strip_prefix("pid ") {
             // The stage forked into a joined pid namespace; its parent exits by itself.
             final_pid = p
                 .parse()
@@ -149,10 +189,20 @@ pub fn launch(
             registry.ignore(pid);
         } else if let Some(w) = line.strip_prefix("warn ") {
             warnings.push(w.to_string());
+        } else if line == "console" {
+            // The fd came with the line's first byte, so it is queued by now.
+            let Some(fd) = reader.fds.pop_front() else {
+                let _ = kill(Pid::from_raw(final_pid), Signal::SIGKILL);
+                return Err(fail(SpawnError::Setup(
+                    "init stage sent `console` without a pty master".into(),
+                )));
+            };
+            console = Some(fd);
         } else if line == "ready" {
             return Ok(ReadyStage {
                 pid: final_pid,
                 warnings,
+                console,
                 reader,
                 writer,
             });

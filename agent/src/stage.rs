@@ -5,8 +5,10 @@
 //! line; later `start\n`.
 //! stage -> agent: `pid <n>\n` when the stage forked to enter a pid namespace, any number of
 //! `warn <message>\n` (logged by the agent: what runc only warns about, such as an ambient
-//! capability that cannot be raised), then `ready\n` or `error <message>\n`; after `start`, either EOF (the exec succeeded) or
-//! `error <message>\n`.
+//! capability that cannot be raised), for a terminal process `console\n` with the pty master
+//! attached (SCM_RIGHTS; the pty is the container's own, from its /dev/pts/ptmx), then
+//! `ready\n` or `error <message>\n`; after `start`, either EOF (the exec succeeded) or
+//! `error <message>\n`. The agent reads with recvmsg so that the attached fd is kept.
 
 use std::path::PathBuf;
 
