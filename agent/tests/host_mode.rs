@@ -189,6 +189,96 @@ fn stdin_and_tty() {
     }
 }
 
+/// Like runc, the console is a pty of the container's own devpts (`newinstance`): `tty` names
+/// /dev/pts/0 for the init and /dev/pts/1 for the next terminal exec, the pty is the
+/// controlling terminal, and TtyWinResize reaches it.
+#[test]
+fn terminal_is_a_pty_of_the_containers_own_devpts() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let script = "tty; [ -t 0 ] && echo isatty; stty size; ls -1 /dev/pts; echo listed; \
+                  read x; stty size; echo >/dev/tty via-ctty";
+    let mut s = spec(&root, &["sh", "-c", script]);
+    s["process"]["terminal"] = true.into();
+    s["process"]["consoleSize"] = serde_json::json!({"height": 30, "width": 100});
+    a.create("t", &s).unwrap();
+    a.start_c("t").unwrap();
+    let out = a.read_until("t", "", "listed");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "/dev/pts/0", "init's tty: {out:?}");
+    assert_eq!(lines[1], "isatty", "{out:?}");
+    assert_eq!(lines[2], "30 100", "consoleSize: {out:?}");
+    assert_eq!(
+        lines[3], "0",
+        "only the console in the container's devpts: {out:?}"
+    );
+
+    // An exec with a terminal gets the next pty of the same instance.
+    a.exec(
+        "t",
+        "e",
+        &["sh", "-c", "tty; stty size; read x; stty size"],
+        true,
+    )
+    .unwrap();
+    let out = a.read_until("t", "e", "24 80");
+    assert_eq!(
+        out.lines().next().map(str::trim),
+        Some("/dev/pts/1"),
+        "{out:?}"
+    );
+    a.resize("t", "e", 50, 132);
+    a.write_stdin("t", "e", b"go\n");
+    let out = a.read_all("t", "e", false);
+    assert!(out.contains("50 132"), "exec resized: {out:?}");
+    assert_eq!(a.wait("t", "e"), 0);
+
+    a.resize("t", "", 40, 120);
+    a.write_stdin("t", "", b"go\n");
+    let out = a.read_all("t", "", false);
+    assert!(out.contains("40 120"), "init resized: {out:?}");
+    assert!(out.contains("via-ctty"), "/dev/tty is the console: {out:?}");
+    assert_eq!(a.wait("t", ""), 0);
+    a.remove("t").unwrap();
+
+    // Without a devpts of its own there is no console to make: refused at create, named.
+    s["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["type"] != "devpts");
+    let (c, msg) = code(a.create("nopts", &s).unwrap_err());
+    assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
+    assert!(msg.contains("process.terminal"), "{msg}");
+}
+
+/// A non-root terminal exec: the pty is opened before the privilege drop, and still usable.
+#[test]
+fn terminal_exec_as_another_user() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    a.create("u", &spec(&root, &["sleep", "100"])).unwrap();
+    a.start_c("u").unwrap();
+    let process = serde_json::json!({
+        "terminal": true, "args": ["sh", "-c", "id -u; tty; stty size"], "cwd": "/",
+        "env": ["PATH=/bin"], "user": {"uid": 1000, "gid": 1000},
+        "consoleSize": {"height": 33, "width": 77},
+    });
+    let req = pb::ExecProcessRequest {
+        container_id: "u".into(),
+        exec_id: "e".into(),
+        process_json: process.to_string(),
+        ..Default::default()
+    };
+    a.client.exec_process(ctx(), &req).unwrap();
+    let out = a.read_all("u", "e", false);
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines, ["1000", "/dev/pts/0", "33 77"], "{out:?}");
+    assert_eq!(a.wait("u", "e"), 0);
+    a.remove("u").unwrap();
+}
+
 #[test]
 fn ps_stats_pause_resume() {
     require_host_mode!();

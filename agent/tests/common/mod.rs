@@ -190,6 +190,48 @@ impl Agent {
         }
     }
 
+    /// Reads a stream until what was read contains `needle` (panics at EOF first).
+    pub fn read_until(&self, id: &str, exec: &str, needle: &str) -> String {
+        let mut out = Vec::new();
+        while !String::from_utf8_lossy(&out).contains(needle) {
+            let req = pb::ReadStreamRequest {
+                container_id: id.into(),
+                exec_id: exec.into(),
+                len: 4096,
+                ..Default::default()
+            };
+            let r = self.client.read_stdout(ctx(), &req).unwrap();
+            assert!(
+                !r.eof,
+                "EOF before {needle:?}: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+            out.extend_from_slice(&r.data);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    pub fn write_stdin(&self, id: &str, exec: &str, data: &[u8]) {
+        let w = pb::WriteStreamRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            data: data.to_vec(),
+            ..Default::default()
+        };
+        self.client.write_stdin(ctx(), &w).unwrap();
+    }
+
+    pub fn resize(&self, id: &str, exec: &str, rows: u32, cols: u32) {
+        let rs = pb::TtyWinResizeRequest {
+            container_id: id.into(),
+            exec_id: exec.into(),
+            row: rows,
+            column: cols,
+            ..Default::default()
+        };
+        self.client.tty_win_resize(ctx(), &rs).unwrap();
+    }
+
     pub fn exec(
         &self,
         id: &str,
