@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # End-to-end: the husk CLI replays the runc walkthrough of the seed ("Demystifying Containers,
-# part II") on a busybox bundle, each container in a real microVM: spec -> create -> list ->
-# state (created) -> ps -> exec -> start -> state (running) -> pause/resume -> events --stats ->
-# kill -> delete; `exec -t` through a console socket (tests/e2e/recvtty.py) with the window
-# size forwarded, and `exec -d --pid-file` leaving a stand-in that exits with the status;
-# `husk run` propagating exit codes and stdout; `husk run` with process.terminal through a
-# console socket; `kill -9` of a supervisor leaving a stopped
+# part II") in its order on a busybox bundle whose config.json is `husk spec`'s, unmodified
+# (terminal, sh, runc's ambient capabilities), each container in a real microVM: spec ->
+# create --console-socket (tests/e2e/recvtty.py) -> list -> state (created) -> ps -> exec -t
+# "Hello, world!" into the created container -> start -> list (running) -> pause/resume ->
+# events --stats -> leaving the recvtty session stops it -> delete. Around it: exec exit codes,
+# stdin, `exec -t` with the window size forwarded, `exec -d --pid-file` leaving a stand-in
+# that exits with the status; `husk run` propagating exit codes and stdout; `husk run` with
+# process.terminal through a console socket; `kill -9` of a supervisor leaving a stopped
 # container that `delete` cleans up; a bad config.json rejected naming the field, with nothing
 # left behind; checkpoint refused. Four guest boots in all.
 #
 # usage: tests/e2e/runc-cli.sh [--prepare]
 #   --prepare  build husk (release) and the agent initramfs on the host (don't compile under TCG)
-#   env HUSK_KERNEL (tests/run-all exports it), HUSK_BIN (default target/release/husk).
+#   env HUSK_KERNEL (tests/run-all exports it), HUSK_BIN (default target/release/husk),
+#   HUSK_AGENT_INITRD (default target/guest-image/initramfs.cpio).
 #
 # Needs root and a KVM that boots stock kernels: run it through tests/with-kvm.
 set -uo pipefail
@@ -29,7 +32,7 @@ if [ "${1:-}" = --prepare ]; then
 fi
 
 # The agent initramfs, not run-all's boot-test one.
-export HUSK_INITRD="$target/guest-image/initramfs.cpio"
+export HUSK_INITRD="${HUSK_AGENT_INITRD:-$target/guest-image/initramfs.cpio}"
 export HUSK_KERNEL="${HUSK_KERNEL:-$("$root/kernel-config/build" | tail -n1)}"
 for f in "$husk" "$HUSK_KERNEL" "$HUSK_INITRD" /bin/busybox; do
     [ -e "$f" ] || { echo "runc-cli: $f missing (run tests/e2e/runc-cli.sh --prepare on the host)"; exit 1; }
@@ -65,8 +68,7 @@ wait_status() { # ID STATUS SECONDS
         sleep 0.2
     done
 }
-# runc's default spec as is, ambient capabilities included (husk drops them for uid 0, where
-# they change nothing, because the agent fails to raise them).
+# runc's default spec, ambient capabilities included, with other process.args and no terminal.
 set_args() { # 'JSON ARRAY ITEMS': config.json from `husk spec` with these process.args, no tty
     sed -e 's|"terminal": true|"terminal": false|' \
         -e "s|^\t\t\t\"sh\"\$|\t\t\t$1|" "$work/spec.json" >"$bundle/config.json"
@@ -94,16 +96,21 @@ err=$(H create -b "$bundle" badc 2>&1 </dev/null)
 rc=$?
 [ $rc -ne 0 ] && [[ "$err" == *process.args* ]] && ok "bad config.json rejected naming the field" || bad "bad config.json rejected naming the field" "rc=$rc err=$err"
 check "nothing left behind by the bad create" test ! -e "$state/badc"
-set_args '"sh", "-c", "echo started; exec sleep 600"'
 err=$(H checkpoint c1 2>&1)
 [[ $? -ne 0 && "$err" == *"not supported"* ]] && ok "checkpoint refused" || bad "checkpoint refused" "$err"
 
-echo "--- the walkthrough (boot 1)"
+echo "--- the walkthrough (boot 1): husk spec's config.json as is, a terminal through recvtty"
+# As the seed: `husk spec` unmodified (terminal, sh, runc's capabilities with ambient ones),
+# recvtty on the console socket; what it types now waits in the guest's terminal for sh.
+cp "$work/spec.json" "$bundle/config.json"
+python3 "$recvtty" "$work/c1.sock" --input $'echo typed-$((6 * 7))\r' >"$work/c1.tty" &
+c1tty=$!
+for _ in $(seq 100); do [ -S "$work/c1.sock" ] && break; sleep 0.1; done
 t0=$(date +%s.%N)
-H create -b "$bundle" --pid-file "$work/c1.pid" c1 >"$work/c1.out" 2>"$work/c1.err" </dev/null
+H create -b "$bundle" --console-socket "$work/c1.sock" --pid-file "$work/c1.pid" c1 >"$work/c1.out" 2>"$work/c1.err" </dev/null
 rc=$?
 t1=$(date +%s.%N)
-if [ $rc -eq 0 ]; then ok "create ($(echo "$t1 - $t0" | bc) s)"; else
+if [ $rc -eq 0 ]; then ok "create --console-socket ($(echo "$t1 - $t0" | bc) s)"; else
     bad create "rc=$rc: $(cat "$work/c1.err")"
     tail -n 30 "$state/c1/console.log" "$state/c1/supervisor.log" 2>/dev/null
     echo "runc-cli: $passed passed, $((failed + 1)) failed (stopped: no container to walk through)"
@@ -115,16 +122,23 @@ check "state says created" test "$(status_of c1)" = created
 pid=$(cat "$work/c1.pid" 2>/dev/null)
 check "pid file holds the state's pid" test -n "$pid" -a "$pid" = "$(H state c1 | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')"
 check "ps lists init" bash -c "'$husk' --root '$state' ps --format json c1 | grep -Eq '^\[[0-9]+\]$'"
-# runc can exec into a created container; husk's agent refuses it for now: check it says so.
-err=$(H exec c1 echo "Hello, world!" 2>&1)
-[[ $? -ne 0 && "$err" == *Created* ]] && ok "exec before start refused clearly (agent gap)" || bad "exec before start refused clearly" "$err"
+# The seed's `runc exec -t container echo "Hello, world!"`, before start.
+python3 "$recvtty" "$work/h.sock" >"$work/h.tty" &
+rp=$!
+for _ in $(seq 100); do [ -S "$work/h.sock" ] && break; sleep 0.1; done
+H exec -t --console-socket "$work/h.sock" c1 echo "Hello, world!"
+rc=$?
+wait $rp
+check "exec -t into the created container: Hello, world!" test $rc -eq 0 -a "$(tr -d '\r' <"$work/h.tty")" = "Hello, world!"
+out=$(H exec c1 echo "Hello, world!" 2>&1)
+check "exec without a terminal before start" test "$out" = "Hello, world!"
+check "still created after the execs" test "$(status_of c1)" = created
 grep -hoE '(rootfs disk ready|agent ready|container created).*' "$state/c1/supervisor.log" | sed 's/^/     /'
 H start c1
 check "start" test $? -eq 0
-out=$(H exec c1 echo "Hello, world!" 2>&1)
-check "exec -- echo Hello, world!" test "$out" = "Hello, world!"
 check "state says running" wait_status c1 running 10
-check "init's stdout reaches create's stdout" bash -c "end=\$((SECONDS + 10)); until grep -q started '$work/c1.out'; do [ \$SECONDS -lt \$end ] || exit 1; sleep 0.2; done"
+check "input typed at create reaches sh after start" bash -c "end=\$((SECONDS + 20)); until grep -q '^typed-42' '$work/c1.tty'; do [ \$SECONDS -lt \$end ] || exit 1; sleep 0.2; done"
+check "list shows c1 running" bash -c "'$husk' --root '$state' list | grep -Eq '^c1 +[0-9]+ +running +$bundle'"
 H exec c1 sh -c 'exit 7'
 rc=$?
 check "exec propagates the exit code" test $rc -eq 7
@@ -148,14 +162,17 @@ subprocess.run(sys.argv[1:], check=True)
 _, st = os.waitpid(int(open(sys.argv[-5]).read()), 0)
 print(os.waitstatus_to_exitcode(st))' "$husk" --root "$state" exec -d --pid-file "$work/x.pid" c1 sh -c 'sleep 1; exit 9')
 check "exec -d --pid-file: the stand-in exits with the status (9)" test "$st" = 9
+check "ps lists sh (init) and no more" bash -c "'$husk' --root '$state' ps --format json c1 | grep -Eq '^\[[0-9]+\]$'"
 H pause c1 && check "pause" test "$(status_of c1)" = paused
 H resume c1 && check "resume" test "$(status_of c1)" = running
 ev=$(H events --stats c1)
 check "events --stats" bash -c "[[ '$ev' == *'\"type\":\"stats\"'* && '$ev' == *'\"cpu\"'* ]]"
 err=$(H delete c1 2>&1)
 [[ $? -ne 0 && "$err" == *"not stopped"* ]] && ok "delete refuses a running container" || bad "delete refuses a running container" "$err"
-H kill c1 KILL
-check "kill KILL stops it" wait_status c1 stopped 30
+# The seed stops the container by leaving the recvtty session: the terminal hangs up, sh
+# reads EOF and exits 0.
+kill "$c1tty"
+check "leaving the recvtty session stops it" wait_status c1 stopped 30
 check "list shows c1 stopped with pid 0" bash -c "'$husk' --root '$state' list | grep -Eq '^c1 +0 +stopped'"
 H delete c1
 check "delete removes it" bash -c "test -z \"\$('$husk' --root '$state' list -q)\" && test ! -e '$state/c1'"

@@ -9,7 +9,6 @@
 
 pub mod agent;
 pub mod binds;
-pub mod compat;
 pub mod server;
 pub mod stdio;
 pub mod vm;
@@ -200,7 +199,6 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
         let mut spec: serde_json::Value =
             serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
         spec["root"]["path"] = bundle.rootfs.to_string_lossy().into();
-        compat::adjust_spec(&mut spec);
         agent
             .create_container(id, &spec.to_string(), Vec::new(), "")
             .map_err(|e| e.to_string())?;
@@ -271,7 +269,6 @@ fn create_in_guest(a: &AgentClient, id: &str, bundle: &Bundle, fstype: &str) -> 
         serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
     spec["root"]["path"] = root.clone().into();
     binds::copy_in(Some(a), id, &mut spec)?;
-    compat::adjust_spec(&mut spec);
     let spec = spec.to_string();
     let storage = husk_agent::protocol::Storage {
         driver: "virtio-blk".into(),

@@ -200,15 +200,9 @@ fn exec(
         Status::Paused => return Err("cannot exec in a paused container".into()),
         _ => return Err("cannot exec in a stopped container".into()),
     }
-    let mut process: serde_json::Value =
+    let process: serde_json::Value =
         serde_json::from_str(process_json).map_err(|e| format!("process: {e}"))?;
     let terminal = process["terminal"].as_bool().unwrap_or(false);
-    if super::compat::drop_root_ambient(&mut process) {
-        tracing::warn!(
-            "exec: capabilities.ambient dropped for uid 0 (agent gap; no effect for root)"
-        );
-    }
-    let process_json = &process.to_string();
     let exec_id = format!("exec-{}", s.exec_seq.fetch_add(1, Ordering::Relaxed) + 1);
     let waiter = s.agent.another().map_err(|e| e.to_string())?;
     s.agent
