@@ -61,7 +61,7 @@ sed -i -e 's|"terminal": true|"terminal": false|' \
     -e 's|^\t\t\t"sh"$|\t\t\t"true"|' "$work/b/config.json"
 
 H="$husk --root $work/husk"
-cmds=(-n "husk run" "$H run -b $work/b t >/dev/null && $H delete t"
+cmds=(-n "husk run" "$H run -b $work/b t >/dev/null"
     -n "runc run" "runc --root $work/runc run -b $work/b t >/dev/null")
 if [ -n "$podman_ok" ]; then
     cat >"$work/husk-rt" <<EOF

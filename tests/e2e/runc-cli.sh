@@ -6,8 +6,8 @@
 # "Hello, world!" into the created container -> start -> list (running) -> pause/resume ->
 # events --stats -> leaving the recvtty session stops it -> delete. Around it: exec exit codes,
 # stdin, `exec -t` with the window size forwarded, `exec -d --pid-file` leaving a stand-in
-# that exits with the status; `husk run` propagating exit codes and stdout; `husk run` with
-# process.terminal through a console socket; `kill -9` of a supervisor leaving a stopped
+# that exits with the status; `husk run` propagating exit codes and stdout and removing the
+# container; `husk run --keep` with process.terminal through a console socket; `kill -9` of a supervisor leaving a stopped
 # container that `delete` cleans up; a bad config.json rejected naming the field, with nothing
 # left behind; checkpoint refused. Four guest boots in all.
 #
@@ -184,8 +184,7 @@ rc=$?
 check "run propagates the exit code (3)" test $rc -eq 3
 check "run relays stdout" test "$out" = out
 check "run relays stderr" grep -qx err "$work/r1.err"
-check "run leaves a stopped container" test "$(status_of r1)" = stopped
-H delete r1
+check "run removes the stopped container (no --keep)" bash -c "test -z \"\$('$husk' --root '$state' list -q)\" && test ! -e '$state/r1'"
 
 echo "--- husk run with a terminal through a console socket (boot 3)"
 sed -e "s|^\t\t\t\"sh\"\$|\t\t\t\"sh\", \"-c\", \"sleep 1; test -t 0 \&\& echo isatty; stty size; read x; echo got \$x; exit 4\"|" \
@@ -193,13 +192,14 @@ sed -e "s|^\t\t\t\"sh\"\$|\t\t\t\"sh\", \"-c\", \"sleep 1; test -t 0 \&\& echo i
 python3 "$recvtty" "$work/t.sock" --size 25x90 --input $'hello\r' >"$work/t.tty" &
 rp=$!
 for _ in $(seq 100); do [ -S "$work/t.sock" ] && break; sleep 0.1; done
-H run -b "$bundle" --console-socket "$work/t.sock" t1 </dev/null
+H run -b "$bundle" --keep --console-socket "$work/t.sock" t1 </dev/null
 rc=$?
 wait $rp
 check "run --console-socket: exit code (4)" test $rc -eq 4
 check "run: init's stdin is a terminal in the guest" grep -q '^isatty' "$work/t.tty"
 check "run: the window size reaches the guest (25 90)" grep -q '^25 90' "$work/t.tty"
 check "run: typed input reaches init" grep -q '^got hello' "$work/t.tty" || cat -A "$work/t.tty" | sed 's/^/     /'
+check "run --keep leaves the stopped container" test "$(status_of t1)" = stopped
 H delete t1
 
 echo "--- kill -9 of a supervisor (boot 4)"

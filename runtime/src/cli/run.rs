@@ -1,4 +1,5 @@
-//! `husk run`: create + start; without --detach, wait and exit with the container's status.
+//! `husk run`: create + start; without --detach, wait, remove the stopped container (unless
+//! --keep, as runc) and exit with the container's status.
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
@@ -6,6 +7,7 @@ use std::time::Duration;
 use super::create::{self, create};
 use super::Ctx;
 use crate::control::{self, Request};
+use crate::state::StateError;
 
 /// runc run's flags.
 #[derive(Debug, clap::Args)]
@@ -13,7 +15,7 @@ pub struct Args {
     /// Return once started instead of waiting for the container.
     #[arg(short, long)]
     pub detach: bool,
-    /// Accepted for runc compatibility.
+    /// Keep the stopped container (without --detach) instead of deleting it.
     #[arg(long)]
     pub keep: bool,
     /// The create flags.
@@ -58,8 +60,20 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let status = child.wait()?;
+    if !a.keep {
+        remove_stopped(ctx, &a.create.id);
+    }
     Ok(status
         .code()
         .or_else(|| status.signal().map(|s| 128 + s))
         .unwrap_or(255))
+}
+
+/// Deletes the container after its supervisor exited, as `runc run` does; a failure is a
+/// warning, since the container's exit status is what the caller waits for.
+fn remove_stopped(ctx: &Ctx, id: &str) {
+    match ctx.root.lock(id).and_then(|_lock| ctx.root.remove(id)) {
+        Ok(()) | Err(StateError::NotFound) => {}
+        Err(e) => ctx.log.warn(&format!("removing container {id}: {e}")),
+    }
 }
