@@ -59,6 +59,18 @@ pub enum Request {
     Pause,
     /// Thaw.
     Resume,
+    /// Change the container's resources (OCI `linux.resources` JSON, merged by the agent:
+    /// only what it names changes).
+    Update {
+        /// LinuxResources JSON.
+        resources_json: String,
+    },
+    /// OOM kills of the container so far: at once with `after` unset, else once the count
+    /// passes `after`, the container stops, or a few seconds pass (ask again).
+    Oom {
+        /// The count the caller has seen.
+        after: Option<u64>,
+    },
 }
 
 /// The supervisor's answer.
@@ -79,6 +91,12 @@ pub struct Response {
     /// runc's stats object (events): cpu, memory, pids, blkio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<serde_json::Value>,
+    /// OOM kills so far (oom).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oom_count: Option<u64>,
+    /// The container stopped (oom: no more events will come).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
 }
 
 impl Response {

@@ -9,7 +9,8 @@
 #
 # usage: tests/e2e/podman.sh [--prepare]
 #   --prepare  as tests/e2e/runc-cli.sh --prepare (husk release build, agent initramfs)
-#   env HUSK_KERNEL (tests/run-all exports it), HUSK_BIN (default target/release/husk).
+#   env HUSK_KERNEL (tests/run-all exports it), HUSK_BIN (default target/release/husk),
+#   HUSK_AGENT_INITRD (default target/guest-image/initramfs.cpio).
 #
 # Needs root, podman and conmon (tests/setup installs them) and a KVM that boots stock
 # kernels: run it through tests/with-kvm.
@@ -23,7 +24,7 @@ if [ "${1:-}" = --prepare ]; then
     exec "$root/tests/e2e/runc-cli.sh" --prepare
 fi
 
-export HUSK_INITRD="$target/guest-image/initramfs.cpio"
+export HUSK_INITRD="${HUSK_AGENT_INITRD:-$target/guest-image/initramfs.cpio}"
 export HUSK_KERNEL="${HUSK_KERNEL:-$("$root/kernel-config/build" | tail -n1)}"
 for f in "$husk" "$HUSK_KERNEL" "$HUSK_INITRD" /bin/busybox; do
     [ -e "$f" ] || { echo "podman: $f missing (run tests/e2e/podman.sh --prepare on the host)"; exit 1; }

@@ -1,6 +1,9 @@
-//! `husk events [--stats] [--interval D] ID`: runc's stats events, from the agent's cgroup
-//! numbers in the guest. Without --stats, one event per interval until the container stops.
+//! `husk events [--stats] [--interval D] ID`: runc's events, from the agent's cgroup numbers
+//! in the guest. With --stats, one `stats` event; without, a `stats` event per interval and an
+//! `oom` event (`{"type":"oom","id":ID}`) for each OOM kill in the container's cgroup from
+//! now on, until the container stops.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -42,9 +45,45 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Prints an `oom` event for each OOM kill after the first answer, until the container
+/// stops or the supervisor goes away.
+fn watch_oom(sock: PathBuf, id: String) {
+    let ask = |after| {
+        control::call(
+            &sock,
+            &Request::Oom { after },
+            &[],
+            Some(Duration::from_secs(60)),
+        )
+    };
+    let Ok(first) = ask(None) else { return };
+    let mut seen = first.oom_count.unwrap_or(0);
+    while let Ok(r) = ask(Some(seen)) {
+        let count = r.oom_count.unwrap_or(seen);
+        for _ in seen..count {
+            // runc's field order.
+            println!(
+                r#"{{"type":"oom","id":{}}}"#,
+                serde_json::Value::from(id.as_str())
+            );
+        }
+        seen = count.max(seen);
+        if r.stopped {
+            return;
+        }
+    }
+}
+
 /// The verb.
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     let sock = ctx.root.container_dir(&a.id).join("control.sock");
+    if !a.stats {
+        ctx.root.read_record(&a.id)?;
+        let (sock, id) = (sock.clone(), a.id.clone());
+        std::thread::Builder::new()
+            .name("oom".into())
+            .spawn(move || watch_oom(sock, id))?;
+    }
     loop {
         let rec = ctx.root.read_record(&a.id)?;
         if ctx.root.status(&rec) == Status::Stopped {

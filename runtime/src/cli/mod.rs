@@ -6,6 +6,7 @@ pub mod create;
 pub mod delete;
 pub mod events;
 pub mod exec;
+pub mod features;
 pub mod kill;
 pub mod list;
 pub mod pause;
@@ -16,6 +17,7 @@ pub mod start;
 pub mod state;
 pub mod supervise;
 pub mod unsupported;
+pub mod update;
 
 use std::path::PathBuf;
 
@@ -76,6 +78,10 @@ pub enum Cmd {
     Ps(ps::Args),
     /// Print resource usage (--stats once, else every --interval) as runc's JSON events.
     Events(events::Args),
+    /// Change a container's resources (runc's flags, or -r with linux.resources JSON).
+    Update(update::Args),
+    /// Print what husk supports, as runc's features JSON.
+    Features(features::Args),
     /// Freeze a container's processes.
     Pause(pause::Args),
     /// Thaw a paused container.
@@ -143,6 +149,8 @@ pub fn dispatch(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Exec(a) => exec::run(ctx, a),
         Cmd::Ps(a) => ps::run(ctx, a),
         Cmd::Events(a) => events::run(ctx, a),
+        Cmd::Update(a) => update::run(ctx, a),
+        Cmd::Features(a) => features::run(ctx, a),
         Cmd::Pause(a) => pause::run(ctx, a, true),
         Cmd::Resume(a) => pause::run(ctx, a, false),
         Cmd::Check(a) => check::run(ctx, a),
@@ -201,6 +209,17 @@ mod tests {
             &["husk", "ps", "--format", "json", "c"],
             &["husk", "events", "--stats", "c"],
             &["husk", "events", "--interval", "500ms", "c"],
+            &[
+                "husk",
+                "update",
+                "--memory",
+                "64m",
+                "--pids-limit",
+                "10",
+                "c",
+            ],
+            &["husk", "update", "-r", "-", "c"],
+            &["husk", "features"],
         ] {
             super::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }

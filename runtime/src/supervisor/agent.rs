@@ -254,6 +254,25 @@ impl AgentClient {
         Ok(self.inner.stats_container(ctx(), &Self::creq(id))?)
     }
 
+    /// UpdateContainer: OCI LinuxResources JSON.
+    pub fn update(&self, id: &str, resources_json: &str) -> Result<(), AgentError> {
+        let req = pb::UpdateContainerRequest {
+            container_id: id.into(),
+            resources_json: resources_json.into(),
+            ..Default::default()
+        };
+        self.inner.update_container(ctx(), &req)?;
+        Ok(())
+    }
+
+    /// GetOomEvent: blocks until a container of the sandbox is OOM-killed; its id.
+    pub fn oom_event(&self) -> Result<String, AgentError> {
+        Ok(self
+            .inner
+            .get_oom_event(ctx(), &pb::Empty::new())?
+            .container_id)
+    }
+
     /// ExecProcess.
     pub fn exec(&self, id: &str, exec: &str, process_json: &str) -> Result<(), AgentError> {
         let req = pb::ExecProcessRequest {

@@ -5,10 +5,11 @@
 //! and exits with that status.
 //!
 //! Owns: the order of those steps. `vm` runs the VMM, `agent` talks ttrpc, `server` answers
-//! control requests, `stdio` moves bytes.
+//! control requests, `stdio` moves bytes, `oom` counts OOM kills.
 
 pub mod agent;
 pub mod binds;
+pub mod oom;
 pub mod server;
 pub mod stdio;
 pub mod vm;
@@ -205,6 +206,7 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
     }
 
     let shared = Arc::new(Shared::new(id.into(), dir.to_path_buf(), agent.clone()));
+    oom::watch(&agent, id, Arc::clone(&shared.oom));
     // The container's stdio is this process's stdio, which `create`'s caller gave it (the
     // slave of `create`'s pty with a console socket).
     let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok().map(File::from);

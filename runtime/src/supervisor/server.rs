@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::agent::AgentClient;
+use super::oom::OomCount;
 use super::stdio;
 use crate::control::{self, Request, Response};
 use crate::state::{write_atomic, Status};
@@ -25,6 +26,8 @@ pub struct Shared {
     pub agent: AgentClient,
     /// Current status (also written to `<dir>/status`).
     pub status: Mutex<Status>,
+    /// OOM kills so far (`events`).
+    pub oom: Arc<OomCount>,
     exec_seq: AtomicU64,
 }
 
@@ -36,6 +39,7 @@ impl Shared {
             dir,
             agent,
             status: Mutex::new(Status::Creating),
+            oom: Arc::new(OomCount::default()),
             exec_seq: AtomicU64::new(0),
         }
     }
@@ -47,12 +51,18 @@ impl Shared {
         if let Err(e) = write_atomic(&self.dir.join("status"), s.as_str().as_bytes()) {
             tracing::warn!("recording status {}: {e}", s.as_str());
         }
+        if s == Status::Stopped {
+            self.oom.close();
+        }
     }
 
     fn status(&self) -> Status {
         *self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
+
+/// Longest an `oom` request waits before answering with the count unchanged.
+const OOM_WAIT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until the process exits.
 pub fn serve(listener: UnixListener, shared: Arc<Shared>) {
@@ -138,6 +148,23 @@ fn dispatch(
             Ok(ok)
         }
         Request::Exec { process_json } => exec(s, &process_json, fds, conn),
+        Request::Update { resources_json } => {
+            if s.status() == Status::Stopped {
+                return Err("container not running".into());
+            }
+            s.agent
+                .update(&s.id, &resources_json)
+                .map_err(|e| e.to_string())?;
+            Ok(ok)
+        }
+        Request::Oom { after } => {
+            let (count, stopped) = s.oom.wait(after, OOM_WAIT);
+            Ok(Response {
+                oom_count: Some(count),
+                stopped,
+                ..ok
+            })
+        }
     }
 }
 
