@@ -178,7 +178,7 @@ pub fn call(
     fds: &[RawFd],
     timeout: Option<Duration>,
 ) -> Result<Response, ControlError> {
-    let sock = UnixStream::connect(sock_path)?;
+    let sock = crate::sockpath::connect(sock_path)?;
     sock.set_read_timeout(timeout)?;
     send(&sock, req, fds)?;
     answer(&sock)
@@ -200,7 +200,7 @@ pub fn start_exec(
     process_json: String,
     fds: &[RawFd],
 ) -> Result<UnixStream, ControlError> {
-    let sock = UnixStream::connect(sock_path)?;
+    let sock = crate::sockpath::connect(sock_path)?;
     send(&sock, &Request::Exec { process_json }, fds)?;
     answer(&sock)?;
     Ok(sock)

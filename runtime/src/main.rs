@@ -2,7 +2,7 @@
 //!
 //! Layout: `cli` (one module per verb) over `state` (the root directory, status, locks),
 //! `bundle` (config.json checks), `control` (the supervisor's socket protocol), `rootfs`
-//! (packing the rootfs into a disk image), `config` (/etc/husk/config.toml) and `supervisor`
+//! (packing the rootfs into a disk image), `sockpath` (socket paths of any length), `config` (/etc/husk/config.toml) and `supervisor`
 //! (the per-sandbox process that holds the VM). `anyhow` only here and in the verbs.
 
 mod bundle;
@@ -11,6 +11,7 @@ mod config;
 mod control;
 mod logger;
 mod rootfs;
+mod sockpath;
 mod state;
 mod supervisor;
 mod timefmt;

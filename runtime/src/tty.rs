@@ -11,7 +11,6 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
@@ -53,7 +52,7 @@ impl Pty {
         let name = std::fs::read_link(format!("/proc/self/fd/{}", self.slave.as_raw_fd()))
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "/dev/ptmx".into());
-        let sock = UnixStream::connect(path).map_err(|e| {
+        let sock = crate::sockpath::connect(path).map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("--console-socket {}: {e}", path.display()),

@@ -100,7 +100,7 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
 
     let ready_path = dir.join("ready.sock");
     let listener =
-        UnixListener::bind(&ready_path).with_context(|| format!("{}", ready_path.display()))?;
+        crate::sockpath::bind(&ready_path).with_context(|| format!("{}", ready_path.display()))?;
     listener.set_nonblocking(true)?;
     let exe = std::env::current_exe().context("finding the husk binary")?;
     ctx.log

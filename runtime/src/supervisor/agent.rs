@@ -80,7 +80,7 @@ impl AgentAddr {
 
     /// One connected stream to the agent.
     fn stream(&self) -> Result<UnixStream, String> {
-        let mut s = UnixStream::connect(self.path()).map_err(|e| e.to_string())?;
+        let mut s = crate::sockpath::connect(self.path()).map_err(|e| e.to_string())?;
         if let AgentAddr::HybridVsock(_) = self {
             s.set_read_timeout(Some(Duration::from_secs(10)))
                 .map_err(|e| e.to_string())?;

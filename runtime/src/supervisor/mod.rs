@@ -17,7 +17,6 @@ pub mod vm;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use self::vm::Vm;
 use crate::bundle::Bundle;
 use crate::config::HuskConfig;
 use crate::rootfs;
+use crate::sockpath::SockDir;
 use crate::state::{write_atomic, Status};
 
 /// Signals forwarded to the container's init (like `runc run`'s signal proxy).
@@ -74,13 +74,14 @@ struct Sandbox {
     vm: Option<Vm>,
     init_exit: mpsc::Receiver<Result<i32, String>>,
     relay: stdio::Relay,
+    _sock_dir: SockDir,
 }
 
 /// Runs the supervisor to the end; the return value is the process's exit status.
 pub fn run(args: SupervisorArgs) -> i32 {
     let dir = args.root.join(&args.id);
     let _ = forwarded_signals().thread_block();
-    let mut ready = UnixStream::connect(&args.ready_socket).ok();
+    let mut ready = crate::sockpath::connect(&args.ready_socket).ok();
     let cfg = HuskConfig::load();
     init_log(
         &dir,
@@ -138,6 +139,8 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
         .with_annotations(&bundle.annotations())
         .map_err(|e| e.to_string())?;
     let id = args.id.as_str();
+    // Holds the directory open for the socket paths that do not fit sun_path.
+    let sock_dir = SockDir::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let dev_agent = std::env::var("HUSK_DEV_AGENT")
         .ok()
         .filter(|s| !s.is_empty());
@@ -166,7 +169,7 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
                 &dir.join("timings.json"),
                 format!("{{\"rootfs_pack_ms\":{}}}\n", disk.took.as_millis()).as_bytes(),
             );
-            let uds = dir.join("vsock.sock");
+            let uds = sock_dir.path("vsock.sock");
             let vm = Vm::start(&cfg, Some(&disk.path), &uds, &dir.join("console.log"))
                 .map_err(|e| e.to_string())?;
             let t0 = Instant::now();
@@ -239,7 +242,7 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
 
     let sock = dir.join("control.sock");
     let _ = std::fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
+    let listener = crate::sockpath::bind(&sock).map_err(|e| format!("{}: {e}", sock.display()))?;
     let srv = Arc::clone(&shared);
     std::thread::Builder::new()
         .name("control-server".into())
@@ -257,6 +260,7 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
         vm,
         init_exit,
         relay,
+        _sock_dir: sock_dir,
     })
 }
 
