@@ -9,9 +9,13 @@
 # the ratios mean something. It says which.
 #
 # usage: tests/bench/boot-vs-runc.sh
-#   env RUNS (20), HUSK_KERNEL, HUSK_BIN as for tests/e2e/runc-cli.sh; NO_PODMAN=1 skips podman
-#   (known issue: the `podman run (husk)` rows did not finish under hyperfine in the KVM test
-#   host, though tests/e2e/podman.sh passes the same `podman run --rm`; not diagnosed yet).
+#   env RUNS (20), HUSK_KERNEL, HUSK_BIN, HUSK_AGENT_INITRD as for tests/e2e/runc-cli.sh;
+#   NO_PODMAN=1 skips podman.
+# (The `podman run (husk)` rows used to stop the benchmark. Not hyperfine, its shell, stdin or
+# conmon: the same `podman run --rm` failed at once without hyperfine too, exit 126, because
+# `$work/husk-podman/<64-hex id>/control.sock` is 109 bytes, over sun_path's 107, so husk
+# create failed; tests/e2e/podman.sh's shorter --root fit by 2 bytes. husk now reaches long
+# socket paths through /proc/self/fd (runtime/src/sockpath.rs).)
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -32,7 +36,7 @@ else
     where="directly on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') with hardware KVM"
 fi
 echo "boot-vs-runc: $where"
-export HUSK_INITRD="$target/guest-image/initramfs.cpio"
+export HUSK_INITRD="${HUSK_AGENT_INITRD:-$target/guest-image/initramfs.cpio}"
 for c in hyperfine runc python3; do
     command -v $c >/dev/null || { echo "boot-vs-runc: $c missing (tests/setup)"; exit 1; }
 done
