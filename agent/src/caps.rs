@@ -28,7 +28,9 @@ impl CapsError {
     }
 }
 
-const NAMES: &[&str] = &[
+/// Every capability the guest kernel (Linux 6.x) knows, indexed by number. The runtime's
+/// `husk features` reports this list.
+pub const NAMES: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_DAC_READ_SEARCH",
