@@ -69,15 +69,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-passed=0
-failed=0
-ok() { echo "test $1 ... ok"; passed=$((passed + 1)); }
-bad() { echo "test $1 ... FAILED${2:+: $2}"; failed=$((failed + 1)); }
-check() { # NAME COMMAND... (ok when the command succeeds)
-    local name=$1
-    shift
-    if "$@"; then ok "$name"; else bad "$name"; fi
-}
+. "$root/tests/e2e/lib/harness.sh"
 
 cp "$image" "$work/rootfs.ext4"
 truncate -s 16M "$work/data.ext4" && mkfs.ext4 -q -F -L husk-data "$work/data.ext4"

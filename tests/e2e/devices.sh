@@ -55,8 +55,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-passed=0
-failed=0
+. "$root/tests/e2e/lib/harness.sh"
 
 ov=$(overlay | tail -n1) || { echo "cannot build the guest overlay"; exit 1; }
 cat "$base_initrd" "$ov" >"$work/initrd.cpio.gz"
@@ -132,17 +131,6 @@ wait "$vmm_pid"
 status=$?
 echo "  husk-vmm exit $status after $(($(date +%s) - start)) s"
 
-check() { # NAME CONDITION...
-    local name=$1
-    shift
-    if "$@"; then
-        echo "test $name ... ok"
-        passed=$((passed + 1))
-    else
-        echo "test $name ... FAILED"
-        failed=$((failed + 1))
-    fi
-}
 has() { tr -d '\r' <"$work/console.out" | grep -qF -- "$1"; }
 
 check vmm_exits_cleanly [ "$status" = 0 ]

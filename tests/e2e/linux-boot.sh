@@ -19,8 +19,7 @@ kernel="${HUSK_KERNEL:-$("$root/kernel-config/build" | tail -n1)}"
 initrd="${HUSK_INITRD:-$("$root/tests/guest-boot/make-initramfs" | tail -n1)}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-passed=0
-failed=0
+. "$root/tests/e2e/lib/harness.sh"
 
 # Generous: under the nested test host a boot takes tens of seconds.
 boot_limit="${HUSK_BOOT_LIMIT:-300}"
@@ -55,18 +54,6 @@ expect() { # FILE PATTERN: the file must contain the fixed string
     fi
 }
 
-check() { # NAME COMMAND...: records a pass or a failure
-    local name=$1
-    shift
-    echo "test $name"
-    if "$@"; then
-        echo "test $name ... ok"
-        passed=$((passed + 1))
-    else
-        echo "test $name ... FAILED"
-        failed=$((failed + 1))
-    fi
-}
 
 reboot_with() { # VCPUS
     local n=$1

@@ -62,15 +62,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0
-failed=0
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1${2:+: $2}"; failed=$((failed + 1)); }
-check() { # NAME COMMAND...: passes when COMMAND succeeds
-    local name=$1
-    shift
-    if "$@"; then ok "$name"; else bad "$name"; fi
-}
+. "$root/tests/e2e/lib/harness.sh"
 logs() { # the newest container's husk logs, for a failure
     local d
     d=$(ls -td "$work/husk-root"/*/ 2>/dev/null | head -n1)

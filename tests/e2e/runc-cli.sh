@@ -51,15 +51,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-passed=0
-failed=0
-ok() { echo "ok   $1"; passed=$((passed + 1)); }
-bad() { echo "FAIL $1${2:+: $2}"; failed=$((failed + 1)); }
-check() { # NAME COMMAND...: passes when COMMAND succeeds
-    local name=$1
-    shift
-    if "$@"; then ok "$name"; else bad "$name"; fi
-}
+. "$root/tests/e2e/lib/harness.sh"
 H() { "$husk" --root "$state" "$@"; }
 status_of() { H state "$1" 2>/dev/null | sed -n 's/.*"status": "\(.*\)".*/\1/p'; }
 wait_status() { # ID STATUS SECONDS
