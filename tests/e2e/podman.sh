@@ -46,8 +46,8 @@ export HUSK_KERNEL='$HUSK_KERNEL' HUSK_INITRD='$HUSK_INITRD'
 exec '$husk' --root '$work/husk-root' "\$@"
 EOF
 chmod +x "$work/husk"
-P() {
-    podman --root "$work/storage" --runroot "$work/run" --storage-driver overlay \
+P() { # podman with husk; a call that hangs fails after PODMAN_TIMEOUT seconds (default 300)
+    timeout -k 10 "${PODMAN_TIMEOUT:-300}" podman --root "$work/storage" --runroot "$work/run" --storage-driver overlay \
         --cgroup-manager cgroupfs --events-backend file --runtime "$work/husk" "$@"
 }
 run_opts=(--network none --ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
