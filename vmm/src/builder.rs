@@ -123,7 +123,7 @@ pub struct VmConfig {
     /// When the VMM started, for the start-up metric.
     pub vmm_start: Instant,
     /// Set from outside (a signal handler) to stop the VM.
-    pub stop: Option<&'static AtomicBool>,
+    pub stop: Option<Arc<AtomicBool>>,
     /// virtio-mmio devices (disks, network cards, vsock, rng).
     pub devices: VirtioConfig,
 }
@@ -397,7 +397,11 @@ fn event_loop(
                 });
             }
         }
-        if config.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+        if config
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+        {
             exit.request(ExitReason::Stopped);
         }
     }

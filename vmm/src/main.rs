@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -108,10 +109,15 @@ struct Args {
     log_level: String,
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by the signal handler; the VM's run loop polls a clone.
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
 extern "C" fn on_terminate(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    STOP.store(true, Ordering::Relaxed);
+    // OnceLock::get is one atomic load: safe in a signal handler. STOP is set before the
+    // handlers are installed.
+    if let Some(stop) = STOP.get() {
+        stop.store(true, Ordering::Relaxed);
+    }
 }
 
 fn main() -> ExitCode {
@@ -162,6 +168,7 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn run(args: Args, vmm_start: Instant) -> anyhow::Result<ExitCode> {
+    let stop = STOP.get_or_init(Default::default).clone();
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         register_signal_handler(sig, on_terminate).context("installing signal handlers")?;
     }
@@ -194,7 +201,7 @@ fn run(args: Args, vmm_start: Instant) -> anyhow::Result<ExitCode> {
         },
         sign_of_life_timeout: Duration::from_secs(args.boot_timeout),
         vmm_start,
-        stop: Some(&STOP),
+        stop: Some(stop),
         devices: VirtioConfig {
             disks: args.disks,
             nets: args.nets,

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,7 @@ pub enum VmError {
 
 /// A running VM.
 pub struct Vm {
-    stop: &'static AtomicBool,
+    stop: Arc<AtomicBool>,
     done: Mutex<mpsc::Receiver<Result<VmReport, String>>>,
     thread: Option<JoinHandle<()>>,
     ended: Mutex<Option<String>>,
@@ -113,10 +113,9 @@ impl Vm {
                 rng: true,
             },
         };
-        // One VM per supervisor process: the flag lives as long as the process.
-        let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+        let stop = Arc::new(AtomicBool::new(false));
         let config = VmConfig {
-            stop: Some(stop),
+            stop: Some(stop.clone()),
             ..config
         };
         let (tx, done) = mpsc::channel();
