@@ -32,7 +32,7 @@ use crate::layout::{
     CONTROL_PAGE_SIZE, CONTROL_PAGE_START, I8042_PORT_BASE, MAX_VCPUS, SERIAL_IRQ, SERIAL_PORT_BASE,
 };
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryBacking};
-use crate::vstate::vcpu::{stop_all, Vcpu, VcpuContext};
+use crate::vstate::vcpu::{stop_all, Vcpu, VcpuContext, VcpuHandle, STOP_DEADLINE};
 use crate::vstate::vm::Vm;
 
 /// Errors building or running a VM.
@@ -286,7 +286,7 @@ pub fn run_vm(mut config: VmConfig) -> Result<VmReport, BuildError> {
             Ok(h) => handles.push(h),
             Err(e) => {
                 exit.request(ExitReason::Stopped);
-                stop_all(&mut handles);
+                stop_vcpus(&mut handles);
                 return Err(e.into());
             }
         }
@@ -309,7 +309,7 @@ pub fn run_vm(mut config: VmConfig) -> Result<VmReport, BuildError> {
     }
 
     // 6. Stop, classify, measure.
-    stop_all(&mut handles);
+    stop_vcpus(&mut handles);
     result?;
     match console.verdict() {
         ConsoleVerdict::Panic => exit.refine_reboot(ExitReason::Panic),
@@ -406,6 +406,17 @@ fn event_loop(
         }
     }
     Ok(())
+}
+
+/// Stops every vCPU thread, reporting (not waiting forever for) any that stays in `KVM_RUN`.
+fn stop_vcpus(handles: &mut [VcpuHandle]) {
+    let stuck = stop_all(handles, STOP_DEADLINE);
+    if !stuck.is_empty() {
+        tracing::error!(
+            "vCPU(s) {stuck:?} still in KVM_RUN {} ms after being kicked; leaving them behind",
+            STOP_DEADLINE.as_millis()
+        );
+    }
 }
 
 /// Sums `Rss:` of every mapping in /proc/self/smaps that is not guest RAM.

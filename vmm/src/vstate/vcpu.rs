@@ -335,10 +335,16 @@ impl VcpuHandle {
     }
 }
 
+/// How long [`stop_all`] kicks vCPU threads before it gives up on those still in `KVM_RUN`.
+pub const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Sets nothing itself: the caller has already recorded the exit reason. Kicks every vCPU until
-/// all threads have left `KVM_RUN`, then joins them. Re-kicking covers a signal that lands just
-/// before a thread re-enters `KVM_RUN`.
-pub fn stop_all(handles: &mut [VcpuHandle]) {
+/// all threads have left `KVM_RUN` (re-kicking covers a signal that lands just before a thread
+/// re-enters it), then joins them. A thread still running after `deadline` is left behind, not
+/// waited for forever: its index is returned, and the caller reports it (the process ends
+/// soon after, which ends the thread). A VMM that cannot stop must still exit.
+pub fn stop_all(handles: &mut [VcpuHandle], deadline: std::time::Duration) -> Vec<u8> {
+    let start = std::time::Instant::now();
     loop {
         let mut pending = false;
         for h in handles.iter() {
@@ -347,12 +353,65 @@ pub fn stop_all(handles: &mut [VcpuHandle]) {
                 pending = true;
             }
         }
-        if !pending {
+        if !pending || start.elapsed() >= deadline {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    let mut stuck = Vec::new();
     for h in handles.iter_mut() {
-        h.join();
+        if h.is_finished() {
+            h.join();
+        } else {
+            stuck.push(h.index);
+        }
+    }
+    stuck
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    fn handle(index: u8, body: impl FnOnce() + Send + 'static) -> VcpuHandle {
+        install_kick_handler().unwrap();
+        VcpuHandle {
+            index,
+            thread: Some(std::thread::spawn(body)),
+            state: Arc::new(AtomicU8::new(VcpuState::Running as u8)),
+        }
+    }
+
+    #[test]
+    fn stop_all_joins_threads_that_finish() {
+        let mut handles = vec![handle(0, || {}), handle(1, || {})];
+        assert!(stop_all(&mut handles, Duration::from_secs(5)).is_empty());
+        assert!(handles.iter().all(|h| h.thread.is_none()), "joined");
+    }
+
+    #[test]
+    fn stop_all_gives_up_on_a_thread_that_never_leaves() {
+        // A thread that ignores kicks stands for a vCPU stuck in KVM_RUN: stop_all must return
+        // after its deadline and name it, not spin forever (a hung husk-vmm ignores SIGTERM).
+        let release = Arc::new(AtomicBool::new(false));
+        let r = release.clone();
+        let mut handles = vec![
+            handle(0, || {}),
+            handle(1, move || {
+                while !r.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }),
+        ];
+        let t0 = Instant::now();
+        assert_eq!(stop_all(&mut handles, Duration::from_millis(200)), vec![1]);
+        let took = t0.elapsed();
+        assert!(took >= Duration::from_millis(200), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+        assert!(handles[0].thread.is_none(), "the finished one is joined");
+        release.store(true, Ordering::Relaxed);
+        handles[1].join();
     }
 }
