@@ -19,20 +19,6 @@ mod tty;
 
 use clap::Parser;
 
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !line.ends_with(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
-        }
-    }
-    line
-}
-
 fn main() {
     let args = cli::Cli::parse();
     let ctx = cli::Ctx::new(&args);
@@ -43,7 +29,7 @@ fn main() {
     let code = match cli::dispatch(&ctx, args.cmd) {
         Ok(code) => code,
         Err(e) => {
-            ctx.log.error(&error_chain(&e));
+            ctx.log.error(&husk_vmm::exit::error_chain(e.as_ref()));
             1
         }
     };

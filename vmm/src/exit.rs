@@ -1,7 +1,8 @@
 //! Why a VM stopped, and the one place that records it.
 //!
 //! Owns: [`ExitReason`], the process exit code for each, and [`ExitSignal`], the first-wins latch
-//! vCPU threads and devices use to ask the VMM to stop.
+//! vCPU threads and devices use to ask the VMM to stop; [`error_chain`], the one-line form of an
+//! error that husk-vmm and husk print on the way out.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -149,9 +150,41 @@ impl ExitSignal {
     }
 }
 
+/// An error and its causes on one line, `outer: inner: root`, skipping a cause whose text the
+/// line already ends with (a wrapper that repeats its source's message).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.ends_with(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chain_joins_causes_once() {
+        let e = anyhow::anyhow!("root cause")
+            .context("loading the kernel")
+            .context("--kernel /x");
+        assert_eq!(
+            error_chain(e.as_ref()),
+            "--kernel /x: loading the kernel: root cause"
+        );
+        let io = std::io::Error::other("disk full");
+        let repeated = anyhow::Error::new(io).context("disk full");
+        assert_eq!(error_chain(repeated.as_ref()), "disk full");
+    }
 
     #[test]
     fn first_reason_wins_and_wakes() {

@@ -145,26 +145,13 @@ fn main() -> ExitCode {
     match run(args, vmm_start) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("husk-vmm: error: {}", error_chain(&e));
+            eprintln!(
+                "husk-vmm: error: {}",
+                husk_vmm::exit::error_chain(e.as_ref())
+            );
             ExitCode::from(EXIT_ERROR)
         }
     }
-}
-
-/// The error and its causes on one line, skipping causes whose text the previous message
-/// already ends with (our error types include their source in their message).
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !line.ends_with(&text) {
-            if !line.is_empty() {
-                line.push_str(": ");
-            }
-            line.push_str(&text);
-        }
-    }
-    line
 }
 
 fn run(args: Args, vmm_start: Instant) -> anyhow::Result<ExitCode> {
