@@ -36,7 +36,7 @@ cat "$base_initrd" "$overlay" >"$work/initrd.cpio.gz"
 truncate -s 80M "$work/disk.img"
 uds="$work/v.sock"
 
-timeout "$limit" "$vmm" --kernel "$kernel" --initrd "$work/initrd.cpio.gz" --memory-mib 512 \
+timeout -k 10 "$limit" "$vmm" --kernel "$kernel" --initrd "$work/initrd.cpio.gz" --memory-mib 512 \
     --append husk_bench=1 --serial "$work/console.out" \
     --disk "path=$work/disk.img" --vsock "cid=3,uds=$uds" --rng 2>"$work/vmm.err" &
 vmm_pid=$!

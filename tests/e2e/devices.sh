@@ -93,7 +93,7 @@ done
 
 echo "devices: $vmm"
 start=$(date +%s)
-ip netns exec "$ns" timeout "$limit" "$vmm" --kernel "$kernel" --initrd "$work/initrd.cpio.gz" \
+ip netns exec "$ns" timeout -k 10 "$limit" "$vmm" --kernel "$kernel" --initrd "$work/initrd.cpio.gz" \
     --memory-mib 256 --serial "$work/console.out" \
     --disk "path=$work/disk.img,serial=husk-e2e" --disk "path=$work/ro.img,ro=on" \
     --vsock "cid=3,uds=$uds" --net "tap=$tap,mac=02:00:00:00:77:02" --rng \

@@ -31,7 +31,7 @@ boot() {
     shift 3
     local start end status
     start=$(date +%s.%N)
-    timeout "$boot_limit" "$vmm" --kernel "${boot_kernel:-$kernel}" --initrd "$initrd" --vcpus "$vcpus" \
+    timeout -k 10 "$boot_limit" "$vmm" --kernel "${boot_kernel:-$kernel}" --initrd "$initrd" --vcpus "$vcpus" \
         --memory-mib 256 --append "$*" --report-json "$work/$name.json" \
         >"$work/$name.out" 2>"$work/$name.err"
     status=$?
