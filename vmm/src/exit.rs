@@ -57,6 +57,9 @@ impl ExitReason {
     }
 }
 
+/// The RIP of a freshly reset x86 vCPU (CS base 0xffff0000).
+const RESET_VECTOR_RIP: u64 = 0xfff0;
+
 fn fmt_rip(rip: &Option<u64>) -> String {
     rip.map(|r| format!("{r:#x}"))
         .unwrap_or_else(|| "unknown".into())
@@ -68,6 +71,15 @@ impl fmt::Display for ExitReason {
             ExitReason::Poweroff => write!(f, "guest powered off"),
             ExitReason::Reboot => write!(f, "guest rebooted (i8042 reset); the VM ends"),
             ExitReason::Panic => write!(f, "guest kernel panicked"),
+            // On AMD, KVM re-initialises the vCPU after a shutdown intercept (the VMCB is
+            // undefined then), so the RIP read afterwards is the reset vector, not the fault's.
+            ExitReason::TripleFault {
+                vcpu,
+                rip: Some(RESET_VECTOR_RIP),
+            } => write!(
+                f,
+                "vCPU {vcpu} triple-faulted (RIP unknown: it reads as the reset vector {RESET_VECTOR_RIP:#x}, as KVM leaves it after a shutdown on AMD)"
+            ),
             ExitReason::TripleFault { vcpu, rip } => {
                 write!(f, "vCPU {vcpu} triple-faulted at RIP {}", fmt_rip(rip))
             }
@@ -232,5 +244,11 @@ mod tests {
         }
         .to_string()
         .contains("0x1000"));
+        let amd = ExitReason::TripleFault {
+            vcpu: 0,
+            rip: Some(0xfff0),
+        }
+        .to_string();
+        assert!(amd.contains("RIP unknown"), "{amd}");
     }
 }
