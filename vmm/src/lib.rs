@@ -5,7 +5,8 @@
 //!
 //! Layout: [`layout`] (addresses), [`memory`], [`boot`] (what is written before the first
 //! `KVM_RUN`), [`vstate`] (the only KVM users), [`devices`], [`event_loop`], [`exit`],
-//! [`host`] (can this host boot a stock kernel?), [`builder`] (the boot order).
+//! [`host`] (can this host boot a stock kernel?), [`builder`] (the boot order), [`logging`]
+//! (limits on the log lines a guest can trigger).
 
 pub mod boot;
 pub mod builder;
@@ -14,5 +15,6 @@ pub mod event_loop;
 pub mod exit;
 pub mod host;
 pub mod layout;
+pub mod logging;
 pub mod memory;
 pub mod vstate;

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use super::bus::BusDevice;
 use crate::exit::{ExitReason, ExitSignal};
+use crate::logging::ratelimited;
 
 /// Offset of the boot-complete register.
 pub const BOOT_COMPLETE_OFFSET: u64 = 0;
@@ -87,7 +88,8 @@ impl BusDevice for ControlPage {
         match (offset, value) {
             (BOOT_COMPLETE_OFFSET, BOOT_COMPLETE_MAGIC) => {
                 if self.times.boot_complete.set(Instant::now()).is_ok() {
-                    tracing::info!(
+                    ratelimited!(
+                        INFO,
                         "guest boot complete: {:.1} ms after kernel entry",
                         self.times.entry_to_marker_ms().unwrap_or(f64::NAN)
                     );
@@ -96,7 +98,7 @@ impl BusDevice for ControlPage {
             (POWER_OFFSET, POWER_OFF) => self.exit.request(ExitReason::Poweroff),
             (POWER_OFFSET, POWER_REBOOT) => self.exit.request(ExitReason::Reboot),
             (POWER_OFFSET, POWER_PANIC) => self.exit.request(ExitReason::Panic),
-            _ => tracing::trace!(offset, value, "ignored control page write"),
+            _ => ratelimited!(TRACE, offset, value, "ignored control page write"),
         }
     }
 }

@@ -19,6 +19,7 @@ use vmm_sys_util::eventfd::EventFd;
 
 use super::bus::BusDevice;
 use crate::exit::{ExitReason, ExitSignal};
+use crate::logging::ratelimited;
 
 /// A `Trigger` that writes an eventfd (registered with KVM as an irqfd).
 #[derive(Debug)]
@@ -116,7 +117,7 @@ impl Write for ConsoleWatcher {
         self.scan(buf);
         // The guest must never stall on a broken console: drop output the host cannot take.
         if self.out.write_all(buf).is_err() {
-            tracing::trace!("console output dropped");
+            ratelimited!(TRACE, "console output dropped");
         }
         Ok(buf.len())
     }
@@ -150,7 +151,7 @@ impl Serial {
         match self.uart.enqueue_raw_bytes(&bytes[..n]) {
             Ok(n) => n,
             Err(e) => {
-                tracing::debug!("serial input dropped: {e:?}");
+                ratelimited!(DEBUG, "serial input dropped: {e:?}");
                 0
             }
         }
@@ -174,7 +175,7 @@ impl BusDevice for Serial {
     fn write(&mut self, offset: u64, data: &[u8]) {
         if data.len() == 1 {
             if let Err(e) = self.uart.write(offset as u8, data[0]) {
-                tracing::debug!("serial write failed: {e:?}");
+                ratelimited!(DEBUG, "serial write failed: {e:?}");
             }
         }
     }

@@ -15,8 +15,9 @@ use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemory;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{status, Interrupt, RateLimitedLog, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{status, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use crate::devices::bus::BusDevice;
+use crate::logging::ratelimited;
 
 /// "virt" in little endian.
 pub const MMIO_MAGIC: u32 = 0x7472_6976;
@@ -116,7 +117,6 @@ pub struct MmioTransport<M: GuestMemory> {
     driver_features: u64,
     queue_sel: u32,
     status: u32,
-    log: RateLimitedLog,
 }
 
 impl<M: GuestMemory> MmioTransport<M> {
@@ -153,7 +153,6 @@ impl<M: GuestMemory> MmioTransport<M> {
             driver_features: 0,
             queue_sel: 0,
             status: 0,
-            log: RateLimitedLog::default(),
         })
     }
 
@@ -200,10 +199,11 @@ impl<M: GuestMemory> MmioTransport<M> {
     fn activate(&mut self) -> bool {
         for (i, q) in self.queues.iter().enumerate() {
             if !q.ready() || !q.is_valid(&self.mem) {
-                self.log.warn(format_args!(
+                ratelimited!(
+                    WARN,
                     "virtio device type {}: queue {i} is not ready or not valid at DRIVER_OK",
                     self.device_type
-                ));
+                );
                 return false;
             }
         }
@@ -225,10 +225,11 @@ impl<M: GuestMemory> MmioTransport<M> {
         match result {
             Ok(()) => true,
             Err(e) => {
-                self.log.warn(format_args!(
+                ratelimited!(
+                    WARN,
                     "virtio device type {}: activation failed: {e}",
                     self.device_type
-                ));
+                );
                 false
             }
         }
@@ -240,7 +241,8 @@ impl<M: GuestMemory> MmioTransport<M> {
             return;
         }
         if value & self.status != self.status {
-            tracing::debug!(
+            ratelimited!(
+                DEBUG,
                 "virtio-mmio: status {:#x} -> {value:#x} clears bits; ignored",
                 self.status
             );
@@ -300,7 +302,7 @@ impl<M: GuestMemory> MmioTransport<M> {
             reg::STATUS => self.status,
             reg::CONFIG_GENERATION => 0,
             _ => {
-                tracing::debug!("virtio-mmio: read of unknown register {offset:#x}");
+                ratelimited!(DEBUG, "virtio-mmio: read of unknown register {offset:#x}");
                 0
             }
         }
@@ -312,7 +314,7 @@ impl<M: GuestMemory> MmioTransport<M> {
             reg::DRIVER_FEATURES_SEL => self.driver_features_sel = v,
             reg::DRIVER_FEATURES => {
                 if self.status & status::DRIVER == 0 || self.status & status::FEATURES_OK != 0 {
-                    tracing::debug!("virtio-mmio: driver features written out of order");
+                    ratelimited!(DEBUG, "virtio-mmio: driver features written out of order");
                     return;
                 }
                 match self.driver_features_sel {
@@ -331,7 +333,7 @@ impl<M: GuestMemory> MmioTransport<M> {
                 if self.status & status::DRIVER_OK != 0 {
                     if let Some(evt) = self.queue_evts.get(v as usize) {
                         if let Err(e) = evt.write(1) {
-                            tracing::debug!("virtio-mmio: queue {v} notify failed: {e}");
+                            ratelimited!(DEBUG, "virtio-mmio: queue {v} notify failed: {e}");
                         }
                     }
                 }
@@ -347,7 +349,10 @@ impl<M: GuestMemory> MmioTransport<M> {
             | reg::QUEUE_USED_LOW
             | reg::QUEUE_USED_HIGH => {
                 if !self.queue_config_writable() {
-                    tracing::debug!("virtio-mmio: queue register {offset:#x} written out of order");
+                    ratelimited!(
+                        DEBUG,
+                        "virtio-mmio: queue register {offset:#x} written out of order"
+                    );
                     return;
                 }
                 let Some(q) = self.selected_queue() else {
@@ -366,7 +371,7 @@ impl<M: GuestMemory> MmioTransport<M> {
                     _ => {}
                 }
             }
-            _ => tracing::debug!("virtio-mmio: write of unknown register {offset:#x}"),
+            _ => ratelimited!(DEBUG, "virtio-mmio: write of unknown register {offset:#x}"),
         }
     }
 }
@@ -390,7 +395,8 @@ impl<M: GuestMemory + Send> BusDevice for MmioTransport<M> {
             return;
         }
         if data.len() != 4 || !offset.is_multiple_of(4) {
-            tracing::debug!(
+            ratelimited!(
+                DEBUG,
                 "virtio-mmio: {}-byte read at {offset:#x} ignored",
                 data.len()
             );
@@ -410,7 +416,8 @@ impl<M: GuestMemory + Send> BusDevice for MmioTransport<M> {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            tracing::debug!(
+            ratelimited!(
+                DEBUG,
                 "virtio-mmio: {}-byte write at {offset:#x} ignored",
                 data.len()
             );
@@ -676,6 +683,38 @@ mod tests {
         wr(&mut r.t, reg::QUEUE_NUM, 0x1_0000);
         wr(&mut r.t, reg::STATUS, ALL | status::DRIVER_OK);
         assert_ne!(rd(&mut r.t, reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+    }
+
+    #[test]
+    fn a_guest_looping_on_bad_queue_setup_logs_a_bounded_number_of_lines() {
+        use crate::logging::test_capture::capture;
+        use crate::logging::{LogThrottle, BURST};
+        // Each round is what a hostile driver can do in a few VM exits: a queue size
+        // virtio-queue rejects (it logs at ERROR through `log`), a descriptor table outside
+        // guest memory (its validity check logs again at DRIVER_OK), husk's own warning that
+        // activation failed, and a reset. Unlimited, that is three lines a round.
+        const ROUNDS: usize = 2000;
+        let m = mem();
+        let mut r = rig(&m);
+        let lines = capture(Some(LogThrottle::default()), || {
+            for _ in 0..ROUNDS {
+                negotiate(&mut r.t, VIRTIO_F_VERSION_1);
+                wr(&mut r.t, reg::QUEUE_SEL, 0);
+                wr(&mut r.t, reg::QUEUE_NUM, 3);
+                wr(&mut r.t, reg::QUEUE_DESC_HIGH, 0x10);
+                wr(&mut r.t, reg::QUEUE_READY, 1);
+                wr(&mut r.t, reg::STATUS, ALL | status::DRIVER_OK);
+                assert_ne!(rd(&mut r.t, reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+                wr(&mut r.t, reg::STATUS, 0);
+            }
+        });
+        let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+        // The throttle in front of the bridge is this test's own, so these are exact.
+        assert_eq!(count("invalid size"), BURST as usize, "{lines:#?}");
+        assert_eq!(count("descriptor table is not accessible"), BURST as usize);
+        // husk's own line shares its call-site budget with other tests: at most a burst.
+        assert!(count("not ready or not valid") <= BURST as usize);
+        assert!(lines.len() <= 3 * BURST as usize, "{lines:#?}");
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!
 //! Everything here is reachable by a malicious guest: malformed rings and descriptor chains are
 //! errors that end one request (or, at worst, stop one queue until the driver resets the device),
-//! never a panic, and log lines the guest can trigger are `debug!` or rate limited.
+//! never a panic, and every log line the guest can trigger goes through
+//! [`ratelimited!`](crate::logging::ratelimited).
 
 pub mod attach;
 pub mod block;
@@ -27,6 +28,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::logging::ratelimited;
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use virtio_queue::{DescriptorChain, Queue, QueueOwnedT, QueueT};
 use vm_memory::GuestMemory;
@@ -115,7 +117,7 @@ impl Interrupt {
     pub fn signal(&self, bits: u32) {
         self.status.fetch_or(bits, Ordering::SeqCst);
         if let Err(e) = self.irqfd.write(1) {
-            tracing::debug!("virtio irqfd write failed: {e}");
+            ratelimited!(DEBUG, "virtio irqfd write failed: {e}");
         }
     }
 
@@ -304,47 +306,7 @@ pub fn watch<T: AsRawFd>(ops: &mut EventOps, fd: &T, data: u32, what: &str) {
         data,
         vmm_sys_util::epoll::EventSet::IN,
     )) {
-        tracing::error!("cannot watch {what}: {e}");
-    }
-}
-
-/// A token bucket of one line per `interval`: guest-triggerable warnings go through it.
-#[derive(Debug)]
-pub struct RateLimitedLog {
-    last: Option<std::time::Instant>,
-    suppressed: u64,
-    interval: std::time::Duration,
-}
-
-impl Default for RateLimitedLog {
-    fn default() -> Self {
-        Self {
-            last: None,
-            suppressed: 0,
-            interval: std::time::Duration::from_secs(5),
-        }
-    }
-}
-
-impl RateLimitedLog {
-    /// Logs `msg` as a warning unless one was logged within the interval.
-    pub fn warn(&mut self, msg: std::fmt::Arguments<'_>) {
-        let now = std::time::Instant::now();
-        if self
-            .last
-            .is_some_and(|t| now.duration_since(t) < self.interval)
-        {
-            self.suppressed += 1;
-            tracing::debug!("{msg}");
-            return;
-        }
-        if self.suppressed > 0 {
-            tracing::warn!("{msg} ({} similar messages suppressed)", self.suppressed);
-        } else {
-            tracing::warn!("{msg}");
-        }
-        self.last = Some(now);
-        self.suppressed = 0;
+        ratelimited!(ERROR, "cannot watch {what}: {e}");
     }
 }
 

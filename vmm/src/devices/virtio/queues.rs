@@ -13,6 +13,7 @@ use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::{watch, ActivateError, DeviceEventHandler, Interrupt, QueueError};
+use crate::logging::ratelimited;
 use crate::memory::GuestMemoryMmap;
 
 /// A ready fd of a device, as [`DeviceQueues::take_event`] names it.
@@ -132,7 +133,8 @@ impl DeviceQueues {
             } else {
                 "queues"
             };
-            tracing::warn!(
+            ratelimited!(
+                WARN,
                 "{}: {what} stopped until the driver resets it: {e}",
                 self.name
             );
@@ -158,7 +160,7 @@ impl DeviceQueues {
     /// tagged after the activation eventfd; `what` names it in the error log.
     pub fn watch_backend(&self, ops: &mut EventOps, fd: RawFd, events: EventSet, what: &str) {
         if let Err(e) = ops.add(Events::with_data_raw(fd, self.activate_tag() + 1, events)) {
-            tracing::error!("cannot watch {what}: {e}");
+            ratelimited!(ERROR, "cannot watch {what}: {e}");
         }
     }
 

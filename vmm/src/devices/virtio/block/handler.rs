@@ -15,7 +15,8 @@ use vm_memory::GuestMemory;
 use vmm_sys_util::write_zeroes::{PunchHole, WriteZeroesAt};
 
 use crate::devices::virtio::chain::{Chain, ChainError};
-use crate::devices::virtio::{complete_chains, QueueError, RateLimitedLog};
+use crate::devices::virtio::{complete_chains, QueueError};
+use crate::logging::ratelimited;
 
 /// Bytes per sector, as virtio-blk counts them.
 pub const SECTOR_SIZE: u64 = 512;
@@ -115,7 +116,6 @@ pub struct BlockHandler {
     read_only: bool,
     id: [u8; ID_LEN],
     chain: Chain,
-    log: RateLimitedLog,
     stats: BlockStats,
 }
 
@@ -128,7 +128,6 @@ impl BlockHandler {
             read_only,
             id,
             chain: Chain::default(),
-            log: RateLimitedLog::default(),
             stats: BlockStats::default(),
         }
     }
@@ -174,8 +173,7 @@ impl BlockHandler {
             Ok(n) => (status::OK, n),
             Err(e) => {
                 self.stats.errors += 1;
-                self.log
-                    .warn(format_args!("virtio-blk: request failed: {e}"));
+                ratelimited!(WARN, "virtio-blk: request failed: {e}");
                 (e.status(), 0)
             }
         };

@@ -11,6 +11,7 @@ use vm_memory::GuestMemory;
 use super::tap::{FrameIo, VNET_HDR_LEN};
 use crate::devices::virtio::chain::Chain;
 use crate::devices::virtio::{complete_chains, QueueError};
+use crate::logging::ratelimited;
 
 /// Largest frame with its header: 64 KiB of payload, an Ethernet header and the vnet header.
 pub const MAX_FRAME: usize = 65535 + 14 + VNET_HDR_LEN;
@@ -113,7 +114,7 @@ impl<T: FrameIo> NetHandler<T> {
                 Ok(_) => return false,
                 Err(e) => {
                     if e.kind() != std::io::ErrorKind::WouldBlock {
-                        tracing::debug!("virtio-net: TAP read failed: {e}");
+                        ratelimited!(DEBUG, "virtio-net: TAP read failed: {e}");
                     }
                     return false;
                 }

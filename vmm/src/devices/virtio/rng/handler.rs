@@ -9,6 +9,7 @@ use vm_memory::{GuestMemory, ReadVolatile};
 
 use crate::devices::virtio::chain::Chain;
 use crate::devices::virtio::{complete_chains, QueueError};
+use crate::logging::ratelimited;
 
 /// Most bytes handed out per request; Linux asks for at most a page or so.
 pub const MAX_REQUEST: u64 = 64 * 1024;
@@ -57,10 +58,10 @@ impl<S: ReadVolatile> RngHandler<S> {
                     .writable_from_some(mem, 0, want, &mut self.source)
                 {
                     Ok(n) => used = n as u32,
-                    Err(e) => tracing::debug!("virtio-rng: entropy source failed: {e}"),
+                    Err(e) => ratelimited!(DEBUG, "virtio-rng: entropy source failed: {e}"),
                 }
             }
-            Err(e) => tracing::debug!("virtio-rng: bad request: {e}"),
+            Err(e) => ratelimited!(DEBUG, "virtio-rng: bad request: {e}"),
         }
         self.bytes += u64::from(used);
         used

@@ -15,6 +15,7 @@ use super::packet::{
     op, Header, HDR_LEN, HOST_CID, MAX_PAYLOAD, SHUTDOWN_RCV, SHUTDOWN_SEND, TYPE_STREAM,
 };
 use crate::devices::virtio::chain::{is_would_block, Chain};
+use crate::logging::ratelimited;
 
 /// Receive buffer we advertise per connection (guest → host bytes not yet in the socket).
 pub const CONN_BUF_SIZE: u32 = 256 * 1024;
@@ -232,7 +233,8 @@ impl Connection {
                 RxOutcome::Nothing
             }
             Err(e) => {
-                tracing::debug!(
+                ratelimited!(
+                    DEBUG,
                     "vsock: host socket for port {} failed: {e}",
                     self.local_port
                 );
@@ -255,7 +257,11 @@ impl Connection {
             match chain.readable_to_some(mem, HDR_LEN as u64, u64::from(len), &mut self.stream) {
                 Ok(n) => sent = n,
                 Err(e) => {
-                    tracing::debug!("vsock: write to host port {} failed: {e}", self.local_port);
+                    ratelimited!(
+                        DEBUG,
+                        "vsock: write to host port {} failed: {e}",
+                        self.local_port
+                    );
                     return false;
                 }
             }

@@ -10,6 +10,7 @@ use super::muxer::VsockMuxer;
 use super::packet::{Header, HDR_LEN};
 use crate::devices::virtio::chain::Chain;
 use crate::devices::virtio::{complete_chains, QueueError};
+use crate::logging::ratelimited;
 
 /// Moves packets between the queues and the host sockets.
 pub struct VsockHandler {
@@ -54,10 +55,10 @@ impl VsockHandler {
                     self.muxer
                         .send_pkt(mem, &self.chain, &Header::from_bytes(&hdr));
                 } else {
-                    tracing::debug!("vsock: TX packet shorter than a header");
+                    ratelimited!(DEBUG, "vsock: TX packet shorter than a header");
                 }
             }
-            Err(e) => tracing::debug!("vsock: bad TX chain: {e}"),
+            Err(e) => ratelimited!(DEBUG, "vsock: bad TX chain: {e}"),
         }
     }
 
@@ -75,7 +76,7 @@ impl VsockHandler {
     /// the muxer had nothing for it after all (the chain goes back to the ring).
     fn fill_rx<M: GuestMemory>(&mut self, mem: &M, desc_chain: DescriptorChain<&M>) -> Option<u32> {
         if let Err(e) = self.chain.parse(mem, desc_chain) {
-            tracing::debug!("vsock: bad RX chain: {e}");
+            ratelimited!(DEBUG, "vsock: bad RX chain: {e}");
             return Some(0);
         }
         if self.chain.writable_len() < HDR_LEN as u64 {

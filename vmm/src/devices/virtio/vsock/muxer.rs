@@ -25,7 +25,7 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use super::connection::{Connection, RxOutcome, State};
 use super::packet::{op, Header, HDR_LEN, HOST_CID, MAX_PAYLOAD, TYPE_STREAM};
 use crate::devices::virtio::chain::Chain;
-use crate::devices::virtio::RateLimitedLog;
+use crate::logging::ratelimited;
 
 /// Most live connections per VM; more guest REQUESTs are refused with RST.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -74,7 +74,6 @@ pub struct VsockMuxer {
     rxq: VecDeque<Key>,
     stray_rsts: VecDeque<Header>,
     next_local_port: u32,
-    log: RateLimitedLog,
 }
 
 fn conn_events() -> EventSet {
@@ -121,7 +120,6 @@ impl VsockMuxer {
             rxq: VecDeque::new(),
             stray_rsts: VecDeque::new(),
             next_local_port: FIRST_LOCAL_PORT,
-            log: RateLimitedLog::default(),
         })
     }
 
@@ -196,7 +194,7 @@ impl VsockMuxer {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    tracing::warn!("vsock epoll: {e}");
+                    ratelimited!(WARN, "vsock epoll: {e}");
                     return;
                 }
             };
@@ -239,9 +237,7 @@ impl VsockMuxer {
                     if self.pending.len() >= MAX_PENDING_ACCEPTS
                         || self.conns.len() >= MAX_CONNECTIONS
                     {
-                        self.log.warn(format_args!(
-                            "vsock: too many host connections; refusing one"
-                        ));
+                        ratelimited!(WARN, "vsock: too many host connections; refusing one");
                         continue;
                     }
                     if stream.set_nonblocking(true).is_err() {
@@ -259,7 +255,7 @@ impl VsockMuxer {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    tracing::warn!("vsock: accept on {}: {e}", self.uds.display());
+                    ratelimited!(WARN, "vsock: accept on {}: {e}", self.uds.display());
                     return;
                 }
             }
@@ -295,7 +291,10 @@ impl VsockMuxer {
             let _ = self
                 .epoll
                 .ctl(ControlOperation::Delete, fd, EpollEvent::default());
-            tracing::debug!("vsock: host connection sent a bad CONNECT line; closed");
+            ratelimited!(
+                DEBUG,
+                "vsock: host connection sent a bad CONNECT line; closed"
+            );
             return;
         };
         let local_port = self.alloc_local_port(peer_port);
@@ -323,9 +322,7 @@ impl VsockMuxer {
 
     fn connect_to_host(&mut self, hdr: &Header) {
         if self.conns.len() >= MAX_CONNECTIONS {
-            self.log.warn(format_args!(
-                "vsock: too many connections; refusing a guest one"
-            ));
+            ratelimited!(WARN, "vsock: too many connections; refusing a guest one");
             self.stray_rst(hdr);
             return;
         }
@@ -334,7 +331,8 @@ impl VsockMuxer {
         let stream = match UnixStream::connect(&path) {
             Ok(s) if s.set_nonblocking(true).is_ok() => s,
             _ => {
-                tracing::debug!(
+                ratelimited!(
+                    DEBUG,
                     "vsock: guest connection to {} refused",
                     Path::new(&path).display()
                 );
@@ -357,7 +355,8 @@ impl VsockMuxer {
     /// Takes one packet the guest sent; `chain` holds it (header, then `hdr.len` payload bytes).
     pub fn send_pkt<M: GuestMemory>(&mut self, mem: &M, chain: &Chain, hdr: &Header) {
         if hdr.src_cid != self.guest_cid || hdr.dst_cid != HOST_CID {
-            tracing::debug!(
+            ratelimited!(
+                DEBUG,
                 "vsock: dropped a packet from cid {} to cid {}",
                 hdr.src_cid,
                 hdr.dst_cid
