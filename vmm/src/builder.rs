@@ -32,7 +32,8 @@ use crate::layout::{
     CONTROL_PAGE_SIZE, CONTROL_PAGE_START, I8042_PORT_BASE, MAX_VCPUS, SERIAL_IRQ, SERIAL_PORT_BASE,
 };
 use crate::memory::{create_guest_memory, GuestMemoryMmap, MemoryBacking};
-use crate::vstate::vcpu::{stop_all, Vcpu, VcpuContext, VcpuHandle, STOP_DEADLINE};
+use crate::seccomp::Filters;
+use crate::vstate::vcpu::{stop_all, StartGate, Vcpu, VcpuContext, VcpuHandle, STOP_DEADLINE};
 use crate::vstate::vm::Vm;
 
 /// Errors building or running a VM.
@@ -72,6 +73,9 @@ pub enum BuildError {
     /// The event loop failed.
     #[error("event loop: {0}")]
     EventLoop(event_manager::Error),
+    /// Confining the VMM (jail or seccomp) failed; the guest never ran.
+    #[error("confining the VMM: {0}")]
+    Confine(String),
 }
 
 /// What the guest runs.
@@ -126,7 +130,17 @@ pub struct VmConfig {
     pub stop: Option<Arc<AtomicBool>>,
     /// virtio-mmio devices (disks, network cards, vsock, rng).
     pub devices: VirtioConfig,
+    /// Confines the process once the VM is built (memory loaded, devices holding their fds,
+    /// vCPUs configured) and before any vCPU runs, e.g. with [`crate::jail::enter`]. Called
+    /// on the thread that runs the VM while it is the process's only VMM thread.
+    pub confine: Option<Confine>,
+    /// Seccomp filters: each vCPU thread installs its own before its first `KVM_RUN`, the
+    /// thread running the VM installs its own before any vCPU runs.
+    pub seccomp: Option<Filters>,
 }
+
+/// See [`VmConfig::confine`].
+pub type Confine = Box<dyn FnOnce() -> Result<(), String> + Send>;
 
 /// How a VM ended, with the VMM's own measurements.
 #[derive(Debug, Clone)]
@@ -274,22 +288,43 @@ pub fn run_vm(mut config: VmConfig) -> Result<VmReport, BuildError> {
     let vcpus = (0..config.vcpus)
         .map(|i| Vcpu::new(&vm, i, config.vcpus, &layout, runnable))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(confine) = config.confine.take() {
+        confine().map_err(BuildError::Confine)?;
+    }
+    let filters = config.seccomp.take();
+    let gate = filters.as_ref().map(|_| Arc::new(StartGate::default()));
     let ctx = VcpuContext {
         pio: pio.clone(),
         mmio: mmio.clone(),
         exit: exit.clone(),
         times: times.clone(),
+        filter: filters.as_ref().map(|f| Arc::new(f.vcpu.clone())),
+        gate: gate.clone(),
     };
     let mut handles = Vec::with_capacity(vcpus.len());
     for vcpu in vcpus {
         match vcpu.start(ctx.clone()) {
             Ok(h) => handles.push(h),
             Err(e) => {
+                if let Some(g) = &gate {
+                    g.release(false);
+                }
                 exit.request(ExitReason::Stopped);
                 stop_vcpus(&mut handles);
                 return Err(e.into());
             }
         }
+    }
+    if let (Some(f), Some(g)) = (&filters, &gate) {
+        // The vCPU threads exist; from here this thread only runs the event loop and the
+        // teardown, under its own list.
+        if let Err(e) = crate::seccomp::install("vmm", &f.vmm) {
+            g.release(false);
+            exit.request(ExitReason::Stopped);
+            stop_vcpus(&mut handles);
+            return Err(BuildError::Confine(e.to_string()));
+        }
+        g.release(true);
     }
     let started = Instant::now();
 
@@ -321,7 +356,12 @@ pub fn run_vm(mut config: VmConfig) -> Result<VmReport, BuildError> {
         reason,
         startup_ms: times.startup_ms(),
         entry_to_marker_ms: times.entry_to_marker_ms(),
-        rss_outside_guest_kib: rss_outside_guest_kib(&mem),
+        // /proc is out of reach once confined (and opening files is not on the list).
+        rss_outside_guest_kib: if filters.is_some() {
+            None
+        } else {
+            rss_outside_guest_kib(&mem)
+        },
         run_time: started.elapsed(),
     };
     drop(vm);
@@ -505,6 +545,8 @@ Rss:                   8 kB
             vmm_start: Instant::now(),
             stop: None,
             devices: VirtioConfig::default(),
+            confine: None,
+            seccomp: None,
         };
         let e = run_vm(cfg(0, 128)).unwrap_err();
         assert!(e.to_string().starts_with("vcpus:"), "{e}");

@@ -5,8 +5,9 @@
 //!
 //! Layout: [`layout`] (addresses), [`memory`], [`boot`] (what is written before the first
 //! `KVM_RUN`), [`vstate`] (the only KVM users), [`devices`], [`event_loop`], [`exit`],
-//! [`host`] (can this host boot a stock kernel?), [`builder`] (the boot order), [`logging`]
-//! (limits on the log lines a guest can trigger).
+//! [`host`] (can this host boot a stock kernel?), [`builder`] (the boot order), [`jail`] and
+//! [`seccomp`] (what confines the VMM once its VM is built), [`logging`] (limits on the log
+//! lines a guest can trigger).
 
 pub mod boot;
 pub mod builder;
@@ -14,7 +15,9 @@ pub mod devices;
 pub mod event_loop;
 pub mod exit;
 pub mod host;
+pub mod jail;
 pub mod layout;
 pub mod logging;
 pub mod memory;
+pub mod seccomp;
 pub mod vstate;

@@ -86,6 +86,16 @@ impl Asm {
 }
 
 fn run_flat(code: Vec<u8>, vcpus: u8, timeout: Duration) -> (VmReport, Vec<u8>) {
+    run_flat_with(code, vcpus, timeout, None, None)
+}
+
+fn run_flat_with(
+    code: Vec<u8>,
+    vcpus: u8,
+    timeout: Duration,
+    confine: Option<husk_vmm::builder::Confine>,
+    seccomp: Option<husk_vmm::seccomp::Filters>,
+) -> (VmReport, Vec<u8>) {
     let out = Capture::default();
     let config = VmConfig {
         memory_mib: 64,
@@ -102,6 +112,8 @@ fn run_flat(code: Vec<u8>, vcpus: u8, timeout: Duration) -> (VmReport, Vec<u8>) 
         vmm_start: Instant::now(),
         stop: None,
         devices: Default::default(),
+        confine,
+        seccomp,
     };
     let report = run_vm(config).expect("VM runs");
     let bytes = out.0.lock().unwrap().clone();
@@ -205,4 +217,70 @@ fn silent_guest_ends_with_no_sign_of_life() {
     assert!(out.is_empty());
     assert_eq!(report.reason, ExitReason::NoSignOfLife { timeout_ms: 300 });
     assert!(report.run_time < Duration::from_secs(5));
+}
+
+/// The guest of `port_and_mmio_exits_reach_devices` on two vCPUs, run by the test binary
+/// itself in a child process (a seccomp violation kills the whole process): jailed in an
+/// empty directory (as root) and with the VMM's seccomp filters set to kill. It must run to
+/// its power-off exactly as unconfined: the allow-lists cover a VM's whole life, from the
+/// first KVM_RUN through device exits to stopping the vCPUs and the teardown.
+#[test]
+fn jailed_vmm_with_seccomp_kill_runs_a_guest_to_the_end() {
+    if !kvm_available() {
+        return;
+    }
+    if std::env::var_os("HUSK_TEST_CONFINED_CHILD").is_some() {
+        let dir = std::env::var("HUSK_TEST_CONFINED_CHILD").unwrap();
+        let mut a = Asm::default();
+        a.print(b"confined\n");
+        a.mov_rax(0xd000_0000).bytes(&[0xc6, 0x00, 123]); // boot-complete marker
+        a.bytes(&[0xc6, 0x40, 0x08, 0x01]); // power off
+        a.halt_forever();
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let confine: Option<husk_vmm::builder::Confine> = root.then(|| {
+            Box::new(move || {
+                husk_vmm::jail::enter(std::path::Path::new(&dir))
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }) as husk_vmm::builder::Confine
+        });
+        let filters = husk_vmm::seccomp::Filters::new(husk_vmm::seccomp::Violation::Kill).unwrap();
+        let (report, out) = run_flat_with(a.0, 1, Duration::from_secs(10), confine, Some(filters));
+        assert_eq!(String::from_utf8_lossy(&out), "confined\n");
+        assert_eq!(report.reason, ExitReason::Poweroff);
+        if root {
+            assert!(
+                !std::path::Path::new("/proc/self").exists(),
+                "still sees the host root"
+            );
+        }
+        println!("CONFINED-CHILD-OK root={root}");
+        return;
+    }
+    let dir = tempdir();
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "jailed_vmm_with_seccomp_kill_runs_a_guest_to_the_end",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("HUSK_TEST_CONFINED_CHILD", &dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir(&dir);
+    assert!(
+        out.status.success() && stdout.contains("CONFINED-CHILD-OK"),
+        "confined child failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn tempdir() -> String {
+    let dir = std::env::temp_dir().join(format!("husk-jail-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.to_string_lossy().into_owned()
 }

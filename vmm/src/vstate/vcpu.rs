@@ -107,6 +107,38 @@ pub struct VcpuContext {
     pub exit: ExitSignal,
     /// Boot clock (the BSP stamps kernel entry).
     pub times: Arc<BootTimes>,
+    /// The seccomp filter each vCPU thread installs before its first `KVM_RUN`.
+    pub filter: Option<Arc<seccompiler::BpfProgram>>,
+    /// Crossed by every vCPU thread (filter installed) and the VMM thread (its own filter
+    /// installed) before any vCPU runs: the guest's first instruction runs confined.
+    pub gate: Option<Arc<StartGate>>,
+}
+
+/// Holds vCPU threads between "filter installed" and their first `KVM_RUN` until the VMM
+/// thread has confined itself too, or tells them to give up (the VMM thread failed).
+#[derive(Debug, Default)]
+pub struct StartGate {
+    open: std::sync::Mutex<Option<bool>>,
+    cv: std::sync::Condvar,
+}
+
+impl StartGate {
+    /// Lets every waiting (and later) vCPU run (`true`) or give up (`false`).
+    pub fn release(&self, run: bool) {
+        *self.open.lock().unwrap_or_else(|e| e.into_inner()) = Some(run);
+        self.cv.notify_all();
+    }
+
+    /// Waits for [`StartGate::release`]; true means run.
+    pub fn wait(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(run) = *open {
+                return run;
+            }
+            open = self.cv.wait(open).unwrap_or_else(|e| e.into_inner());
+        }
+    }
 }
 
 impl Vcpu {
@@ -194,6 +226,24 @@ impl Vcpu {
     }
 
     fn run(mut self, ctx: VcpuContext, state: Arc<AtomicU8>) {
+        let confined = match &ctx.filter {
+            Some(filter) => crate::seccomp::install("vcpu", filter),
+            None => Ok(()),
+        };
+        let go = ctx.gate.as_ref().is_none_or(|g| g.wait());
+        if !go {
+            state.store(VcpuState::Exited as u8, Ordering::Release);
+            return;
+        }
+        if let Err(e) = confined {
+            ctx.exit.request(ExitReason::KvmError {
+                vcpu: self.index,
+                detail: e.to_string(),
+                rip: None,
+            });
+            state.store(VcpuState::Exited as u8, Ordering::Release);
+            return;
+        }
         state.store(VcpuState::Running as u8, Ordering::Release);
         if self.index == 0 {
             let _ = ctx.times.kernel_entry.set(Instant::now());
