@@ -1,14 +1,22 @@
 //! cgroup v2 for containers: creating a container's cgroup under the agent's cgroup root
 //! (the guest's /sys/fs/cgroup, or a configured directory in host mode), translating OCI
-//! resources into v2 interface files, freezing, stats, listing and killing. Never touches
-//! cgroup v1 or anything outside its root.
+//! resources into v2 interface files and the device program (`devices`, loaded by `bpf`),
+//! freezing, stats, listing and killing. Never touches cgroup v1 or anything outside its root.
+
+pub mod bpf;
+pub mod devices;
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
+use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
+
+use self::bpf::{BpfError, CgroupDir};
+use self::devices::DeviceError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -29,6 +37,17 @@ pub enum CgroupError {
     },
     #[error("cgroup {0}: timed out waiting for the freezer")]
     FreezeTimeout(PathBuf),
+    #[error("linux.resources.devices: {0}")]
+    DeviceProgram(#[from] BpfError),
+}
+
+impl From<DeviceError> for CgroupError {
+    fn from(e: DeviceError) -> Self {
+        CgroupError::Invalid {
+            field: "linux.resources.devices",
+            reason: e.to_string(),
+        }
+    }
 }
 
 type Result<T> = std::result::Result<T, CgroupError>;
@@ -288,11 +307,18 @@ impl CgroupRoot {
                 Err(e) => return Err(io(&dir)(e)),
             }
         }
-        Ok(Cgroup {
+        let cg = Cgroup {
             path: dir,
             root: self.root.clone(),
             available,
-        })
+            device_programs: Arc::default(),
+        };
+        // Deny by default (runc's default list only) until the spec's rules replace it.
+        if let Err(e) = cg.set_devices(&[]) {
+            let _ = cg.destroy();
+            return Err(e);
+        }
+        Ok(cg)
     }
 }
 
@@ -302,6 +328,9 @@ pub struct Cgroup {
     path: PathBuf,
     root: PathBuf,
     available: HashSet<String>,
+    /// The device programs this agent attached to the cgroup (normally one; two for a moment
+    /// while `set_devices` replaces it). Dropped with the cgroup.
+    device_programs: Arc<Mutex<Vec<OwnedFd>>>,
 }
 
 impl Cgroup {
@@ -309,7 +338,13 @@ impl Cgroup {
         &self.path
     }
 
+    /// Writes the resources' interface files and, when `res` has `devices`, replaces the
+    /// device program (an absent list leaves the current one).
     pub fn apply(&self, res: &LinuxResources) -> Result<()> {
+        // Refuse bad rules before anything changes.
+        if let Some(list) = res.devices() {
+            devices::effective_rules(list)?;
+        }
         for wr in resource_writes(res)? {
             if !wr.controller.is_empty() && !self.available.contains(wr.controller) {
                 return Err(CgroupError::Unavailable {
@@ -324,7 +359,45 @@ impl Cgroup {
                 reason: format!("writing {:?} to {}: {e}", wr.value, file.display()),
             })?;
         }
+        if let Some(list) = res.devices() {
+            self.set_devices(list)?;
+        }
         Ok(())
+    }
+
+    /// Makes the device program enforce `spec_rules` followed by runc's default allow list:
+    /// loads the new program, attaches it next to the old one (BPF_F_ALLOW_MULTI: for that
+    /// moment both must allow), then detaches the old one, as runc does. On failure the old
+    /// program stays.
+    pub fn set_devices(&self, spec_rules: &[LinuxDeviceCgroup]) -> Result<()> {
+        let rules = devices::effective_rules(spec_rules)?;
+        let prog = devices::program(&rules)?;
+        let fd = bpf::load(&prog)?;
+        let dir = CgroupDir::open(&self.path)?;
+        let mut attached = self
+            .device_programs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        dir.attach(&fd)?;
+        for old in attached.drain(..) {
+            if let Err(e) = dir.detach(&old) {
+                // Still attached: it only ever denies more, so the container stays walled.
+                tracing::warn!("replacing the device program: {e}");
+            }
+        }
+        attached.push(fd);
+        tracing::debug!(
+            cgroup = %self.path.display(),
+            rules = rules.len(),
+            insns = prog.len(),
+            "device program attached"
+        );
+        Ok(())
+    }
+
+    /// The ids of the device programs attached to this cgroup (for tests and diagnostics).
+    pub fn device_program_ids(&self) -> Result<Vec<u32>> {
+        Ok(CgroupDir::open(&self.path)?.attached()?)
     }
 
     pub fn add(&self, pid: i32) -> Result<()> {
@@ -408,8 +481,8 @@ impl Cgroup {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match fs::remove_dir(&self.path) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(e) if Instant::now() < deadline && e.raw_os_error() == Some(libc::EBUSY) => {
                     let _ = fs::write(self.path.join("cgroup.kill"), "1");
                     std::thread::sleep(Duration::from_millis(10));
@@ -417,6 +490,12 @@ impl Cgroup {
                 Err(e) => return Err(io(&self.path)(e)),
             }
         }
+        // The kernel detached the programs with the cgroup; close ours.
+        self.device_programs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        Ok(())
     }
 }
 
@@ -494,5 +573,124 @@ mod tests {
         );
         assert!(root.resolve(Some(Path::new("/a/../../etc")), "c1").is_err());
         assert!(root.resolve(Some(Path::new("/")), "c1").is_err());
+    }
+
+    /// Runs `script` with `$CG` set to the cgroup's procs file, in a shell that first moves
+    /// itself into the cgroup; stdout and stderr together.
+    fn in_cgroup(cg: &Cgroup, script: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo $$ > \"$CG\" || exit 99; {script}"))
+            .env("CG", cg.path().join("cgroup.procs"))
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// Loads, attaches, enforces and replaces a real device program on this host's cgroup2
+    /// (the same code the guest runs). Skips, saying why, without root, cgroup2 or bpf(2).
+    #[test]
+    fn device_program_is_enforced_and_replaced_on_this_host() {
+        if !nix::unistd::geteuid().is_root() {
+            println!("SKIPPED: needs root (bpf(2), cgroup2)");
+            return;
+        }
+        let Some(cg2) = find_cgroup2_mount() else {
+            println!("SKIPPED: no cgroup2 mount on this host");
+            return;
+        };
+        let root = CgroupRoot::new(cg2.join(format!("husk-devtest-{}", std::process::id())));
+        fs::create_dir_all(root.path()).unwrap();
+        let cleanup = |root: &CgroupRoot| {
+            let _ = fs::remove_dir(root.path().join("husk"));
+            let _ = fs::remove_dir(root.path());
+        };
+        let path = root.resolve(None, "dev").unwrap();
+        let cg = match root.create(&path) {
+            Ok(cg) => cg,
+            Err(CgroupError::DeviceProgram(e))
+                if matches!(
+                    &e,
+                    bpf::BpfError::Load { source, .. } | bpf::BpfError::Cgroup { source, .. }
+                    if matches!(source.raw_os_error(), Some(libc::EPERM | libc::ENOSYS))
+                ) =>
+            {
+                cleanup(&root);
+                println!("SKIPPED: this kernel refuses cgroup device programs: {e}");
+                return;
+            }
+            Err(e) => {
+                cleanup(&root);
+                panic!("creating a cgroup with the default device program: {e}");
+            }
+        };
+        let ids = cg.device_program_ids().unwrap();
+        assert_eq!(ids.len(), 1, "one program attached at create: {ids:?}");
+
+        // The default program: the standard nodes open; /dev/kmsg, a loop disk and a /dev/mem
+        // node made inside the cgroup (mknod is allowed) do not.
+        let nodes = std::env::temp_dir().join(format!("husk-devtest-{}", std::process::id()));
+        fs::create_dir_all(&nodes).unwrap();
+        let out = in_cgroup(
+            &cg,
+            &format!(
+                "head -c 4 /dev/zero | wc -c; echo x > /dev/null && echo null-ok; \
+                 mknod {n}/mem c 1 1 && echo mknod-ok; \
+                 (exec 3<{n}/mem) && echo mem-opened; (exec 3</dev/kmsg) && echo kmsg-opened; \
+                 (exec 3</dev/loop0) && echo loop-opened; true",
+                n = nodes.display()
+            ),
+        );
+        let _ = fs::remove_dir_all(&nodes);
+        assert!(out.contains("4\n") && out.contains("null-ok"), "{out}");
+        assert!(out.contains("mknod-ok"), "{out}");
+        for dev in ["mem", "kmsg", "loop"] {
+            assert!(
+                !out.contains(&format!("{dev}-opened")),
+                "{dev} opened: {out}"
+            );
+        }
+        assert_eq!(out.matches("Operation not permitted").count(), 3, "{out}");
+
+        // An update allowing /dev/kmsg (c 1:11 r) replaces the program.
+        let res: LinuxResources = serde_json::from_str(
+            r#"{"devices": [{"allow": false, "access": "rwm"},
+                            {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "r"}]}"#,
+        )
+        .unwrap();
+        cg.apply(&res).unwrap();
+        let after = cg.device_program_ids().unwrap();
+        assert_eq!(after.len(), 1, "the old program was detached: {after:?}");
+        assert_ne!(after, ids, "a new program replaced the old one");
+        let out = in_cgroup(
+            &cg,
+            "(exec 3</dev/kmsg) && echo kmsg-opened; (exec 3>/dev/kmsg) && echo kmsg-write; \
+             (exec 3</dev/loop0) && echo loop-opened; true",
+        );
+        assert!(out.contains("kmsg-opened"), "{out}");
+        assert!(!out.contains("kmsg-write"), "write was not granted: {out}");
+        assert!(!out.contains("loop-opened"), "{out}");
+
+        // Resources without devices leave the program alone; bad rules are refused naming
+        // the field and change nothing.
+        cg.apply(&LinuxResources::default()).unwrap();
+        assert_eq!(cg.device_program_ids().unwrap(), after);
+        let bad: LinuxResources =
+            serde_json::from_str(r#"{"devices": [{"allow": true, "access": "rwx"}]}"#).unwrap();
+        let err = cg.apply(&bad).unwrap_err();
+        assert!(matches!(err, CgroupError::Invalid { .. }), "{err}");
+        assert!(
+            err.to_string().starts_with("linux.resources.devices: "),
+            "{err}"
+        );
+        assert_eq!(cg.device_program_ids().unwrap(), after);
+
+        cg.destroy().unwrap();
+        cleanup(&root);
+        assert!(!root.path().exists());
     }
 }
