@@ -14,7 +14,7 @@ use husk_agent::cgroup::{find_cgroup2_mount, CgroupRoot};
 use husk_agent::container::Runtime;
 use husk_agent::logbuf::LogBuffer;
 use husk_agent::reaper::{self, ExitRegistry};
-use husk_agent::rpc::AgentService;
+use husk_agent::rpc::{peer::HostOnly, AgentService};
 use husk_agent::sandbox::{Sandbox, SandboxConfig};
 use husk_agent::syscall::linux::LinuxSyscall;
 use husk_agent::{pid1, protocol};
@@ -80,7 +80,8 @@ fn serve(is_pid1: bool, started: std::time::Instant) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HUSK_AGENT_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                // ttrpc's own line per refused connection is not rate limited; rpc::peer's is.
+                .unwrap_or_else(|_| "info,ttrpc::sync::server=error".into()),
         )
         .with_writer(logs.clone())
         .with_ansi(false)
@@ -141,6 +142,8 @@ fn serve(is_pid1: bool, started: std::time::Instant) -> anyhow::Result<()> {
     let mut server = ttrpc::Server::new()
         .bind(&ttrpc_addr(&listen)?)
         .with_context(|| format!("listening on {listen}"))?
+        // Only the host (vsock CID 2) gets past accept.
+        .set_accept_hook(HostOnly::default())
         .register_service(protocol::create_agent_service(Arc::new(service)))
         .set_thread_count_min(1)
         .set_thread_count_default(4)

@@ -1,5 +1,7 @@
 //! The ttrpc service: thin handlers that log, call the sandbox, and map typed errors to ttrpc
-//! codes. No container logic lives here.
+//! codes. No container logic lives here. `peer` decides who may connect at all.
+
+pub mod peer;
 
 use std::os::fd::AsFd;
 use std::path::Path;
