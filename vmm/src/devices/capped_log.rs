@@ -205,10 +205,8 @@ mod tests {
         let f = temp_file();
         (&f).write_all(&[b'a'; 900]).unwrap();
         // SAFETY: F_SETFL with plain flags on an fd `f` owns.
-        assert_eq!(
-            unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::O_APPEND) },
-            0
-        );
+        let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::O_APPEND) };
+        assert_eq!(r, 0);
         let mut log = CappedLog::new(f, 1000).unwrap();
         assert_eq!(log.len(), 900);
         log.write_all(&[b'b'; 300]).unwrap();
