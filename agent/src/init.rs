@@ -98,14 +98,16 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
         }
         mounts::setup_rootfs(&sys, plan)?;
     }
-    let filters = match &cfg.seccomp {
-        Some(p) => crate::seccomp::compile(p)?,
-        None => Vec::new(),
-    };
+    let filter = cfg
+        .seccomp
+        .as_ref()
+        .map(crate::seccomp::compile)
+        .transpose()?;
     let nnp = cfg.process.no_new_privileges().unwrap_or(false);
     // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it before dropping
-    // privileges (as runc does); otherwise as late as possible, right before exec.
-    let early = if nnp { &[][..] } else { &filters[..] };
+    // privileges (as runc does), leaving no_new_privs off; otherwise as late as possible,
+    // right before exec.
+    let early = if nnp { None } else { filter.as_ref() };
     let exec = prepare_process(&sys, &cfg.process, &cfg.root_for_users, early, writer)?;
 
     writer
@@ -120,8 +122,8 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
         std::process::exit(125);
     }
     reset_signals();
-    if nnp {
-        crate::seccomp::apply(&filters)?;
+    if let (true, Some(f)) = (nnp, &filter) {
+        f.install()?;
     }
     let err = nix::unistd::execve(&exec.path, &exec.argv, &exec.env).unwrap_err();
     Err(field(
@@ -182,7 +184,7 @@ fn prepare_process(
     sys: &dyn Syscall,
     p: &Process,
     users_root: &Path,
-    seccomp_early: &[seccompiler::BpfProgram],
+    seccomp_early: Option<&crate::seccomp::Filter>,
     sync: &mut UnixStream,
 ) -> Result<Exec, InitError> {
     for rl in p.rlimits().iter().flatten() {
@@ -239,7 +241,9 @@ fn prepare_process(
         Some(c) => CapMasks::from_spec(c)?,
         None => CapMasks::default(),
     };
-    crate::seccomp::apply(seccomp_early)?;
+    if let Some(f) = seccomp_early {
+        f.install()?;
+    }
     let id = Identity {
         uid: u.uid(),
         gid: u.gid(),
