@@ -3,13 +3,22 @@
 //! still writable). Decisions only: every effect goes through `&dyn Syscall`, so the
 //! order and flags are unit-tested with the recording fake. Runs inside the container's new
 //! mount namespace (in the init stage process), never in the agent's.
+//!
+//! Every path inside the rootfs (mount targets, /dev nodes and links, `linux.devices`) is
+//! resolved with `Syscall::open_in_root` before pivot_root: the image's symlinks and `..`
+//! resolve as if the rootfs were `/` (runc's securejoin), missing directories are created on
+//! the way, and the calls act on the resolved object, never on a re-walked path. A mount
+//! target is resolved again for each call on it, since after a mount the old handle names
+//! the covered directory, not the new mount (runc does the same).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::runtime::{LinuxDevice, LinuxDeviceType, Mount};
 
-use crate::syscall::{MntFlags, MsFlags, NodeKind, PathKind, Syscall, SyscallError};
+use crate::syscall::{
+    Create, InRoot, MntFlags, MsFlags, NodeKind, PathKind, Syscall, SyscallError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -139,9 +148,9 @@ fn propagation_flags(name: &str) -> Option<MsFlags> {
     })
 }
 
-/// Joins a container path onto the rootfs, refusing `..` so a spec cannot escape the rootfs
-/// lexically (symlinks inside the rootfs are the image's own business, as in runc's securejoin
-/// this is checked again by the kernel at mount time only for the final component).
+/// Joins a container path onto the rootfs, refusing `..`: the lexical check `spec::validate`
+/// makes on mount destinations. Never used to reach a file: symlinks in the image are resolved
+/// inside the rootfs by `Syscall::open_in_root`.
 pub fn join_rootfs(rootfs: &Path, dest: &Path) -> Option<PathBuf> {
     let mut out = rootfs.to_path_buf();
     for c in dest.components() {
@@ -224,8 +233,7 @@ pub fn setup_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountErr
 
 fn mount_one(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<(), SyscallError> {
     let dest = m.destination();
-    let target = join_rootfs(rootfs, dest)
-        .ok_or_else(|| SyscallError::new("resolve", dest, nix::errno::Errno::EINVAL))?;
+    let at = |create| sys.open_in_root(rootfs, dest, create);
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
     let source = m.source().as_deref();
     let data = opts.data();
@@ -233,9 +241,9 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<(), SyscallE
         let src = source.ok_or_else(|| {
             SyscallError::new("bind (no source)", dest, nix::errno::Errno::EINVAL)
         })?;
-        match sys.path_kind(src) {
-            PathKind::Dir => sys.mkdir_all(&target, 0o755)?,
-            PathKind::File => sys.create_file(&target)?,
+        let create = match sys.path_kind(src) {
+            PathKind::Dir => Create::Dir,
+            PathKind::File => Create::File,
             PathKind::Missing => {
                 return Err(SyscallError::new(
                     "bind source",
@@ -243,17 +251,16 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<(), SyscallE
                     nix::errno::Errno::ENOENT,
                 ))
             }
-        }
+        };
         let bind = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
-        sys.mount(Some(src), &target, None, bind, None)?;
+        sys.mount(Some(src), at(create)?.path(), None, bind, None)?;
         // A bind mount ignores other flags; they take effect on a remount.
         let rest = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !rest.is_empty() {
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rest;
-            sys.mount(None, &target, None, flags, None)?;
+            sys.mount(None, at(Create::Nothing)?.path(), None, flags, None)?;
         }
     } else {
-        sys.mkdir_all(&target, 0o755)?;
         let fstype = m.typ().as_deref().unwrap_or("none");
         // cgroup v1 does not exist in the guest; "cgroup" means the container's cgroup2 view.
         let fstype = if fstype == "cgroup" {
@@ -263,52 +270,65 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<(), SyscallE
         };
         sys.mount(
             source.or(Some(Path::new(fstype))),
-            &target,
+            at(Create::Dir)?.path(),
             Some(fstype),
             opts.flags,
             data.as_deref(),
         )?;
     }
     if !opts.propagation.is_empty() {
-        sys.mount(None, &target, None, opts.propagation, None)?;
-    }
-    Ok(())
-}
-
-fn populate_dev(sys: &dyn Syscall, rootfs: &Path) -> Result<(), SyscallError> {
-    for (path, major, minor) in DEFAULT_DEVICES {
-        let target = rootfs.join(path.trim_start_matches('/'));
-        if sys.path_kind(&target) == PathKind::Missing {
-            sys.mknod(&target, NodeKind::Char, 0o666, *major, *minor)?;
-        }
-    }
-    for (target, link) in DEFAULT_SYMLINKS {
-        sys.symlink(
-            Path::new(target),
-            &rootfs.join(link.trim_start_matches('/')),
+        sys.mount(
+            None,
+            at(Create::Nothing)?.path(),
+            None,
+            opts.propagation,
+            None,
         )?;
     }
     Ok(())
 }
 
+fn populate_dev(sys: &dyn Syscall, rootfs: &Path) -> Result<(), SyscallError> {
+    let dev = sys.open_in_root(rootfs, Path::new("/dev"), Create::Dir)?;
+    for (path, major, minor) in DEFAULT_DEVICES {
+        let target = in_dir(&dev, path);
+        if sys.path_kind(&target) == PathKind::Missing {
+            sys.mknod(&target, NodeKind::Char, 0o666, *major, *minor)?;
+        }
+    }
+    for (target, link) in DEFAULT_SYMLINKS {
+        sys.symlink(Path::new(target), &in_dir(&dev, link))?;
+    }
+    Ok(())
+}
+
+/// `dir`'s entry named like the last component of `path` (mknod and symlink do not follow a
+/// final symlink; the directory itself was resolved inside the rootfs).
+fn in_dir(dir: &InRoot, path: &str) -> PathBuf {
+    dir.path()
+        .join(Path::new(path).file_name().unwrap_or_default())
+}
+
 fn create_device(sys: &dyn Syscall, rootfs: &Path, d: &LinuxDevice) -> Result<(), SyscallError> {
-    let target = join_rootfs(rootfs, d.path())
-        .ok_or_else(|| SyscallError::new("resolve", d.path(), nix::errno::Errno::EINVAL))?;
+    let bad = || SyscallError::new("resolve", d.path(), nix::errno::Errno::EINVAL);
+    let name = d.path().file_name().ok_or_else(bad)?;
+    let parent = d.path().parent().ok_or_else(bad)?;
     let kind = match d.typ() {
         LinuxDeviceType::B => NodeKind::Block,
         LinuxDeviceType::P => NodeKind::Fifo,
         _ => NodeKind::Char,
     };
-    if let Some(parent) = target.parent() {
-        sys.mkdir_all(parent, 0o755)?;
-    }
+    let dir = sys.open_in_root(rootfs, parent, Create::Dir)?;
+    let target = dir.path().join(name);
     if sys.path_kind(&target) != PathKind::Missing {
         return Ok(());
     }
     let mode = d.file_mode().unwrap_or(0o666);
     sys.mknod(&target, kind, mode, d.major() as u64, d.minor() as u64)?;
     if d.uid().is_some() || d.gid().is_some() {
-        sys.chown(&target, d.uid(), d.gid())?;
+        // chown follows symlinks: act on the node as resolved inside the rootfs.
+        let node = sys.open_in_root(rootfs, d.path(), Create::Nothing)?;
+        sys.chown(node.path(), d.uid(), d.gid())?;
     }
     Ok(())
 }

@@ -226,3 +226,219 @@ fn a_failing_sysctl_names_the_field() {
         "{err}"
     );
 }
+
+// --- Targets resolved inside the rootfs (real filesystem, no mounts; runc's securejoin) ---
+
+mod in_root {
+    use std::os::unix::fs::symlink;
+    use std::path::{Path, PathBuf};
+
+    use crate::syscall::linux::LinuxSyscall;
+    use crate::syscall::{Create, PathKind, Syscall};
+
+    /// A scratch directory `<tmp>/husk-inroot-<pid>-<tag>/a/b/rootfs`, removed on drop.
+    struct Scratch {
+        top: PathBuf,
+        rootfs: PathBuf,
+    }
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let top =
+                std::env::temp_dir().join(format!("husk-inroot-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&top);
+            let rootfs = top.join("a/b/rootfs");
+            std::fs::create_dir_all(rootfs.join("etc")).unwrap();
+            Scratch { top, rootfs }
+        }
+
+        /// Everything under the scratch top that is not inside the rootfs.
+        fn outside(&self) -> Vec<PathBuf> {
+            fn walk(p: &Path, skip: &Path, out: &mut Vec<PathBuf>) {
+                for e in std::fs::read_dir(p).unwrap().flatten() {
+                    let path = e.path();
+                    if path == skip {
+                        continue;
+                    }
+                    out.push(path.clone());
+                    if e.file_type().unwrap().is_dir() {
+                        walk(&path, skip, out);
+                    }
+                }
+            }
+            let mut out = Vec::new();
+            walk(&self.top, &self.rootfs, &mut out);
+            out.sort();
+            out
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.top);
+        }
+    }
+
+    fn expected_outside(s: &Scratch) -> Vec<PathBuf> {
+        vec![s.top.join("a"), s.top.join("a/b")]
+    }
+
+    /// Where the resolved handle really points (the target of its /proc/self/fd link).
+    fn real(p: &Path) -> PathBuf {
+        std::fs::read_link(p).unwrap()
+    }
+
+    #[test]
+    fn absolute_symlink_stays_in_the_rootfs() {
+        let s = Scratch::new("abs");
+        symlink("/etc", s.rootfs.join("data")).unwrap();
+        let name = format!("husk-inroot-test-{}", std::process::id());
+        let dest = Path::new("/data").join(&name);
+        let r = LinuxSyscall.open_in_root(&s.rootfs, &dest, Create::Dir);
+        // Checked (and cleaned up) first: the host's /etc must be untouched.
+        let host = Path::new("/etc").join(&name);
+        let leaked = host.exists();
+        let _ = std::fs::remove_dir(&host);
+        assert!(!leaked, "created {host:?} outside the rootfs");
+        let r = r.unwrap();
+        assert!(r.path().starts_with("/proc/self/fd/"), "{:?}", r.path());
+        assert_eq!(r.kind(), PathKind::Dir);
+        assert_eq!(real(r.path()), s.rootfs.join("etc").join(&name));
+        assert_eq!(s.outside(), expected_outside(&s));
+    }
+
+    #[test]
+    fn dotdot_through_a_symlink_stops_at_the_rootfs() {
+        let s = Scratch::new("up");
+        std::fs::create_dir_all(s.rootfs.join("x")).unwrap();
+        symlink("../../..", s.rootfs.join("x/up")).unwrap();
+        for (dest, create) in [
+            ("/x/up/escaped", Create::Dir),
+            ("/x/up/../../escaped-file", Create::File),
+        ] {
+            let r = LinuxSyscall
+                .open_in_root(&s.rootfs, Path::new(dest), create)
+                .unwrap();
+            let name = Path::new(dest).file_name().unwrap();
+            assert_eq!(real(r.path()), s.rootfs.join(name), "{dest}");
+        }
+        assert!(s.rootfs.join("escaped").is_dir());
+        assert!(s.rootfs.join("escaped-file").is_file());
+        assert_eq!(s.outside(), expected_outside(&s));
+    }
+
+    /// runc (issue 12 item 8): a destination reached through a dangling symlink is created
+    /// where the link points, inside the rootfs.
+    #[test]
+    fn dangling_symlinks_get_their_target_created_inside() {
+        let s = Scratch::new("dangling");
+        symlink("/var/log/app", s.rootfs.join("logs")).unwrap();
+        symlink("../run/missing-hosts", s.rootfs.join("etc/hosts")).unwrap();
+        let r = LinuxSyscall
+            .open_in_root(&s.rootfs, Path::new("/logs"), Create::Dir)
+            .unwrap();
+        assert_eq!(real(r.path()), s.rootfs.join("var/log/app"));
+        let r = LinuxSyscall
+            .open_in_root(&s.rootfs, Path::new("/etc/hosts"), Create::File)
+            .unwrap();
+        assert_eq!(r.kind(), PathKind::File);
+        assert_eq!(real(r.path()), s.rootfs.join("run/missing-hosts"));
+        assert!(s.rootfs.join("run/missing-hosts").is_file());
+        assert_eq!(s.outside(), expected_outside(&s));
+    }
+
+    #[test]
+    fn loops_missing_paths_and_files_in_the_middle_are_errors() {
+        let s = Scratch::new("errors");
+        symlink("loop", s.rootfs.join("loop")).unwrap();
+        std::fs::write(s.rootfs.join("file"), "").unwrap();
+        let e = LinuxSyscall
+            .open_in_root(&s.rootfs, Path::new("/loop/x"), Create::Dir)
+            .unwrap_err();
+        assert_eq!(e.errno, nix::errno::Errno::ELOOP);
+        let e = LinuxSyscall
+            .open_in_root(&s.rootfs, Path::new("/file/x"), Create::Dir)
+            .unwrap_err();
+        assert_eq!(e.errno, nix::errno::Errno::ENOTDIR);
+        let e = LinuxSyscall
+            .open_in_root(&s.rootfs, Path::new("/nope"), Create::Nothing)
+            .unwrap_err();
+        assert_eq!(e.errno, nix::errno::Errno::ENOENT);
+        assert!(!s.rootfs.join("nope").exists());
+        let r = LinuxSyscall
+            .open_in_root(&s.rootfs, Path::new("/"), Create::Nothing)
+            .unwrap();
+        assert_eq!(real(r.path()), s.rootfs);
+    }
+
+    /// The mount itself, in a forked child with its own mount namespace: a tmpfs for `/data`
+    /// (`data -> <scratch>/outside`, absolute) and a bind of a file onto `/up/hosts`
+    /// (`up -> ..`) land inside the rootfs; nothing outside is created or covered.
+    #[test]
+    fn mounts_through_escaping_symlinks_land_inside_the_rootfs() {
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!("SKIPPED: mounting needs root");
+            return;
+        }
+        let s = Scratch::new("mount");
+        let outside = s.top.join("outside");
+        symlink(&outside, s.rootfs.join("data")).unwrap();
+        symlink("..", s.rootfs.join("up")).unwrap();
+        let src = s.top.join("a/hosts-src");
+        std::fs::write(&src, "bound").unwrap();
+        let tmpfs = super::mount("/data", "tmpfs", "tmpfs", &[]);
+        let bind = super::mount("/up/hosts", "bind", src.to_str().unwrap(), &["bind", "ro"]);
+        let inside = s.rootfs.join(outside.strip_prefix("/").unwrap());
+        // SAFETY: the child only makes system calls and _exits (fork from a threaded test).
+        match unsafe { nix::unistd::fork() }.unwrap() {
+            nix::unistd::ForkResult::Child => {
+                let code = (|| {
+                    let private = nix::mount::MsFlags::MS_PRIVATE | nix::mount::MsFlags::MS_REC;
+                    if nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).is_err()
+                        || nix::mount::mount(None::<&str>, "/", None::<&str>, private, None::<&str>)
+                            .is_err()
+                    {
+                        return 10;
+                    }
+                    if super::mount_one(&LinuxSyscall, &s.rootfs, &tmpfs).is_err() {
+                        return 11;
+                    }
+                    if super::mount_one(&LinuxSyscall, &s.rootfs, &bind).is_err() {
+                        return 12;
+                    }
+                    let dev = |p: &Path| {
+                        std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m))
+                    };
+                    // The tmpfs covers the directory created inside the rootfs.
+                    if dev(&inside).ok() == dev(&s.rootfs).ok() {
+                        return 13;
+                    }
+                    match std::fs::read_to_string(s.rootfs.join("hosts")) {
+                        Ok(t) if t == "bound" => {}
+                        _ => return 14,
+                    }
+                    if std::fs::write(s.rootfs.join("hosts"), "x").is_ok() {
+                        return 15; // the read-only remount reached the bind mount
+                    }
+                    0
+                })();
+                // SAFETY: _exit ends the forked child without running the parent's destructors.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => {
+                let status = nix::sys::wait::waitpid(child, None).unwrap();
+                assert_eq!(
+                    status,
+                    nix::sys::wait::WaitStatus::Exited(child, 0),
+                    "10 unshare, 11 tmpfs, 12 bind, 13 tmpfs not inside, 14 bind not inside, 15 not ro"
+                );
+            }
+        }
+        assert!(!outside.exists(), "created {outside:?} outside the rootfs");
+        assert!(inside.is_dir());
+        let mut want = expected_outside(&s);
+        want.push(src);
+        want.sort();
+        assert_eq!(s.outside(), want);
+    }
+}

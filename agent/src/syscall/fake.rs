@@ -10,7 +10,7 @@ use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 
-use super::{CapSets, NodeKind, PathKind, Result, Syscall, SyscallError};
+use super::{CapSets, Create, InRoot, NodeKind, PathKind, Result, Syscall, SyscallError};
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,6 +163,30 @@ impl Syscall for RecordingSyscall {
             .get(path)
             .copied()
             .unwrap_or(PathKind::Missing)
+    }
+
+    /// Joins lexically (`..` stops at `root`; symlinks are not modelled) and creates what is
+    /// missing through `mkdir_all` / `create_file`, so those are recorded and can fail.
+    fn open_in_root(&self, root: &Path, path: &Path, create: Create) -> Result<InRoot> {
+        let mut joined = root.to_path_buf();
+        for c in path.components() {
+            match c {
+                std::path::Component::Normal(n) => joined.push(n),
+                std::path::Component::ParentDir if joined != root => {
+                    joined.pop();
+                }
+                _ => {}
+            }
+        }
+        if self.path_kind(&joined) == PathKind::Missing {
+            match create {
+                Create::Nothing => {}
+                Create::Dir => self.mkdir_all(&joined, 0o755)?,
+                Create::File => self.create_file(&joined)?,
+            }
+        }
+        let kind = self.path_kind(&joined);
+        Ok(InRoot::at_path(joined, kind))
     }
 
     fn sethostname(&self, name: &str) -> Result<()> {

@@ -10,7 +10,7 @@ use nix::mount::{MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::stat::{makedev, Mode, SFlag};
 
-use super::{CapSets, NodeKind, PathKind, Result, Syscall, SyscallError};
+use super::{CapSets, Create, InRoot, NodeKind, PathKind, Result, Syscall, SyscallError};
 
 fn io_errno(e: &std::io::Error) -> Errno {
     Errno::from_i32(e.raw_os_error().unwrap_or(libc::EIO))
@@ -101,6 +101,10 @@ impl Syscall for LinuxSyscall {
             Ok(_) => PathKind::File,
             Err(_) => PathKind::Missing,
         }
+    }
+
+    fn open_in_root(&self, root: &Path, path: &Path, create: Create) -> Result<InRoot> {
+        super::in_root::open_in_root(root, path, create)
     }
 
     fn sethostname(&self, name: &str) -> Result<()> {

@@ -5,12 +5,14 @@
 //! `unsafe`.
 
 pub mod console;
+pub mod in_root;
 pub mod linux;
 pub mod netlink;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod fake;
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 pub use nix::mount::{MntFlags, MsFlags};
@@ -46,6 +48,57 @@ pub enum PathKind {
     File,
 }
 
+/// What `Syscall::open_in_root` creates where a component is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// Nothing: a missing component is an error.
+    Nothing,
+    /// Directories, the last component included.
+    Dir,
+    /// Directories, then an empty file as the last component.
+    File,
+}
+
+/// An object inside a container rootfs, resolved by `Syscall::open_in_root`. `path()` names
+/// it for path-based calls while this value lives: `/proc/self/fd/N` of an O_PATH fd in the
+/// real implementation (the kernel follows that magic link to the resolved object, so nothing
+/// is re-walked), the joined path in the fake.
+#[derive(Debug)]
+pub struct InRoot {
+    path: PathBuf,
+    kind: PathKind,
+    _fd: Option<OwnedFd>,
+}
+
+impl InRoot {
+    /// Wraps an O_PATH fd; the current mount namespace must have /proc mounted.
+    pub fn new(fd: OwnedFd, kind: PathKind) -> InRoot {
+        InRoot {
+            path: PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+            kind,
+            _fd: Some(fd),
+        }
+    }
+
+    /// A plain path (the recording fake).
+    pub fn at_path(path: PathBuf, kind: PathKind) -> InRoot {
+        InRoot {
+            path,
+            kind,
+            _fd: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `Dir` or `File` (whatever is not a directory).
+    pub fn kind(&self) -> PathKind {
+        self.kind
+    }
+}
+
 /// A device node to create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeKind {
@@ -75,6 +128,10 @@ pub trait Syscall {
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()>;
     fn symlink(&self, target: &Path, link: &Path) -> Result<()>;
     fn path_kind(&self, path: &Path) -> PathKind;
+    /// Resolves `path` inside the container rootfs `root` as if `root` were `/` (symlinks,
+    /// absolute ones included, and `..` never leave it: runc's securejoin semantics), creating
+    /// what is missing as `create` says.
+    fn open_in_root(&self, root: &Path, path: &Path, create: Create) -> Result<InRoot>;
     fn sethostname(&self, name: &str) -> Result<()>;
     fn unshare(&self, flags: CloneFlags) -> Result<()>;
     /// Joins the namespace at `path` (a `/proc/<pid>/ns/<type>` style file).
