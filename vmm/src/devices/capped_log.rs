@@ -29,23 +29,20 @@ pub struct CappedLog {
     file: File,
     cap: u64,
     len: u64,
+    /// Whether the kept half can be read back; a write-only file starts over instead.
+    readable: bool,
 }
 
 impl CappedLog {
-    /// Writes go to the end of `file`, which must be open for reading and writing (`pread` of
-    /// the kept half). `O_APPEND` is cleared: Linux's `pwrite` ignores its offset under it.
+    /// Writes go to the end of `file`. Open it for reading and writing: the newest half is read
+    /// back (`pread`) when the file is compacted; a write-only file keeps only the marker and
+    /// what comes after. `O_APPEND` is cleared: Linux's `pwrite` ignores its offset under it.
     pub fn new(file: File, cap_bytes: u64) -> io::Result<Self> {
         let fd = file.as_raw_fd();
         // SAFETY: F_GETFL on an fd this function owns through `file`; no pointers.
         let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
         if flags < 0 {
             return Err(io::Error::last_os_error());
-        }
-        if flags & libc::O_ACCMODE != libc::O_RDWR {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a capped log must be open for reading and writing",
-            ));
         }
         if flags & libc::O_APPEND != 0 {
             // SAFETY: as above; F_SETFL takes an int of flags.
@@ -58,6 +55,7 @@ impl CappedLog {
             file,
             cap: cap_bytes,
             len,
+            readable: flags & libc::O_ACCMODE == libc::O_RDWR,
         })
     }
 
@@ -89,7 +87,11 @@ impl CappedLog {
             .cap
             .saturating_sub(incoming)
             .saturating_sub(marker.len() as u64);
-        let keep = self.len.min(self.cap / 2).min(room);
+        let keep = if self.readable {
+            self.len.min(self.cap / 2).min(room)
+        } else {
+            0
+        };
         let from = self.len - keep;
         let to = marker.len() as u64;
         // Forward copy: the destination starts before the source, so every chunk is read before
@@ -217,12 +219,18 @@ mod tests {
     }
 
     #[test]
-    fn a_write_only_file_is_refused() {
+    fn a_write_only_file_stays_capped_and_starts_over() {
         let path = std::env::temp_dir().join(format!("husk-capped-log-wo-{}", std::process::id()));
-        let f = File::create(&path).unwrap();
+        let mut log = CappedLog::new(File::create(&path).unwrap(), 1000).unwrap();
+        for i in 0..300u32 {
+            log.write_all(format!("{i:09}\n").as_bytes()).unwrap();
+            assert!(log.len() <= 1000);
+        }
+        let kept = std::fs::read(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        let e = CappedLog::new(f, 100).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(kept.starts_with(TRUNCATED_MARKER));
+        assert!(kept.ends_with(b"000000299\n"));
+        assert!(kept.len() <= 1000);
     }
 
     #[test]
