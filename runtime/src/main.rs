@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod control;
 mod logger;
+mod perms;
 mod rootfs;
 mod sockpath;
 mod state;
@@ -20,8 +21,10 @@ mod tty;
 use clap::Parser;
 
 fn main() {
+    // Before anything is created: what husk makes is private whatever the caller's umask.
+    let caller_umask = perms::restrict_umask();
     let args = cli::Cli::parse();
-    let ctx = cli::Ctx::new(&args);
+    let ctx = cli::Ctx::new(&args, caller_umask);
     if args.systemd_cgroup && !matches!(args.cmd, cli::Cmd::Supervise(_)) {
         ctx.log
             .warn("--systemd-cgroup is ignored: husk's cgroups live inside the guest");

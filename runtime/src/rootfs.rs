@@ -109,8 +109,9 @@ pub fn prepare(rootfs: &Path, image: &Path) -> Result<RootfsDisk, RootfsError> {
         dir: rootfs.into(),
         message,
     };
-    let f =
-        std::fs::File::create(image).map_err(|e| mkfs_err(format!("{}: {e}", image.display())))?;
+    // The container's whole filesystem: private (0600) like everything under the root.
+    let f = crate::perms::create_file(image)
+        .map_err(|e| mkfs_err(format!("{}: {e}", image.display())))?;
     f.set_len(size)
         .map_err(|e| mkfs_err(format!("{}: {e}", image.display())))?;
     drop(f);

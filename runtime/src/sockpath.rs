@@ -75,10 +75,17 @@ pub fn connect(path: &Path) -> io::Result<UnixStream> {
     UnixStream::connect(dir.path(&name))
 }
 
-/// Binds a socket at `path`, however long.
+/// Binds a socket at `path`, however long, private to its owner (0600) whatever the umask.
+/// (Under husk's umask of 077 it is never reachable by others, even before the chmod.)
 pub fn bind(path: &Path) -> io::Result<UnixListener> {
     let (dir, name) = split(path)?;
-    UnixListener::bind(dir.path(&name))
+    let short = dir.path(&name);
+    let listener = UnixListener::bind(&short)?;
+    if let Err(e) = crate::perms::private_path(&short) {
+        let _ = std::fs::remove_file(&short);
+        return Err(e);
+    }
+    Ok(listener)
 }
 
 #[cfg(test)]
@@ -95,6 +102,7 @@ mod tests {
         assert!(UnixListener::bind(&sock).is_err());
         let l = bind(&sock).unwrap();
         assert!(sock.exists());
+        assert_eq!(crate::perms::tests::mode(&sock), 0o600);
         let t = std::thread::spawn(move || l.accept().map(|_| ()));
         connect(&sock).unwrap();
         t.join().unwrap().unwrap();

@@ -8,11 +8,14 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::perms;
 
 /// OCI version husk reports (runc 1.1's).
 pub const OCI_VERSION: &str = "1.0.2-dev";
@@ -187,13 +190,11 @@ impl Root {
     /// Makes `<root>/<id>` (failing if it exists) and locks it.
     pub fn create_dir(&self, id: &str) -> Result<(PathBuf, Lock), StateError> {
         Root::check_id(id)?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o711)
+        perms::dir_builder(true)
             .create(&self.dir)
             .map_err(io(&self.dir))?;
         let dir = self.container_dir(id);
-        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
+        match perms::dir_builder(false).create(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(StateError::Exists(id.into()))
@@ -312,31 +313,67 @@ fn lock_dir(dir: &Path) -> Result<Lock, StateError> {
     Ok(Lock { _file: file })
 }
 
-/// Writes `path` through a temporary file and rename.
+/// Writes a private (0600) file atomically: see [`write_atomic_mode`].
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StateError> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, data).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    write_atomic_mode(path, data, perms::FILE_MODE)
+}
+
+/// Writes `path` with `mode` through a temporary file that nobody else can have planted
+/// (`O_EXCL`, random name, in the same directory), synced before it is renamed over `path`;
+/// the directory is synced after. A symlink at `path` is replaced, never followed.
+pub fn write_atomic_mode(path: &Path, data: &[u8], mode: u32) -> Result<(), StateError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io(dir))?;
+    let file = tmp.as_file_mut();
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .and_then(|()| file.write_all(data))
+        .and_then(|()| file.sync_all())
+        .map_err(io(path))?;
+    tmp.persist(path).map_err(|e| io(path)(e.error))?;
+    // The rename is durable once the directory is; a failure here loses nothing written.
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 /// Field 22 (starttime) of /proc/<pid>/stat.
 pub fn process_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses; fields resume after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// Whether `pid` is alive (not a zombie) and is the process that started at `start`.
+/// The fields of a /proc/<pid>/stat line after the command name, which may contain spaces
+/// and parentheses: they resume after the last ')'. Field 3 (state) is the first.
+fn stat_fields(stat: &str) -> Option<impl Iterator<Item = &str>> {
+    Some(stat.get(stat.rfind(')')? + 2..)?.split(' '))
+}
+
+/// Field 22 (starttime) of a /proc/<pid>/stat line.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    stat_fields(stat)?.nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive (not a zombie) and is the process that started at `start`: a pid
+/// that was recycled for another process has another start time.
 pub fn process_alive(pid: i32, start: u64) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    if pid <= 0 {
         return false;
-    };
-    let zombie = stat
-        .rfind(')')
-        .and_then(|i| stat.get(i + 2..i + 3))
-        .is_some_and(|s| s == "Z" || s == "X");
-    !zombie && process_start_time(pid) == Some(start)
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat_is(&stat, start),
+        Err(_) => false,
+    }
+}
+
+/// Whether a /proc/<pid>/stat line is of a live process that started at `start`.
+fn stat_is(stat: &str, start: u64) -> bool {
+    let zombie = stat_fields(stat)
+        .and_then(|mut f| f.next())
+        .is_none_or(|s| s == "Z" || s == "X");
+    !zombie && parse_start_time(stat) == Some(start)
 }
 
 /// A user name from /etc/passwd, or the uid as text.
@@ -400,6 +437,113 @@ mod tests {
             "a lock taken after delete finds no container"
         );
         std::fs::remove_dir_all(tmp).unwrap();
+    }
+
+    /// Everything husk creates under its root is private even when its caller's umask is 000
+    /// (and before `main`'s own umask of 077): the root and container directories 0700,
+    /// state files, logs, the disk image and sockets 0600.
+    #[test]
+    fn everything_under_the_root_is_private_under_umask_000() {
+        use crate::perms::tests::{mode, with_open_umask};
+        let tmp = tempfile::tempdir().unwrap();
+        let root = Root::new(tmp.path().join("root"));
+        with_open_umask(|| {
+            let (dir, _lock) = root.create_dir("c").unwrap();
+            let me = std::process::id() as i32;
+            root.write_record(&Record {
+                id: "c".into(),
+                pid: me,
+                pid_start: 0,
+                bundle: "/b".into(),
+                rootfs: "/b/rootfs".into(),
+                created: String::new(),
+                annotations: HashMap::new(),
+            })
+            .unwrap();
+            write_atomic(&dir.join("status"), b"created").unwrap();
+            write_atomic(&dir.join("status"), b"running").unwrap();
+            crate::perms::append_file(&dir.join("supervisor.log")).unwrap();
+            crate::perms::create_file(&dir.join("rootfs.img")).unwrap();
+            crate::perms::create_file(&dir.join("console.log")).unwrap();
+            let _l = crate::sockpath::bind(&dir.join("control.sock")).unwrap();
+            assert_eq!(mode(root.path()), 0o700);
+            assert_eq!(mode(&dir), 0o700);
+            for f in [
+                "state.json",
+                "status",
+                "supervisor.log",
+                "rootfs.img",
+                "console.log",
+                "control.sock",
+            ] {
+                assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
+            }
+            // Nothing else was left behind (no temporary files).
+            let mut names: Vec<String> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            assert_eq!(names.len(), 6, "{names:?}");
+        });
+    }
+
+    #[test]
+    fn write_atomic_replaces_a_planted_symlink_without_following_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("target");
+        std::fs::write(&target, "untouched").unwrap();
+        let path = tmp.path().join("status");
+        // The old fixed temporary name, and the file itself.
+        std::os::unix::fs::symlink(&target, tmp.path().join("status.tmp")).unwrap();
+        std::os::unix::fs::symlink(&target, &path).unwrap();
+        write_atomic(&path, b"running").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "running");
+    }
+
+    #[test]
+    fn liveness_is_pid_and_start_time() {
+        let me = std::process::id() as i32;
+        let start = process_start_time(me).unwrap();
+        assert!(process_alive(me, start));
+        // The same pid recycled for a process that started at another time.
+        assert!(!process_alive(me, start + 1));
+        assert!(!process_alive(0, start));
+        assert!(!process_alive(-1, start));
+        assert!(!process_alive(i32::MAX, start));
+        // A zombie is not alive.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id() as i32;
+        let cstart = process_start_time(pid).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_alive(pid, cstart) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(!process_alive(pid, cstart), "a zombie");
+        assert!(
+            process_start_time(pid).is_some(),
+            "still a zombie, not reaped"
+        );
+        child.wait().unwrap();
+        assert!(!process_alive(pid, cstart), "reaped");
+    }
+
+    #[test]
+    fn stat_lines_with_odd_command_names_parse() {
+        // Field 22 is the 20th after the state; command names may hold ") " and spaces.
+        let tail = "S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 4242 20 21";
+        for comm in ["sleep", "a b", "x) (y", ") S 1 2"] {
+            let line = format!("77 ({comm}) {tail}");
+            assert_eq!(parse_start_time(&line), Some(4242), "{comm}");
+            assert!(stat_is(&line, 4242));
+            assert!(!stat_is(&line, 4243));
+        }
+        let zombie = format!("77 (z) Z{}", &tail[1..]);
+        assert!(!stat_is(&zombie, 4242));
+        assert_eq!(parse_start_time("garbage"), None);
+        assert!(!stat_is("77 (x)", 4242));
     }
 
     #[test]

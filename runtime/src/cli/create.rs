@@ -14,7 +14,8 @@ use anyhow::{anyhow, bail, Context};
 
 use super::Ctx;
 use crate::bundle::Bundle;
-use crate::state::{process_start_time, write_atomic, Record};
+use crate::perms;
+use crate::state::{process_start_time, write_atomic_mode, Record};
 use crate::timefmt;
 use crate::tty::Pty;
 
@@ -140,15 +141,22 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
     rec.pid_start = process_start_time(rec.pid).unwrap_or(0);
     ctx.root.write_record(&rec)?;
     if let Some(p) = &a.pid_file {
-        write_pid_file(p, rec.pid)?;
+        write_pid_file(p, rec.pid, ctx.caller_umask)?;
     }
     cleanup.armed = false;
     Ok(child)
 }
 
-/// Writes a pid file atomically (runc's format: the number, no newline).
-pub fn write_pid_file(path: &Path, pid: i32) -> anyhow::Result<()> {
-    write_atomic(path, pid.to_string().as_bytes()).map_err(|e| anyhow!("--pid-file: {e}"))
+/// Writes a pid file atomically (runc's format: the number, no newline), through a temporary
+/// file of a random name created `O_EXCL` beside it: a symlink planted at any name is never
+/// followed. Its mode is runc's (0666 less the caller's umask).
+pub fn write_pid_file(path: &Path, pid: i32, caller_umask: u32) -> anyhow::Result<()> {
+    write_atomic_mode(
+        path,
+        pid.to_string().as_bytes(),
+        perms::caller_mode(caller_umask),
+    )
+    .map_err(|e| anyhow!("--pid-file: {e}"))
 }
 
 fn wait_ready(listener: &UnixListener, child: &mut Child) -> anyhow::Result<()> {
@@ -181,4 +189,33 @@ fn wait_ready(listener: &UnixListener, child: &mut Child) -> anyhow::Result<()> 
 pub fn run(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<i32> {
     create(ctx, &a, true)?;
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_file_never_follows_a_planted_symlink() {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("target");
+        std::fs::write(&target, "untouched").unwrap();
+        // The temporary name older husk used, planted by someone who can write the directory.
+        let pid = t.path().join("pid");
+        std::os::unix::fs::symlink(&target, t.path().join("pid.tmp")).unwrap();
+        write_pid_file(&pid, 42, 0o022).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&pid).unwrap(), "42");
+        assert_eq!(crate::perms::tests::mode(&pid), 0o644, "runc's mode");
+        assert!(std::fs::symlink_metadata(t.path().join("pid.tmp"))
+            .unwrap()
+            .is_symlink());
+        // A symlink at the pid file's own name is replaced, not written through.
+        let pid2 = t.path().join("pid2");
+        std::os::unix::fs::symlink(&target, &pid2).unwrap();
+        write_pid_file(&pid2, 43, 0o077).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert_eq!(std::fs::read_to_string(&pid2).unwrap(), "43");
+        assert_eq!(crate::perms::tests::mode(&pid2), 0o600);
+    }
 }

@@ -163,12 +163,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
             .spawn()
             .context("starting the exec stand-in")?;
         if let Some(p) = &a.pid_file {
-            super::create::write_pid_file(p, standin.id() as i32)?;
+            super::create::write_pid_file(p, standin.id() as i32, ctx.caller_umask)?;
         }
         return Ok(0);
     }
     if let Some(p) = &a.pid_file {
-        super::create::write_pid_file(p, std::process::id() as i32)?;
+        super::create::write_pid_file(p, std::process::id() as i32, ctx.caller_umask)?;
     }
     Ok(control::answer(&conn)?.status.unwrap_or(255))
 }

@@ -108,11 +108,13 @@ pub struct Ctx {
     pub log: Logger,
     /// Global flags to hand to the supervisor.
     pub global_args: Vec<std::ffi::OsString>,
+    /// The umask husk was started with (its own is `perms::UMASK`).
+    pub caller_umask: u32,
 }
 
 impl Ctx {
-    /// From the parsed global flags.
-    pub fn new(cli: &Cli) -> Ctx {
+    /// From the parsed global flags and the caller's umask.
+    pub fn new(cli: &Cli, caller_umask: u32) -> Ctx {
         let mut global_args: Vec<std::ffi::OsString> =
             vec!["--root".into(), cli.root.clone().into()];
         if let Some(l) = &cli.log {
@@ -131,6 +133,7 @@ impl Ctx {
             root: Root::new(cli.root.clone()),
             log: Logger::new(cli.log.clone(), cli.log_format, cli.debug),
             global_args,
+            caller_umask,
         }
     }
 }

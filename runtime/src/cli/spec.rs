@@ -1,5 +1,7 @@
 //! `husk spec`: write runc's default config.json (the same bytes `runc spec` writes).
 
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -26,7 +28,13 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     if path.exists() {
         bail!("File {} exists. Remove it first", path.display());
     }
-    std::fs::write(&path, DEFAULT_SPEC).with_context(|| format!("{}", path.display()))?;
+    // The caller's file, with the mode runc's would have (husk's own umask is 077).
+    let mut f = std::fs::File::create(&path).with_context(|| format!("{}", path.display()))?;
+    f.set_permissions(std::fs::Permissions::from_mode(crate::perms::caller_mode(
+        ctx.caller_umask,
+    )))
+    .and_then(|()| f.write_all(DEFAULT_SPEC.as_bytes()))
+    .with_context(|| format!("{}", path.display()))?;
     Ok(0)
 }
 

@@ -5,10 +5,12 @@
 //! and exits with that status.
 //!
 //! Owns: the order of those steps. `vm` runs the VMM, `agent` talks ttrpc, `server` answers
-//! control requests, `stdio` moves bytes, `oom` counts OOM kills.
+//! control requests, `stdio` moves bytes, `oom` counts OOM kills, `hostfs` reads bind sources
+//! without following symlinks.
 
 pub mod agent;
 pub mod binds;
+pub mod hostfs;
 pub mod oom;
 pub mod server;
 pub mod stdio;
@@ -112,11 +114,7 @@ pub fn run(args: SupervisorArgs) -> i32 {
 }
 
 fn init_log(dir: &Path, level: &str) {
-    let Ok(file) = File::options()
-        .create(true)
-        .append(true)
-        .open(dir.join("supervisor.log"))
-    else {
+    let Ok(file) = crate::perms::append_file(&dir.join("supervisor.log")) else {
         return;
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUSK_LOG")
@@ -170,8 +168,12 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
                 format!("{{\"rootfs_pack_ms\":{}}}\n", disk.took.as_millis()).as_bytes(),
             );
             let uds = sock_dir.path("vsock.sock");
-            let vm = Vm::start(&cfg, Some(&disk.path), &uds, &dir.join("console.log"))
-                .map_err(|e| e.to_string())?;
+            // The VMM opens the console log without choosing its mode: create it private.
+            let console = dir.join("console.log");
+            crate::perms::create_file(&console)
+                .map_err(|e| format!("{}: {e}", console.display()))?;
+            let vm =
+                Vm::start(&cfg, Some(&disk.path), &uds, &console).map_err(|e| e.to_string())?;
             let t0 = Instant::now();
             let deadline = t0 + Duration::from_secs(cfg.boot_timeout_s);
             let waited = AgentClient::wait_ready(&AgentAddr::HybridVsock(uds), deadline, || {
