@@ -1,6 +1,8 @@
 //! `husk delete [--force] ID`: remove a stopped (or created) container; with --force, kill a
 //! running one first. A supervisor that was killed leaves a stopped container, which this
-//! cleans up like any other.
+//! cleans up like any other; a supervisor that is still alive (its status file may say
+//! stopped while its guest ignores the teardown) is killed, identified by the pid and start
+//! time `create` recorded, and waited for, before the state goes.
 
 use std::time::{Duration, Instant};
 
@@ -48,12 +50,19 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
             s.as_str()
         ),
     }
+    // Whatever the status file says: a supervisor that still lives (a guest that never
+    // answers its teardown, or one that is still powering off) goes before its state does.
+    end_supervisor(ctx, &a.id, rec.pid, rec.pid_start)?;
     ctx.root.remove(&a.id)?;
     Ok(0)
 }
 
-/// SIGKILLs the container through its supervisor and waits for the supervisor to exit; kills
-/// the supervisor itself if it does not.
+/// How long a supervisor that recorded `stopped` may take to power its guest off by itself.
+const TEARDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a SIGKILLed supervisor may take to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// SIGKILLs the container through its supervisor and waits for the supervisor to exit.
 fn stop(ctx: &Ctx, id: &str, pid: i32, start: u64) {
     let sock = ctx.root.container_dir(id).join("control.sock");
     let _ = control::call(
@@ -65,18 +74,126 @@ fn stop(ctx: &Ctx, id: &str, pid: i32, start: u64) {
         &[],
         Some(Duration::from_secs(10)),
     );
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while pid > 0 && process_alive(pid, start) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    if pid > 0 && process_alive(pid, start) {
+    if !wait_gone(pid, start, Duration::from_secs(15)) {
         ctx.log.warn(&format!(
             "supervisor {pid} of {id} did not exit; killing it"
         ));
+    }
+}
+
+/// Ends the supervisor recorded at create (pid and start time, so a recycled pid is never
+/// signalled): a short grace, then SIGKILL, then waits until it is gone. Fails, keeping the
+/// state, if it outlives even that.
+fn end_supervisor(ctx: &Ctx, id: &str, pid: i32, start: u64) -> anyhow::Result<()> {
+    if wait_gone(pid, start, TEARDOWN_GRACE) {
+        return Ok(());
+    }
+    ctx.log.debug(&format!("killing supervisor {pid} of {id}"));
+    // Checked just before the signal; a pid reused within this window would need the
+    // supervisor to exit and the kernel to wrap its pid space in between.
+    if process_alive(pid, start) {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
-        std::thread::sleep(Duration::from_millis(50));
+    }
+    if !wait_gone(pid, start, KILL_WAIT) {
+        bail!("supervisor {pid} of container {id} did not exit after SIGKILL; its state is kept");
+    }
+    Ok(())
+}
+
+/// Waits up to `limit` for the process to be gone (exited, a zombie or another process).
+fn wait_gone(pid: i32, start: u64, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while process_alive(pid, start) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Child, Command};
+
+    use super::*;
+    use crate::logger::{LogFormat, Logger};
+    use crate::state::{process_start_time, write_atomic, Record, Root};
+
+    fn ctx(root: &std::path::Path) -> Ctx {
+        Ctx {
+            root: Root::new(root.to_path_buf()),
+            log: Logger::new(None, LogFormat::Text, false),
+            global_args: Vec::new(),
+            caller_umask: 0o022,
+        }
+    }
+
+    /// A container whose "supervisor" is `sleep 1000`, recorded with `start` (its real start
+    /// time unless a test pretends the pid was recycled) and status `stopped`.
+    fn stand_in(ctx: &Ctx, id: &str, start_offset: u64) -> (Child, i32, u64) {
+        let (dir, _lock) = ctx.root.create_dir(id).unwrap();
+        let child = Command::new("sleep").arg("1000").spawn().unwrap();
+        let pid = child.id() as i32;
+        let start = process_start_time(pid).unwrap();
+        let rec = Record {
+            id: id.into(),
+            pid,
+            pid_start: start + start_offset,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: String::new(),
+            annotations: HashMap::new(),
+        };
+        ctx.root.write_record(&rec).unwrap();
+        write_atomic(&dir.join("status"), b"stopped").unwrap();
+        assert_eq!(ctx.root.status(&rec), Status::Stopped);
+        (child, pid, start)
+    }
+
+    #[test]
+    fn delete_kills_a_live_supervisor_whatever_the_status_file_says() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = ctx(tmp.path());
+        let (mut child, pid, start) = stand_in(&ctx, "c", 0);
+        assert!(process_alive(pid, start));
+        run(
+            &ctx,
+            Args {
+                force: false,
+                id: "c".into(),
+            },
+        )
+        .unwrap();
+        assert!(!process_alive(pid, start));
+        let status = child.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(!ctx.root.container_dir("c").exists());
+    }
+
+    #[test]
+    fn delete_never_kills_a_recycled_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = ctx(tmp.path());
+        // The recorded start time is not this process's: the pid was reused.
+        let (mut child, pid, start) = stand_in(&ctx, "c", 1);
+        run(
+            &ctx,
+            Args {
+                force: false,
+                id: "c".into(),
+            },
+        )
+        .unwrap();
+        assert!(process_alive(pid, start), "an unrelated process was killed");
+        assert!(child.try_wait().unwrap().is_none());
+        assert!(!ctx.root.container_dir("c").exists());
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

@@ -117,8 +117,18 @@ pub struct AgentClient {
     inner: AgentServiceClient,
 }
 
+/// No deadline: for calls that block by design (waits, stream reads, OOM events) and the
+/// create path, which has the boot timeout around it.
 fn ctx() -> Context {
     context::with_timeout(0)
+}
+
+/// Longest a teardown RPC (DestroySandbox, RemoveContainer, SignalProcess) may take: a
+/// guest that never answers must not keep the supervisor, and so the VM, alive.
+pub const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn within(limit: Duration) -> Context {
+    context::with_timeout(i64::try_from(limit.as_nanos()).unwrap_or(i64::MAX))
 }
 
 impl AgentClient {
@@ -285,7 +295,7 @@ impl AgentClient {
         Ok(())
     }
 
-    /// SignalProcess.
+    /// SignalProcess (within `TEARDOWN_TIMEOUT`: `kill` and `delete --force` use it).
     pub fn signal(&self, id: &str, exec: &str, signal: u32, all: bool) -> Result<(), AgentError> {
         let req = pb::SignalProcessRequest {
             container_id: id.into(),
@@ -294,7 +304,7 @@ impl AgentClient {
             all,
             ..Default::default()
         };
-        self.inner.signal_process(ctx(), &req)?;
+        self.inner.signal_process(within(TEARDOWN_TIMEOUT), &req)?;
         Ok(())
     }
 
@@ -381,19 +391,21 @@ impl AgentClient {
         Ok(())
     }
 
-    /// RemoveContainer.
+    /// RemoveContainer (within `TEARDOWN_TIMEOUT`).
     pub fn remove_container(&self, id: &str) -> Result<(), AgentError> {
         let req = pb::RemoveContainerRequest {
             container_id: id.into(),
             ..Default::default()
         };
-        self.inner.remove_container(ctx(), &req)?;
+        self.inner
+            .remove_container(within(TEARDOWN_TIMEOUT), &req)?;
         Ok(())
     }
 
-    /// DestroySandbox: the guest kills everything and powers off.
+    /// DestroySandbox (within `TEARDOWN_TIMEOUT`): the guest kills everything and powers off.
     pub fn destroy_sandbox(&self) -> Result<(), AgentError> {
-        self.inner.destroy_sandbox(ctx(), &pb::Empty::new())?;
+        self.inner
+            .destroy_sandbox(within(TEARDOWN_TIMEOUT), &pb::Empty::new())?;
         Ok(())
     }
 }
