@@ -1,21 +1,27 @@
 //! husk's host configuration: `/etc/husk/config.toml` (or `$HUSK_CONFIG`), then the
 //! environment (`HUSK_KERNEL`, `HUSK_INITRD`), then defaults found in the build caches; per
-//! container, the annotations `io.husk.vcpus` and `io.husk.memory_mib`.
+//! container, the annotations `io.husk.vcpus` and `io.husk.memory_mib`, within the host's
+//! `max_vcpus` and `max_memory_mib`.
 //!
-//! The file is a flat TOML subset (`key = "string"` or `key = 123`, `#` comments), so no TOML
-//! crate is needed:
+//! The file is TOML (every key optional; unknown keys are errors that name them):
 //!
 //! ```toml
 //! kernel = "/var/cache/husk/kernel/build-.../vmlinux"
-//! initrd = "/usr/lib/husk/initramfs.cpio"
+//! initrd = "/usr/lib/husk/initramfs.cpio"   # or: initramfs = ...
 //! vcpus = 1
 //! memory_mib = 256
+//! max_vcpus = 8          # default: the host's CPUs
+//! max_memory_mib = 16384
 //! log_level = "info"
 //! boot_timeout_s = 120
 //! ```
+//!
+//! Owns: reading and checking the settings. Does not boot anything.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
 
 /// Errors reading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -28,17 +34,27 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// A line or value is malformed.
+    /// The file is not TOML, or a key is unknown or of the wrong type.
     #[error("{path}: line {line}: {message}")]
     Syntax {
         /// The file.
         path: PathBuf,
         /// 1-based line.
         line: usize,
+        /// What is wrong (starting with the key, where there is one).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("{path}: {key}: {message}")]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The key.
+        key: &'static str,
         /// What is wrong.
         message: String,
     },
-    /// An annotation value is malformed.
+    /// An annotation value is malformed or beyond the host's limit.
     #[error("annotations.{key}: {message}")]
     Annotation {
         /// The annotation.
@@ -59,10 +75,27 @@ pub struct HuskConfig {
     pub vcpus: u8,
     /// Guest memory per sandbox.
     pub memory_mib: u64,
+    /// Most vCPUs a container may ask for (`io.husk.vcpus`).
+    pub max_vcpus: u8,
+    /// Most guest memory a container may ask for (`io.husk.memory_mib`).
+    pub max_memory_mib: u64,
     /// Supervisor log filter.
     pub log_level: String,
     /// Seconds to wait for the agent after boot.
     pub boot_timeout_s: u64,
+}
+
+/// Default `max_memory_mib`.
+pub const DEFAULT_MAX_MEMORY_MIB: u64 = 16384;
+/// The VMM's smallest guest.
+const MIN_MEMORY_MIB: u64 = 64;
+
+/// Default `max_vcpus`: the host's CPUs (32 when unknown), within the VMM's limit.
+fn default_max_vcpus() -> u8 {
+    let cpus = std::thread::available_parallelism().map_or(32, |n| n.get());
+    u8::try_from(cpus)
+        .unwrap_or(u8::MAX)
+        .min(husk_vmm::layout::MAX_VCPUS)
 }
 
 impl Default for HuskConfig {
@@ -72,10 +105,27 @@ impl Default for HuskConfig {
             initrd: None,
             vcpus: 1,
             memory_mib: 256,
+            max_vcpus: default_max_vcpus(),
+            max_memory_mib: DEFAULT_MAX_MEMORY_MIB,
             log_level: "info".into(),
             boot_timeout_s: 120,
         }
     }
+}
+
+/// The file as written: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    kernel: Option<PathBuf>,
+    #[serde(alias = "initramfs")]
+    initrd: Option<PathBuf>,
+    vcpus: Option<u8>,
+    memory_mib: Option<u64>,
+    max_vcpus: Option<u8>,
+    max_memory_mib: Option<u64>,
+    log_level: Option<String>,
+    boot_timeout_s: Option<u64>,
 }
 
 const DEFAULT_FILE: &str = "/etc/husk/config.toml";
@@ -106,73 +156,122 @@ impl HuskConfig {
         Ok(cfg)
     }
 
-    /// Parses the flat TOML subset.
+    /// Parses and checks the file's text (`path` is for messages).
     pub fn parse(path: &Path, text: &str) -> Result<HuskConfig, ConfigError> {
-        let mut cfg = HuskConfig::default();
-        for (n, raw) in text.lines().enumerate() {
-            let err = |message: String| ConfigError::Syntax {
+        let file: FileConfig = toml::from_str(text).map_err(|e| syntax(path, text, &e))?;
+        let d = HuskConfig::default();
+        let cfg = HuskConfig {
+            kernel: file.kernel,
+            initrd: file.initrd,
+            vcpus: file.vcpus.unwrap_or(d.vcpus),
+            memory_mib: file.memory_mib.unwrap_or(d.memory_mib),
+            max_vcpus: file.max_vcpus.unwrap_or(d.max_vcpus),
+            max_memory_mib: file.max_memory_mib.unwrap_or(d.max_memory_mib),
+            log_level: file.log_level.unwrap_or(d.log_level),
+            boot_timeout_s: file.boot_timeout_s.unwrap_or(d.boot_timeout_s),
+        };
+        let bad = |key: &'static str, message: String| {
+            Err(ConfigError::Value {
                 path: path.to_path_buf(),
-                line: n + 1,
+                key,
                 message,
-            };
-            let line = raw.split(" #").next().unwrap_or("").trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (key, value) = line
-                .split_once('=')
-                .ok_or_else(|| err("expected key = value".into()))?;
-            let (key, value) = (key.trim(), value.trim());
-            let string = || -> Result<String, ConfigError> {
-                value
-                    .strip_prefix('"')
-                    .and_then(|v| v.strip_suffix('"'))
-                    .map(str::to_string)
-                    .ok_or_else(|| err(format!("{key}: expected a quoted string")))
-            };
-            let number = || -> Result<u64, ConfigError> {
-                value
-                    .parse::<u64>()
-                    .map_err(|_| err(format!("{key}: expected a number")))
-            };
-            match key {
-                "kernel" => cfg.kernel = Some(string()?.into()),
-                "initrd" | "initramfs" => cfg.initrd = Some(string()?.into()),
-                "vcpus" => {
-                    cfg.vcpus =
-                        u8::try_from(number()?).map_err(|_| err("vcpus: out of range".into()))?
-                }
-                "memory_mib" => cfg.memory_mib = number()?,
-                "log_level" => cfg.log_level = string()?,
-                "boot_timeout_s" => cfg.boot_timeout_s = number()?,
-                other => return Err(err(format!("unknown key {other:?}"))),
-            }
+            })
+        };
+        if cfg.max_vcpus == 0 || cfg.max_vcpus > husk_vmm::layout::MAX_VCPUS {
+            return bad(
+                "max_vcpus",
+                format!(
+                    "{} is out of range 1..={}",
+                    cfg.max_vcpus,
+                    husk_vmm::layout::MAX_VCPUS
+                ),
+            );
+        }
+        if cfg.max_memory_mib < MIN_MEMORY_MIB {
+            return bad(
+                "max_memory_mib",
+                format!("{} is less than {MIN_MEMORY_MIB}", cfg.max_memory_mib),
+            );
+        }
+        if cfg.vcpus == 0 || cfg.vcpus > cfg.max_vcpus {
+            return bad(
+                "vcpus",
+                format!(
+                    "{} is out of range 1..={} (max_vcpus)",
+                    cfg.vcpus, cfg.max_vcpus
+                ),
+            );
+        }
+        if !(MIN_MEMORY_MIB..=cfg.max_memory_mib).contains(&cfg.memory_mib) {
+            return bad(
+                "memory_mib",
+                format!(
+                    "{} is out of range {MIN_MEMORY_MIB}..={} (max_memory_mib)",
+                    cfg.memory_mib, cfg.max_memory_mib
+                ),
+            );
         }
         Ok(cfg)
     }
 
-    /// Applies `io.husk.*` annotations of one container.
+    /// Applies `io.husk.*` annotations of one container, within the host's limits.
     pub fn with_annotations(
         mut self,
         annotations: &HashMap<String, String>,
     ) -> Result<HuskConfig, ConfigError> {
-        let num = |key: &str, v: &str| {
-            v.parse::<u64>().map_err(|_| ConfigError::Annotation {
+        let num = |key: &str, v: &str, min: u64, max: u64, limit: &str| {
+            let err = |message: String| ConfigError::Annotation {
                 key: key.into(),
-                message: format!("{v:?} is not a number"),
-            })
+                message,
+            };
+            let n = v
+                .parse::<u64>()
+                .map_err(|_| err(format!("{v:?} is not a number")))?;
+            if n < min {
+                return Err(err(format!("{n} is less than {min}")));
+            }
+            if n > max {
+                return Err(err(format!(
+                    "{n} is more than this host allows ({limit} = {max} in {DEFAULT_FILE})"
+                )));
+            }
+            Ok(n)
         };
         if let Some(v) = annotations.get("io.husk.vcpus") {
-            self.vcpus =
-                u8::try_from(num("io.husk.vcpus", v)?).map_err(|_| ConfigError::Annotation {
-                    key: "io.husk.vcpus".into(),
-                    message: format!("{v} is out of range"),
-                })?;
+            let n = num("io.husk.vcpus", v, 1, self.max_vcpus.into(), "max_vcpus")?;
+            self.vcpus = u8::try_from(n).unwrap_or(self.max_vcpus);
         }
         if let Some(v) = annotations.get("io.husk.memory_mib") {
-            self.memory_mib = num("io.husk.memory_mib", v)?;
+            self.memory_mib = num(
+                "io.husk.memory_mib",
+                v,
+                MIN_MEMORY_MIB,
+                self.max_memory_mib,
+                "max_memory_mib",
+            )?;
         }
         Ok(self)
+    }
+}
+
+/// A TOML error as one line (the supervisor reports errors on one line): the line number,
+/// the key the error is at and the parser's message.
+fn syntax(path: &Path, text: &str, e: &toml::de::Error) -> ConfigError {
+    let start = e.span().map_or(0, |s| s.start).min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or("");
+    let message = e.message().trim().replace('\n', " ");
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('#') && !message.contains(*k));
+    ConfigError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        message: match key {
+            Some(k) => format!("{k}: {message}"),
+            None => message,
+        },
     }
 }
 
@@ -213,7 +312,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_the_subset() {
+    fn parses_toml() {
         let c = HuskConfig::parse(
             Path::new("c.toml"),
             "# husk\nkernel = \"/k\"\nvcpus = 2 # two\nmemory_mib=512\n\nlog_level = \"debug\"\n",
@@ -223,6 +322,33 @@ mod tests {
         assert_eq!(c.vcpus, 2);
         assert_eq!(c.memory_mib, 512);
         assert_eq!(c.log_level, "debug");
+        assert_eq!(c.max_memory_mib, DEFAULT_MAX_MEMORY_MIB);
+        assert_eq!(c.boot_timeout_s, 120);
+    }
+
+    #[test]
+    fn quoted_values_keep_a_hash() {
+        let c = HuskConfig::parse(
+            Path::new("c.toml"),
+            "kernel = \"/boot/a #1/vmlinux\" # the kernel\ninitramfs = '/x #2'\n",
+        )
+        .unwrap();
+        assert_eq!(c.kernel, Some(PathBuf::from("/boot/a #1/vmlinux")));
+        assert_eq!(c.initrd, Some(PathBuf::from("/x #2")));
+    }
+
+    #[test]
+    fn any_valid_toml_layout_is_read() {
+        // Comments anywhere, blank lines, indentation, CRLF, literal strings, digit separators.
+        let text = "\r\n# host limits\r\n  max_memory_mib = 32_768   # 32 GiB\r\n\
+                    max_vcpus = 4\r\n\r\n   # per sandbox\r\nvcpus = 4\r\n\
+                    memory_mib = 1_024\r\nlog_level = 'warn'\r\nboot_timeout_s = 30";
+        let c = HuskConfig::parse(Path::new("c.toml"), text).unwrap();
+        assert_eq!(c.max_memory_mib, 32768);
+        assert_eq!((c.vcpus, c.max_vcpus), (4, 4));
+        assert_eq!(c.memory_mib, 1024);
+        assert_eq!(c.log_level, "warn");
+        assert_eq!(c.boot_timeout_s, 30);
     }
 
     #[test]
@@ -230,15 +356,32 @@ mod tests {
         let e = HuskConfig::parse(Path::new("c.toml"), "vcpus = \"x\"")
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "c.toml: line 1: vcpus: expected a number");
+        assert!(e.starts_with("c.toml: line 1: vcpus: "), "{e}");
+        assert!(!e.contains('\n'), "{e}");
         let e = HuskConfig::parse(Path::new("c.toml"), "\nbogus = 1")
             .unwrap_err()
             .to_string();
-        assert!(e.contains("line 2: unknown key"), "{e}");
+        assert!(
+            e.starts_with("c.toml: line 2: unknown field `bogus`"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let e = HuskConfig::parse(Path::new("c.toml"), "[vm]\nvcpus = 1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("line 1: unknown field `vm`"), "{e}");
+        let e = HuskConfig::parse(Path::new("c.toml"), "vcpus = 300")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.toml: line 1: vcpus: "), "{e}");
+        let e = HuskConfig::parse(Path::new("c.toml"), "max_vcpus = 2\nvcpus = 3")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "c.toml: vcpus: 3 is out of range 1..=2 (max_vcpus)");
     }
 
     #[test]
-    fn annotations_override() {
+    fn annotations_override_within_the_host_limits() {
         let mut a = HashMap::new();
         a.insert("io.husk.memory_mib".to_string(), "1024".to_string());
         let c = HuskConfig::default().with_annotations(&a).unwrap();
@@ -249,5 +392,48 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("annotations.io.husk.vcpus:"), "{e}");
+
+        let host = HuskConfig {
+            max_vcpus: 4,
+            max_memory_mib: 2048,
+            ..HuskConfig::default()
+        };
+        let one = |k: &str, v: &str| {
+            host.clone()
+                .with_annotations(&HashMap::from([(k.to_string(), v.to_string())]))
+        };
+        assert_eq!(one("io.husk.vcpus", "4").unwrap().vcpus, 4);
+        assert_eq!(one("io.husk.memory_mib", "2048").unwrap().memory_mib, 2048);
+        for (k, v, want) in [
+            (
+                "io.husk.memory_mib",
+                "1048576",
+                "annotations.io.husk.memory_mib: 1048576 is more than this host allows \
+                 (max_memory_mib = 2048 in /etc/husk/config.toml)",
+            ),
+            (
+                "io.husk.vcpus",
+                "5",
+                "annotations.io.husk.vcpus: 5 is more than this host allows \
+                 (max_vcpus = 4 in /etc/husk/config.toml)",
+            ),
+            (
+                "io.husk.vcpus",
+                "0",
+                "annotations.io.husk.vcpus: 0 is less than 1",
+            ),
+            (
+                "io.husk.vcpus",
+                "99999999999999999999",
+                "annotations.io.husk.vcpus: \"99999999999999999999\" is not a number",
+            ),
+            (
+                "io.husk.memory_mib",
+                "1",
+                "annotations.io.husk.memory_mib: 1 is less than 64",
+            ),
+        ] {
+            assert_eq!(one(k, v).unwrap_err().to_string(), want);
+        }
     }
 }
