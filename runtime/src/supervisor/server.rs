@@ -168,7 +168,13 @@ fn dispatch(
     }
 }
 
-/// The agent's stats in runc's `events` shape (times in ns).
+/// Microseconds as nanoseconds; a guest's absurd counter saturates instead of overflowing.
+fn usec_to_ns(usec: u64) -> u64 {
+    usec.saturating_mul(1000)
+}
+
+/// The agent's stats in runc's `events` shape (times in ns). The numbers come from the guest,
+/// so no arithmetic on them may panic or wrap.
 pub fn runc_stats(st: &husk_agent::protocol::StatsContainerResponse) -> serde_json::Value {
     let cpu = st.cpu.as_ref().cloned().unwrap_or_default();
     let mem = st.memory.as_ref().cloned().unwrap_or_default();
@@ -182,13 +188,13 @@ pub fn runc_stats(st: &husk_agent::protocol::StatsContainerResponse) -> serde_js
     serde_json::json!({
         "cpu": {
             "usage": {
-                "total": cpu.usage_usec * 1000,
-                "kernel": cpu.system_usec * 1000,
-                "user": cpu.user_usec * 1000,
+                "total": usec_to_ns(cpu.usage_usec),
+                "kernel": usec_to_ns(cpu.system_usec),
+                "user": usec_to_ns(cpu.user_usec),
             },
             "throttling": {
                 "throttledPeriods": cpu.nr_throttled,
-                "throttledTime": cpu.throttled_usec * 1000,
+                "throttledTime": usec_to_ns(cpu.throttled_usec),
             },
         },
         "memory": {
@@ -252,4 +258,40 @@ fn exec(
         status: Some(status.map_err(|e| e.to_string())?),
         ..Default::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use husk_agent::protocol as pb;
+
+    #[test]
+    fn stats_from_the_guest_never_overflow() {
+        let st = pb::StatsContainerResponse {
+            cpu: Some(pb::CpuStats {
+                usage_usec: u64::MAX,
+                system_usec: u64::MAX / 1000 + 1,
+                user_usec: 7,
+                nr_throttled: u64::MAX,
+                throttled_usec: u64::MAX,
+                ..Default::default()
+            })
+            .into(),
+            memory: Some(pb::MemoryStats {
+                limit: u64::MAX,
+                usage: u64::MAX,
+                max_usage: u64::MAX,
+                oom_kill: u64::MAX,
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        };
+        let j = super::runc_stats(&st);
+        assert_eq!(j["cpu"]["usage"]["total"], u64::MAX);
+        assert_eq!(j["cpu"]["usage"]["kernel"], u64::MAX);
+        assert_eq!(j["cpu"]["usage"]["user"], 7000);
+        assert_eq!(j["cpu"]["throttling"]["throttledTime"], u64::MAX);
+        assert_eq!(j["cpu"]["throttling"]["throttledPeriods"], u64::MAX);
+        assert_eq!(j["memory"]["usage"]["limit"], u64::MAX);
+    }
 }
