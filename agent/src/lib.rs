@@ -5,11 +5,13 @@
 //! `cgroup`, `process`, `spawn` and, in the cloned child, `init`; `net` configures the guest's
 //! NIC and routes over rtnetlink. All kernel effects of mount
 //! and namespace setup go through `syscall::Syscall`. `pid1` holds guest-only boot duties.
+//! `client` is host-side: the hybrid-vsock handshake and signal names the agent's clients share.
 
 pub mod protocol;
 
 pub mod caps;
 pub mod cgroup;
+pub mod client;
 pub mod container;
 pub mod convert;
 pub mod init;

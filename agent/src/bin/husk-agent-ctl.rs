@@ -3,7 +3,7 @@
 //! `CONNECT <port>` handshake, then the stream is handed to the ttrpc client) and runs one
 //! RPC per invocation. Failures print `husk-agent-ctl: <ttrpc code>: <message>` and exit 1.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::IntoRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -271,30 +271,8 @@ fn connect(addr: &str) -> anyhow::Result<ttrpc::Client> {
         _ => (rest, 1024),
     };
     let mut s = UnixStream::connect(path).with_context(|| format!("connecting to {path}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    s.write_all(format!("CONNECT {port}\n").as_bytes())?;
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    // Byte by byte: whatever follows the reply belongs to the ttrpc stream.
-    while line.last() != Some(&b'\n') {
-        if s.read(&mut byte)? == 0 {
-            bail!("{path}: connection closed during CONNECT {port} (is the guest listening?)");
-        }
-        line.push(byte[0]);
-        if line.len() > 64 {
-            bail!(
-                "{path}: bad CONNECT reply {:?}",
-                String::from_utf8_lossy(&line)
-            );
-        }
-    }
-    if !line.starts_with(b"OK ") {
-        bail!(
-            "{path}: CONNECT {port}: {:?}",
-            String::from_utf8_lossy(&line)
-        );
-    }
-    s.set_read_timeout(None)?;
+    husk_agent::client::hybrid_vsock_connect(&mut s, port, Duration::from_secs(30))
+        .with_context(|| path.to_string())?;
     ttrpc::Client::new(s.into_raw_fd()).map_err(|e| anyhow!("ttrpc client: {e}"))
 }
 
@@ -314,21 +292,6 @@ fn parse_storage(spec: &str) -> anyhow::Result<pb::Storage> {
         }
     }
     Ok(s)
-}
-
-fn signal_number(s: &str) -> anyhow::Result<u32> {
-    if let Ok(n) = s.parse::<u32>() {
-        return Ok(n);
-    }
-    let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") {
-        name
-    } else {
-        format!("SIG{name}")
-    };
-    let sig: nix::sys::signal::Signal =
-        name.parse().map_err(|_| anyhow!("unknown signal {s:?}"))?;
-    Ok(sig as i32 as u32)
 }
 
 fn rpc_error(e: ttrpc::Error) -> anyhow::Error {
@@ -537,7 +500,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             let req = pb::SignalProcessRequest {
                 container_id: id,
                 exec_id: exec,
-                signal: signal_number(&signal)?,
+                signal: husk_agent::client::parse_signal(&signal)?,
                 all,
                 ..Default::default()
             };

@@ -23,22 +23,7 @@ pub struct Args {
 
 /// Parses a signal the way runc does: a number, or a name with or without "SIG".
 pub fn parse_signal(s: &str) -> anyhow::Result<u32> {
-    if let Ok(n) = s.parse::<u32>() {
-        if n == 0 || n > 64 {
-            bail!("invalid signal number {n}");
-        }
-        return Ok(n);
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    match name.parse::<nix::sys::signal::Signal>() {
-        Ok(sig) => Ok(sig as u32),
-        Err(_) => bail!("unknown signal {s:?}"),
-    }
+    Ok(husk_agent::client::parse_signal(s)?)
 }
 
 /// The verb.

@@ -4,7 +4,6 @@
 //!
 //! Owns: connecting and one method per RPC the runtime uses; errors keep the ttrpc code.
 
-use std::io::{Read, Write};
 use std::os::fd::IntoRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -82,29 +81,8 @@ impl AgentAddr {
     fn stream(&self) -> Result<UnixStream, String> {
         let mut s = crate::sockpath::connect(self.path()).map_err(|e| e.to_string())?;
         if let AgentAddr::HybridVsock(_) = self {
-            s.set_read_timeout(Some(Duration::from_secs(10)))
+            husk_agent::client::hybrid_vsock_connect(&mut s, AGENT_PORT, Duration::from_secs(10))
                 .map_err(|e| e.to_string())?;
-            s.write_all(format!("CONNECT {AGENT_PORT}\n").as_bytes())
-                .map_err(|e| e.to_string())?;
-            let mut line = Vec::new();
-            let mut b = [0u8; 1];
-            while b[0] != b'\n' {
-                match s.read(&mut b) {
-                    Ok(0) => return Err("connection refused by the guest".into()),
-                    Ok(_) => line.push(b[0]),
-                    Err(e) => return Err(e.to_string()),
-                }
-                if line.len() > 64 {
-                    return Err("bad hybrid vsock reply".into());
-                }
-            }
-            if !line.starts_with(b"OK ") {
-                return Err(format!(
-                    "hybrid vsock: {:?}",
-                    String::from_utf8_lossy(&line).trim()
-                ));
-            }
-            s.set_read_timeout(None).map_err(|e| e.to_string())?;
         }
         Ok(s)
     }
