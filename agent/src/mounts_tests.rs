@@ -332,12 +332,21 @@ mod in_root {
     #[test]
     fn dangling_symlinks_get_their_target_created_inside() {
         let s = Scratch::new("dangling");
-        symlink("/var/log/app", s.rootfs.join("logs")).unwrap();
+        symlink(
+            "/var/log/app/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r",
+            s.rootfs.join("logs"),
+        )
+        .unwrap();
         symlink("../run/missing-hosts", s.rootfs.join("etc/hosts")).unwrap();
         let r = LinuxSyscall
             .open_in_root(&s.rootfs, Path::new("/logs"), Create::Dir)
             .unwrap();
-        assert_eq!(real(r.path()), s.rootfs.join("var/log/app"));
+        assert_eq!(
+            real(r.path()),
+            s.rootfs
+                .join("var/log/app/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r"),
+            "a deep missing path is created whole"
+        );
         let r = LinuxSyscall
             .open_in_root(&s.rootfs, Path::new("/etc/hosts"), Create::File)
             .unwrap();

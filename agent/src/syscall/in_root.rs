@@ -60,11 +60,12 @@ pub fn open_in_root(root: &Path, path: &Path, create: Create) -> Result<InRoot> 
     let mut dirs: Vec<OwnedFd> = Vec::new();
     let mut last: Option<(OwnedFd, PathKind)> = None;
     let mut todo: VecDeque<OsString> = components(path).collect();
-    let (mut links, mut retries) = (0, 0);
+    // `races`: creations that found something there already (bounded, so a racing remover
+    // cannot keep us looping).
+    let (mut links, mut races) = (0, 0);
     while let Some(name) = todo.pop_front() {
-        if let Some((fd, _)) = last.take() {
+        if last.is_some() {
             // A component follows a non-directory.
-            drop(fd);
             return Err(err("resolve", Errno::ENOTDIR));
         }
         if name == ".." {
@@ -74,8 +75,7 @@ pub fn open_in_root(root: &Path, path: &Path, create: Create) -> Result<InRoot> 
         let parent = dirs.last().unwrap_or(&root_fd).as_raw_fd();
         let fd = match nix::fcntl::openat(parent, name.as_os_str(), path_flags, Mode::empty()) {
             Ok(fd) => own(fd),
-            Err(Errno::ENOENT) if create != Create::Nothing && retries < 16 => {
-                retries += 1;
+            Err(Errno::ENOENT) if create != Create::Nothing && races < 16 => {
                 let made = if todo.is_empty() && create == Create::File {
                     let flags = OFlag::O_CREAT
                         | OFlag::O_EXCL
@@ -100,7 +100,8 @@ pub fn open_in_root(root: &Path, path: &Path, create: Create) -> Result<InRoot> 
                 };
                 match made {
                     // EEXIST: something appeared meanwhile; look at it again.
-                    Ok(()) | Err((_, Errno::EEXIST)) => {}
+                    Ok(()) => {}
+                    Err((_, Errno::EEXIST)) => races += 1,
                     Err((op, e)) => return Err(err(op, e)),
                 }
                 todo.push_front(name);
