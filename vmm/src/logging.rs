@@ -208,10 +208,28 @@ impl<S: Subscriber> Layer<S> for LogThrottle {
             tracing::warn!(
                 suppressed = dropped,
                 "{dropped} similar log lines from {} were suppressed before the one above",
-                event.metadata().target()
+                origin(event)
             );
         }
     }
+}
+
+/// Where an event comes from: its target, or for a `log` record the record's own target.
+fn origin(event: &Event<'_>) -> String {
+    struct LogTarget(Option<String>);
+    impl Visit for LogTarget {
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "log.target" {
+                self.0 = Some(value.to_owned());
+            }
+        }
+        fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
+    }
+    let mut t = LogTarget(None);
+    if event.metadata().target() == "log" {
+        event.record(&mut t);
+    }
+    t.0.unwrap_or_else(|| event.metadata().target().to_owned())
 }
 
 /// Identifies an event's call site: its callsite, plus for `log` records (which tracing-log
