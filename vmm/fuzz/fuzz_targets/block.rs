@@ -13,6 +13,11 @@ fuzz_target!(|data: &[u8]| {
     let tf = vmm_sys_util::tempfile::TempFile::new().unwrap();
     let mut f = tf.as_file().try_clone().unwrap();
     f.write_all(&[0x5a; 0x1_0000]).unwrap();
-    let mut h = BlockHandler::new(f, 0x1_0000, data.get(1).is_some_and(|b| b & 1 == 1), [7; 20]);
+    let mut h = BlockHandler::new(
+        f,
+        0x1_0000,
+        data.get(1).is_some_and(|b| b & 1 == 1),
+        [7; 20],
+    );
     let _ = h.process_queue(&mut q, &mem);
 });
