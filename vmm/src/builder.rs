@@ -11,6 +11,7 @@
 
 use std::io::Write;
 use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use crate::boot::{self, BootLayout, LinuxBoot};
 use crate::devices::bus::Bus;
+use crate::devices::capped_log::CappedLog;
 use crate::devices::control::{BootTimes, ControlPage};
 use crate::devices::legacy::I8042;
 use crate::devices::serial::{ConsoleState, ConsoleVerdict, ConsoleWatcher, Serial};
@@ -100,8 +102,15 @@ pub enum Payload {
 pub enum SerialOutput {
     /// The VMM's stdout.
     Stdout,
-    /// A file (created or truncated).
-    File(PathBuf),
+    /// A file (created or truncated, mode 0600) that keeps at most `cap_bytes` of the newest
+    /// output ([`crate::devices::capped_log`]; 8 MiB is
+    /// [`DEFAULT_CAP_BYTES`](crate::devices::capped_log::DEFAULT_CAP_BYTES)).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The most it keeps.
+        cap_bytes: u64,
+    },
     /// Any writer (tests capture output this way).
     Writer(Box<dyn Write + Send>),
     /// Nowhere.
@@ -230,8 +239,15 @@ pub fn run_vm(mut config: VmConfig) -> Result<VmReport, BuildError> {
                 .try_clone_to_owned()
                 .map_err(device_err("serial stdout"))?,
         )),
-        SerialOutput::File(path) => Box::new(
-            std::fs::File::create(&path)
+        SerialOutput::File { path, cap_bytes } => Box::new(
+            std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|f| CappedLog::new(f, cap_bytes))
                 .map_err(|source| BuildError::SerialFile { path, source })?,
         ),
         SerialOutput::Writer(w) => w,

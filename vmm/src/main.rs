@@ -14,6 +14,8 @@ use husk_vmm::devices::virtio::attach::VirtioConfig;
 use husk_vmm::devices::virtio::config::{DiskConfig, NetConfig, VsockConfig};
 use husk_vmm::host::{self, HostKvm};
 use husk_vmm::memory::MemoryBacking;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use vmm_sys_util::signal::register_signal_handler;
 use vmm_sys_util::terminal::Terminal;
 
@@ -64,6 +66,10 @@ struct Args {
     /// Where the guest's serial console goes: "stdout", "none" or a file path.
     #[arg(long, value_name = "stdout|none|PATH", default_value = "stdout")]
     serial: String,
+
+    /// When --serial is a file: the most it keeps, in MiB (the newest output).
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    serial_cap_mib: u64,
 
     /// Forward stdin to the guest's serial console (raw mode when stdin is a terminal).
     #[arg(long)]
@@ -141,6 +147,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .finish()
+        .with(husk_vmm::logging::LogThrottle::default())
         .init();
 
     let host = host::detect();
@@ -205,7 +213,10 @@ fn run(args: Args, vmm_start: Instant) -> anyhow::Result<ExitCode> {
     let serial = match args.serial.as_str() {
         "stdout" => SerialOutput::Stdout,
         "none" => SerialOutput::Discard,
-        path => SerialOutput::File(path.into()),
+        path => SerialOutput::File {
+            path: path.into(),
+            cap_bytes: args.serial_cap_mib << 20,
+        },
     };
     let mut cmdline = args.cmdline.clone();
     if let Some(extra) = &args.append {

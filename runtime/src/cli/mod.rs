@@ -18,6 +18,7 @@ pub mod state;
 pub mod supervise;
 pub mod unsupported;
 pub mod update;
+pub mod vmm;
 
 use std::path::PathBuf;
 
@@ -98,6 +99,9 @@ pub enum Cmd {
     /// Internal: a detached exec's host stand-in (see `exec`).
     #[command(hide = true)]
     ExecWait,
+    /// Internal: the sandbox's jailed VMM process the supervisor starts.
+    #[command(hide = true)]
+    Vmm,
 }
 
 /// What every verb gets.
@@ -161,6 +165,7 @@ pub fn dispatch(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Restore(a) => unsupported::run("restore", a),
         Cmd::Supervise(a) => supervise::run(ctx, a),
         Cmd::ExecWait => exec::wait_standin(),
+        Cmd::Vmm => vmm::run(),
     }
 }
 

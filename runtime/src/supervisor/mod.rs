@@ -119,10 +119,14 @@ fn init_log(dir: &Path, level: &str) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUSK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(false)
         .with_writer(std::sync::Mutex::new(file))
+        .finish()
+        .with(husk_vmm::logging::LogThrottle::default())
         .try_init();
 }
 
@@ -167,13 +171,12 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
                 &dir.join("timings.json"),
                 format!("{{\"rootfs_pack_ms\":{}}}\n", disk.took.as_millis()).as_bytes(),
             );
-            let uds = sock_dir.path("vsock.sock");
+            let uds = sock_dir.path(vm::VSOCK_SOCKET);
             // The VMM opens the console log without choosing its mode: create it private.
             let console = dir.join("console.log");
             crate::perms::create_file(&console)
                 .map_err(|e| format!("{}: {e}", console.display()))?;
-            let vm =
-                Vm::start(&cfg, Some(&disk.path), &uds, &console).map_err(|e| e.to_string())?;
+            let vm = Vm::start(&cfg, Some(&disk.path), dir).map_err(|e| e.to_string())?;
             let t0 = Instant::now();
             let deadline = t0 + Duration::from_secs(cfg.boot_timeout_s);
             let waited = AgentClient::wait_ready(&AgentAddr::HybridVsock(uds), deadline, || {
@@ -399,7 +402,7 @@ impl Sandbox {
         } else if let Err(e) = self.shared.agent.remove_container(&self.shared.id) {
             tracing::warn!("RemoveContainer: {e}");
         }
-        for f in ["control.sock", "vsock.sock"] {
+        for f in ["control.sock", vm::VSOCK_SOCKET] {
             let _ = std::fs::remove_file(dir.join(f));
         }
         status

@@ -1,19 +1,36 @@
-//! The sandbox's microVM, run in-process by the vmm library on its own thread (vCPU threads
-//! plus the device event loop), with the rootfs disk, hybrid vsock and the console in a file.
+//! The sandbox's microVM, run by a jailed child process (Firecracker's jailer split): the
+//! supervisor stays unconfined for its duties (control socket, state, logs, agent RPCs, stdio
+//! relays), and the device emulation and vCPUs live in `husk vmm`, a child that builds the VM
+//! (opening the kernel, initramfs, rootfs disk, console log and vsock listener), then confines
+//! itself before the guest's first instruction: new namespaces, the jail directory
+//! `<state>/vm/` (holding only the vsock socket) as its read-only root, no capabilities,
+//! no_new_privs, and per-thread seccomp allow-lists (husk_vmm::jail, husk_vmm::seccomp).
+//! docs/security.md has the threat model and the lists.
 //!
-//! Owns: the VmConfig husk boots and the thread that runs it.
+//! The child dies with the supervisor (PR_SET_PDEATHSIG), reports how the VM ended as one
+//! JSON line on its stdout, and logs into the supervisor's log (its stderr).
+//!
+//! Owns: the job description the child gets, spawning and watching it, and the child's side
+//! ([`run_child`]).
 
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use husk_vmm::boot::LinuxBoot;
-use husk_vmm::builder::{run_vm, Payload, SerialOutput, VmConfig, VmReport};
+use husk_vmm::builder::{run_vm, Confine, Payload, SerialOutput, VmConfig};
+use husk_vmm::devices::capped_log::{CappedLog, DEFAULT_CAP_BYTES};
 use husk_vmm::devices::virtio::attach::VirtioConfig;
 use husk_vmm::devices::virtio::config::{DiskConfig, VsockConfig};
 use husk_vmm::memory::MemoryBacking;
+use husk_vmm::seccomp::{Filters, Violation};
+use serde::{Deserialize, Serialize};
 
 use crate::config::HuskConfig;
 
@@ -23,8 +40,19 @@ pub const CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 tsc=reliable no_timer
 /// Serial of the rootfs disk (what the agent looks for).
 pub const ROOTFS_SERIAL: &str = "husk-rootfs";
 
+/// The jail directory, relative to the container's state directory.
+pub const JAIL_DIR: &str = "vm";
+/// The hybrid-vsock socket, relative to the container's state directory (inside the jail).
+pub const VSOCK_SOCKET: &str = "vm/vsock.sock";
+/// The same socket as the jailed VMM names it (its cwd, then its root, is the jail).
+const VSOCK_IN_JAIL: &str = "vsock.sock";
+
 /// Guest context id.
 const GUEST_CID: u32 = 3;
+
+/// `HUSK_VMM_SECCOMP`: kill (default), log (allow and have the kernel log violations, to
+/// measure what a change needs) or off.
+const SECCOMP_ENV: &str = "HUSK_VMM_SECCOMP";
 
 /// Errors starting the VM.
 #[derive(Debug, thiserror::Error)]
@@ -40,15 +68,51 @@ pub enum VmError {
     /// This host cannot boot a stock kernel.
     #[error("{0}")]
     Host(String),
-    /// Spawning the thread.
-    #[error("starting the VM thread: {0}")]
-    Thread(std::io::Error),
+    /// A bad setting.
+    #[error("{0}")]
+    Config(String),
+    /// Creating the jail directory, spawning or talking to the VMM process.
+    #[error("starting the VMM process: {0}")]
+    Spawn(std::io::Error),
 }
 
-/// A running VM.
+/// What the supervisor hands `husk vmm` on its stdin.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmmJob {
+    /// Guest kernel.
+    pub kernel: PathBuf,
+    /// Agent initramfs.
+    pub initrd: PathBuf,
+    /// Kernel command line (the devices' entries are appended by the VMM).
+    pub cmdline: String,
+    /// Guest RAM.
+    pub memory_mib: u64,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// The rootfs disk image, if any.
+    pub disk: Option<PathBuf>,
+    /// The console log file.
+    pub console_log: PathBuf,
+    /// Cap of the console log in bytes (the newest output is kept).
+    pub console_cap_bytes: u64,
+    /// The jail directory (becomes the VMM's root; holds the vsock socket).
+    pub jail: PathBuf,
+    /// kill, log or off.
+    pub seccomp: String,
+    /// Seconds the guest has to touch a device.
+    pub boot_timeout_s: u64,
+}
+
+/// How the VM ended, as the child reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct VmmReport {
+    reason: String,
+}
+
+/// A running VM (its VMM process).
 pub struct Vm {
-    stop: Arc<AtomicBool>,
-    done: Mutex<mpsc::Receiver<Result<VmReport, String>>>,
+    pid: libc::pid_t,
+    done: Mutex<mpsc::Receiver<String>>,
     thread: Option<JoinHandle<()>>,
     ended: Mutex<Option<String>>,
 }
@@ -68,66 +132,82 @@ fn require(what: &'static str, p: &Option<PathBuf>, env: &str) -> Result<PathBuf
 }
 
 impl Vm {
-    /// Boots the guest: kernel + agent initramfs, `disk` as virtio-blk with the rootfs serial,
-    /// vsock on `vsock_uds`, console into `console_log`.
-    pub fn start(
-        cfg: &HuskConfig,
-        disk: Option<&Path>,
-        vsock_uds: &Path,
-        console_log: &Path,
-    ) -> Result<Vm, VmError> {
+    /// Boots the guest of the container whose state directory is `dir`: kernel + agent
+    /// initramfs, `disk` as virtio-blk with the rootfs serial, vsock on `dir/`[`VSOCK_SOCKET`],
+    /// console into `dir/console.log`.
+    pub fn start(cfg: &HuskConfig, disk: Option<&Path>, dir: &Path) -> Result<Vm, VmError> {
         let kernel = require("kernel", &cfg.kernel, "HUSK_KERNEL")?;
         let initrd = require("initrd", &cfg.initrd, "HUSK_INITRD")?;
         let host = husk_vmm::host::detect();
         if !host.can_boot_stock_kernel() {
             return Err(VmError::Host(host.describe()));
         }
-        let config = VmConfig {
+        let seccomp = std::env::var(SECCOMP_ENV).unwrap_or_else(|_| "kill".into());
+        if !matches!(seccomp.as_str(), "kill" | "log" | "off") {
+            return Err(VmError::Config(format!(
+                "{SECCOMP_ENV}={seccomp}: expected kill, log or off"
+            )));
+        }
+        let jail = dir.join(JAIL_DIR);
+        match std::fs::DirBuilder::new().mode(0o700).create(&jail) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(VmError::Spawn(e))
+            }
+            _ => {}
+        }
+        let job = VmmJob {
+            kernel,
+            initrd,
+            cmdline: CMDLINE.into(),
             memory_mib: cfg.memory_mib,
             vcpus: cfg.vcpus,
-            payload: Payload::Linux(LinuxBoot {
-                kernel,
-                initrd: Some(initrd),
-                cmdline: CMDLINE.into(),
-            }),
-            serial: SerialOutput::File(console_log.to_path_buf()),
-            serial_input: false,
-            backing: MemoryBacking::Anonymous,
-            sign_of_life_timeout: Duration::from_secs(cfg.boot_timeout_s),
-            vmm_start: Instant::now(),
-            stop: None,
-            devices: VirtioConfig {
-                disks: disk
-                    .map(|p| DiskConfig {
-                        path: p.to_path_buf(),
-                        read_only: false,
-                        serial: Some(ROOTFS_SERIAL.into()),
-                    })
-                    .into_iter()
-                    .collect(),
-                nets: Vec::new(),
-                vsock: Some(VsockConfig {
-                    cid: GUEST_CID,
-                    uds: vsock_uds.to_path_buf(),
-                }),
-                rng: true,
-            },
+            disk: disk.map(Path::to_path_buf),
+            console_log: dir.join("console.log"),
+            console_cap_bytes: DEFAULT_CAP_BYTES,
+            jail,
+            seccomp,
+            boot_timeout_s: cfg.boot_timeout_s,
         };
-        let stop = Arc::new(AtomicBool::new(false));
-        let config = VmConfig {
-            stop: Some(stop.clone()),
-            ..config
-        };
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(dir.join("supervisor.log"))
+            .map_err(VmError::Spawn)?;
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg("vmm")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                // The VMM goes with the supervisor, whatever kills it.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(VmError::Spawn)?;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let json = serde_json::to_vec(&job).map_err(|e| VmError::Config(e.to_string()))?;
+        if let Err(e) = stdin.write_all(&json) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(VmError::Spawn(e));
+        }
+        drop(stdin);
+        let pid = child.id() as libc::pid_t;
         let (tx, done) = mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name("vmm".into())
+            .name("vmm-wait".into())
             .spawn(move || {
-                let r = run_vm(config).map_err(|e| e.to_string());
-                let _ = tx.send(r);
+                let _ = tx.send(watch(child));
             })
-            .map_err(VmError::Thread)?;
+            .map_err(VmError::Spawn)?;
         Ok(Vm {
-            stop,
+            pid,
             done: Mutex::new(done),
             thread: Some(thread),
             ended: Mutex::new(None),
@@ -139,28 +219,210 @@ impl Vm {
         let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
         if ended.is_none() {
             let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
-            if let Ok(r) = done.try_recv() {
-                *ended = Some(match r {
-                    Ok(report) => report.reason.to_string(),
-                    Err(e) => e,
-                });
+            if let Ok(why) = done.try_recv() {
+                *ended = Some(why);
             }
         }
         ended.clone()
     }
 
-    /// Waits up to `grace` for the guest to end by itself, then stops it; joins the threads.
+    /// Waits up to `grace` for the guest to end by itself, then stops the VMM (SIGTERM, and
+    /// SIGKILL 5 s later); reaps it.
     pub fn shut_down(mut self, grace: Duration) -> Option<String> {
-        let deadline = Instant::now() + grace;
-        while self.ended().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
+        let wait_until = |deadline: Instant| {
+            while self.ended().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        wait_until(Instant::now() + grace);
+        if self.ended().is_none() {
+            // SAFETY: kill takes no pointers; the pid is our unreaped child (the watcher has
+            // not sent its status, so it has not been waited for).
+            unsafe { libc::kill(self.pid, libc::SIGTERM) };
+            wait_until(Instant::now() + Duration::from_secs(5));
         }
         if self.ended().is_none() {
-            self.stop.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                pid = self.pid,
+                "the VMM ignored SIGTERM for 5 s; killing it"
+            );
+            // SAFETY: as above.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
         self.ended()
+    }
+}
+
+/// Reads the child's report line, reaps it, and says how the VM ended.
+fn watch(mut child: Child) -> String {
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut line);
+    }
+    let status = child.wait();
+    let report = serde_json::from_str::<VmmReport>(line.trim()).ok();
+    match (report, status) {
+        (Some(r), _) => r.reason,
+        (None, Ok(s)) => describe_status(s),
+        (None, Err(e)) => format!("the VMM process could not be waited for: {e}"),
+    }
+}
+
+/// How a VMM process that sent no report ended.
+fn describe_status(s: std::process::ExitStatus) -> String {
+    match (s.code(), s.signal()) {
+        (_, Some(libc::SIGSYS)) => "the VMM was killed by seccomp (SIGSYS: a syscall outside \
+             its allow-list; rerun with HUSK_VMM_SECCOMP=log and read the kernel log, see \
+             docs/security.md)"
+            .into(),
+        (_, Some(sig)) => format!("the VMM was killed by signal {sig}"),
+        (Some(code), _) => format!("the VMM exited with status {code} (see supervisor.log)"),
+        (None, None) => "the VMM ended".into(),
+    }
+}
+
+/// Set by the child's SIGTERM handler; the VM's event loop polls a clone.
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+extern "C" fn on_terminate(_: libc::c_int) {
+    // OnceLock::get is one atomic load: safe in a signal handler.
+    if let Some(stop) = STOP.get() {
+        stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The child's side (`husk vmm`): reads the job from stdin, builds and confines the VM, runs
+/// it, writes the report line to stdout. Returns the process's exit status.
+pub fn run_child() -> Result<i32, String> {
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .map_err(|e| format!("reading the job: {e}"))?;
+    let job: VmmJob =
+        serde_json::from_slice(&input).map_err(|e| format!("parsing the job: {e}"))?;
+    let violation = match job.seccomp.as_str() {
+        "off" => None,
+        v => Some(v.parse::<Violation>()?),
+    };
+    let filters = violation
+        .map(Filters::new)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let stop = STOP.get_or_init(Default::default).clone();
+    {
+        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+        let act = SigAction::new(
+            SigHandler::Handler(on_terminate),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+            // SAFETY: the handler only does an atomic load and an atomic store.
+            unsafe { sigaction(sig, &act) }
+                .map_err(|e| format!("installing a {sig} handler: {e}"))?;
+        }
+        // The supervisor blocks the signals it forwards, and exec keeps the mask.
+        super::forwarded_signals()
+            .thread_unblock()
+            .map_err(|e| format!("unblocking signals: {e}"))?;
+    }
+    let console = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .append(true)
+        .mode(0o600)
+        .open(&job.console_log)
+        .map_err(|e| format!("{}: {e}", job.console_log.display()))?;
+    let console = CappedLog::new(console, job.console_cap_bytes)
+        .map_err(|e| format!("{}: {e}", job.console_log.display()))?;
+    // Relative names resolve in the jail before and after the pivot (cwd, then root).
+    std::env::set_current_dir(&job.jail)
+        .map_err(|e| format!("jail {}: {e}", job.jail.display()))?;
+    let jail = job.jail.clone();
+    let confine: Confine = Box::new(move || {
+        husk_vmm::jail::enter(&jail)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    let config = VmConfig {
+        memory_mib: job.memory_mib,
+        vcpus: job.vcpus,
+        payload: Payload::Linux(LinuxBoot {
+            kernel: job.kernel,
+            initrd: Some(job.initrd),
+            cmdline: job.cmdline,
+        }),
+        serial: SerialOutput::Writer(Box::new(console)),
+        serial_input: false,
+        backing: MemoryBacking::Anonymous,
+        sign_of_life_timeout: Duration::from_secs(job.boot_timeout_s),
+        vmm_start: Instant::now(),
+        stop: Some(stop),
+        devices: VirtioConfig {
+            disks: job
+                .disk
+                .map(|p| DiskConfig {
+                    path: p,
+                    read_only: false,
+                    serial: Some(ROOTFS_SERIAL.into()),
+                })
+                .into_iter()
+                .collect(),
+            nets: Vec::new(),
+            vsock: Some(VsockConfig {
+                cid: GUEST_CID,
+                uds: VSOCK_IN_JAIL.into(),
+            }),
+            rng: true,
+        },
+        confine: Some(confine),
+        seccomp: filters,
+    };
+    let reason = match run_vm(config) {
+        Ok(report) => report.reason.to_string(),
+        Err(e) => husk_vmm::exit::error_chain(&e),
+    };
+    let line = serde_json::to_string(&VmmReport { reason }).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seccomp_kill_is_named_as_such() {
+        let s = std::process::ExitStatus::from_raw(libc::SIGSYS);
+        assert!(describe_status(s).contains("killed by seccomp"));
+        let s = std::process::ExitStatus::from_raw(libc::SIGKILL);
+        assert_eq!(describe_status(s), "the VMM was killed by signal 9");
+        let s = std::process::ExitStatus::from_raw(3 << 8);
+        assert!(describe_status(s).contains("status 3"));
+    }
+
+    #[test]
+    fn the_job_round_trips() {
+        let job = VmmJob {
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            cmdline: CMDLINE.into(),
+            memory_mib: 256,
+            vcpus: 1,
+            disk: None,
+            console_log: "/c".into(),
+            console_cap_bytes: 1,
+            jail: "/j".into(),
+            seccomp: "kill".into(),
+            boot_timeout_s: 1,
+        };
+        let back: VmmJob = serde_json::from_slice(&serde_json::to_vec(&job).unwrap()).unwrap();
+        assert_eq!(back.jail, job.jail);
+        assert_eq!(back.seccomp, "kill");
     }
 }

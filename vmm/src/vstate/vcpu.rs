@@ -14,7 +14,7 @@ use kvm_bindings::{
     kvm_mp_state, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES, KVM_MP_STATE_RUNNABLE,
     KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
 };
-use kvm_ioctls::{VcpuExit, VcpuFd};
+use kvm_ioctls::VcpuExit;
 use vmm_sys_util::signal::{register_signal_handler, Killable, SIGRTMIN};
 
 use super::{cpuid, regs};
@@ -22,7 +22,7 @@ use crate::boot::BootLayout;
 use crate::devices::bus::Bus;
 use crate::devices::control::BootTimes;
 use crate::exit::{ExitReason, ExitSignal};
-use crate::vstate::vm::Vm;
+use crate::vstate::vm::{Vm, VmVcpuFd};
 
 /// Errors configuring a vCPU.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +93,7 @@ fn install_kick_handler() -> Result<(), VcpuError> {
 /// A configured vCPU, not yet running.
 pub struct Vcpu {
     index: u8,
-    fd: VcpuFd,
+    fd: VmVcpuFd,
 }
 
 /// What every vCPU thread shares.
@@ -160,7 +160,6 @@ impl Vcpu {
             }
         };
         let fd = vm
-            .fd()
             .create_vcpu(u64::from(index))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
 
