@@ -126,7 +126,17 @@ fn vcpu_rules() -> BTreeMap<i64, Vec<SeccompRule>> {
     rules.insert(libc::SYS_ioctl, vec![ioctl_type(KVM_IOCTL_TYPE)]);
     // Block requests are processed on the event loop, but MMIO register writes (queue
     // notifications without ioeventfd, config space) run on the vCPU thread.
-    for s in [libc::SYS_pread64, libc::SYS_pwrite64] {
+    // The console log (written on the vCPU thread that writes the UART) is a CappedLog:
+    // positioned writes, and truncation when it passes its cap.
+    for s in [
+        libc::SYS_pread64,
+        libc::SYS_pwrite64,
+        libc::SYS_ftruncate,
+        libc::SYS_lseek,
+        libc::SYS_fstat,
+        libc::SYS_newfstatat,
+        libc::SYS_statx,
+    ] {
         rules.insert(s, Vec::new());
     }
     rules

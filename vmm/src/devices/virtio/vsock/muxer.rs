@@ -103,6 +103,9 @@ impl VsockMuxer {
             }
         }
         let listener = UnixListener::bind(uds).map_err(listen_err)?;
+        // Whoever can connect drives the guest's agent: owner only, whatever the umask.
+        std::fs::set_permissions(uds, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(listen_err)?;
         listener.set_nonblocking(true).map_err(listen_err)?;
         let epoll = Epoll::new().map_err(MuxerError::Epoll)?;
         let fd = listener.as_raw_fd();

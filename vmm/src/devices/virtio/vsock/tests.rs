@@ -377,3 +377,17 @@ fn reset_drops_every_connection() {
     let mut b = [0u8; 1];
     assert_eq!(host.read(&mut b).unwrap(), 0);
 }
+
+#[test]
+fn the_host_side_socket_is_owner_only_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_dir, uds) = tmp_uds();
+    // SAFETY: umask takes no pointers; restored below.
+    let old = unsafe { libc::umask(0) };
+    let muxer = VsockMuxer::new(CID, &uds);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let _muxer = muxer.unwrap();
+    let mode = std::fs::metadata(&uds).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600);
+}
