@@ -65,7 +65,10 @@ sed -i -e 's|"terminal": true|"terminal": false|' \
     -e 's|^\t\t\t"sh"$|\t\t\t"true"|' "$work/b/config.json"
 
 H="$husk --root $work/husk"
+# "husk run (unconfined VMM)": the same with the VMM's jail and seccomp filters off, to state
+# what the host-side wall costs at start-up (never how husk runs otherwise).
 cmds=(-n "husk run" "$H run -b $work/b t >/dev/null"
+    -n "husk run (unconfined VMM)" "HUSK_VMM_JAIL=off HUSK_VMM_SECCOMP=off $H run -b $work/b t >/dev/null"
     -n "runc run" "runc --root $work/runc run -b $work/b t >/dev/null")
 if [ -n "$podman_ok" ]; then
     cat >"$work/husk-rt" <<EOF
@@ -90,6 +93,8 @@ for k, v in r.items():
     print(f"median {k}: {v:.0f} ms")
 if "husk run" in r:
     print(f"ratio husk run / runc run: {r['husk run'] / r['runc run']:.1f}x")
+    u = r["husk run (unconfined VMM)"]
+    print(f"jail + seccomp cost on husk run: {r['husk run'] - u:+.0f} ms ({r['husk run'] / u:.3f}x)")
 if "podman run (husk)" in r:
     print(f"ratio podman run husk / runc: {r['podman run (husk)'] / r['podman run (runc)']:.1f}x")
 EOF
@@ -99,7 +104,9 @@ sed -i 's|^\t\t\t"true"$|\t\t\t"sleep", "600"|' "$work/b/config.json"
 $H run -d -b "$work/b" m >/dev/null 2>&1 </dev/null || { echo "boot-vs-runc: husk run -d failed"; exit 1; }
 sleep 2
 pid=$($H state m | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
-rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")
-pss=$(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")
+# The supervisor and its child, the jailed VMM (`husk vmm`), which holds guest memory.
+vmm=$(for p in /proc/[0-9]*; do [ "$(awk '{print $4}' "$p/stat" 2>/dev/null)" = "$pid" ] && echo "${p#/proc/}"; done | head -n1)
+rss=$(cat "/proc/$pid/status" "/proc/$vmm/status" 2>/dev/null | awk '/^VmRSS/ {s += $2} END {print s}')
+pss=$(cat "/proc/$pid/smaps_rollup" "/proc/$vmm/smaps_rollup" 2>/dev/null | awk '/^Pss:/ {s += $2} END {print s}')
 mem=$(grep -oE 'memory_mib = [0-9]+' /etc/husk/config.toml 2>/dev/null | grep -oE '[0-9]+$' || echo 256)
-echo "sandbox memory (busybox sleep, guest memory ${mem} MiB): supervisor RSS ${rss} KiB, PSS ${pss} KiB"
+echo "sandbox memory (busybox sleep, guest memory ${mem} MiB): supervisor + VMM RSS ${rss} KiB, PSS ${pss} KiB"

@@ -39,16 +39,6 @@ pub enum AgentError {
     Transport(String),
 }
 
-impl AgentError {
-    /// The ttrpc code, if the agent answered.
-    pub fn code(&self) -> Option<ttrpc::Code> {
-        match self {
-            AgentError::Rpc { code, .. } => Some(*code),
-            _ => None,
-        }
-    }
-}
-
 impl From<ttrpc::Error> for AgentError {
     fn from(e: ttrpc::Error) -> Self {
         match e {

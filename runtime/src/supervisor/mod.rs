@@ -269,8 +269,9 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
     })
 }
 
-/// CreateSandbox + CreateContainer with the rootfs disk as a storage; falls back to copying
-/// the rootfs's regular files in through CopyFile where the agent has no storages yet.
+/// CreateSandbox + CreateContainer with the rootfs disk as a storage. (A CopyFile fallback
+/// for agents without storages, which read the host rootfs by path and followed symlinks, is
+/// gone: the agent this husk ships always has storages.)
 fn create_in_guest(a: &AgentClient, id: &str, bundle: &Bundle, fstype: &str) -> Result<(), String> {
     let hostname = bundle.spec.hostname().clone().unwrap_or_default();
     a.create_sandbox(id, &hostname, Vec::new())
@@ -288,77 +289,8 @@ fn create_in_guest(a: &AgentClient, id: &str, bundle: &Bundle, fstype: &str) -> 
         mount_point: root.clone(),
         ..Default::default()
     };
-    match a.create_container(id, &spec, vec![storage], &root) {
-        Err(e) if e.code() == Some(ttrpc::Code::UNIMPLEMENTED) => {
-            tracing::warn!("agent has no storages ({e}); copying the rootfs in with CopyFile");
-            copy_rootfs(a, &bundle.rootfs, &root)?;
-            a.create_container(id, &spec, Vec::new(), &root)
-                .map_err(|e| e.to_string())
-        }
-        other => other.map_err(|e| e.to_string()),
-    }
-}
-
-/// Largest file the CopyFile fallback sends (ttrpc messages are at most 4 MiB).
-const COPY_FILE_MAX: u64 = 3 << 20;
-
-/// Copies regular files (and placeholders for empty directories) into the guest. Symlinks
-/// and special files are skipped: this is a stopgap until the agent mounts the disk.
-fn copy_rootfs(a: &AgentClient, host: &Path, guest: &str) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut stack = vec![host.to_path_buf()];
-    let mut skipped = 0;
-    while let Some(d) = stack.pop() {
-        let rd = std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-        let mut empty = true;
-        for e in rd.filter_map(Result::ok) {
-            empty = false;
-            let p = e.path();
-            let md = std::fs::symlink_metadata(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            let rel = p
-                .strip_prefix(host)
-                .unwrap_or(&p)
-                .to_string_lossy()
-                .to_string();
-            if md.is_dir() {
-                stack.push(p);
-            } else if md.is_file() && md.len() <= COPY_FILE_MAX {
-                let data = std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-                a.copy_file(
-                    &format!("{guest}/{rel}"),
-                    data,
-                    md.permissions().mode() & 0o7777,
-                    0,
-                    0,
-                )
-                .map_err(|e| format!("copying {rel}: {e}"))?;
-            } else {
-                skipped += 1;
-            }
-        }
-        if empty {
-            let rel = d
-                .strip_prefix(host)
-                .unwrap_or(&d)
-                .to_string_lossy()
-                .to_string();
-            a.copy_file(
-                &format!("{guest}/{rel}/.husk-keep"),
-                Vec::new(),
-                0o644,
-                0,
-                0,
-            )
-            .map_err(|e| format!("copying {rel}: {e}"))?;
-        }
-    }
-    if skipped > 0 {
-        tracing::warn!(
-            skipped,
-            "CopyFile fallback skipped symlinks, special and large files"
-        );
-    }
-    Ok(())
+    a.create_container(id, &spec, vec![storage], &root)
+        .map_err(|e| e.to_string())
 }
 
 fn forward_signals(agent: &AgentClient, id: &str) {

@@ -53,6 +53,8 @@ const GUEST_CID: u32 = 3;
 /// `HUSK_VMM_SECCOMP`: kill (default), log (allow and have the kernel log violations, to
 /// measure what a change needs) or off.
 const SECCOMP_ENV: &str = "HUSK_VMM_SECCOMP";
+/// `HUSK_VMM_JAIL=off` leaves the VMM unjailed (to measure the jail's cost; never in use).
+const JAIL_ENV: &str = "HUSK_VMM_JAIL";
 
 /// Errors starting the VM.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +99,8 @@ pub struct VmmJob {
     pub console_cap_bytes: u64,
     /// The jail directory (becomes the VMM's root; holds the vsock socket).
     pub jail: PathBuf,
+    /// Whether to confine the VMM to `jail` (namespaces, pivot_root, no capabilities).
+    pub confine: bool,
     /// kill, log or off.
     pub seccomp: String,
     /// Seconds the guest has to touch a device.
@@ -148,6 +152,15 @@ impl Vm {
                 "{SECCOMP_ENV}={seccomp}: expected kill, log or off"
             )));
         }
+        let confine = match std::env::var(JAIL_ENV).as_deref() {
+            Err(_) | Ok("on") => true,
+            Ok("off") => false,
+            Ok(other) => {
+                return Err(VmError::Config(format!(
+                    "{JAIL_ENV}={other}: expected on or off"
+                )))
+            }
+        };
         let jail = dir.join(JAIL_DIR);
         match std::fs::DirBuilder::new().mode(0o700).create(&jail) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
@@ -165,6 +178,7 @@ impl Vm {
             console_log: dir.join("console.log"),
             console_cap_bytes: DEFAULT_CAP_BYTES,
             jail,
+            confine,
             seccomp,
             boot_timeout_s: cfg.boot_timeout_s,
         };
@@ -342,10 +356,12 @@ pub fn run_child() -> Result<i32, String> {
     std::env::set_current_dir(&job.jail)
         .map_err(|e| format!("jail {}: {e}", job.jail.display()))?;
     let jail = job.jail.clone();
-    let confine: Confine = Box::new(move || {
-        husk_vmm::jail::enter(&jail)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+    let confine: Option<Confine> = job.confine.then(|| {
+        Box::new(move || {
+            husk_vmm::jail::enter(&jail)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }) as Confine
     });
     let config = VmConfig {
         memory_mib: job.memory_mib,
@@ -378,7 +394,7 @@ pub fn run_child() -> Result<i32, String> {
             }),
             rng: true,
         },
-        confine: Some(confine),
+        confine,
         seccomp: filters,
     };
     let reason = match run_vm(config) {
@@ -418,6 +434,7 @@ mod tests {
             console_log: "/c".into(),
             console_cap_bytes: 1,
             jail: "/j".into(),
+            confine: true,
             seccomp: "kill".into(),
             boot_timeout_s: 1,
         };
