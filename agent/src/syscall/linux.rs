@@ -73,13 +73,16 @@ impl Syscall for LinuxSyscall {
             NodeKind::Block => SFlag::S_IFBLK,
             NodeKind::Fifo => SFlag::S_IFIFO,
         };
-        nix::sys::stat::mknod(
+        // The exact mode asked for, not less the umask (runc's createDevices does the same).
+        let old = nix::sys::stat::umask(Mode::empty());
+        let r = nix::sys::stat::mknod(
             path,
             kind,
             Mode::from_bits_truncate(mode),
             makedev(major, minor),
-        )
-        .map_err(|e| SyscallError::new("mknod", path, e))
+        );
+        nix::sys::stat::umask(old);
+        r.map_err(|e| SyscallError::new("mknod", path, e))
     }
 
     fn chown(&self, path: &Path, uid: Option<u32>, gid: Option<u32>) -> Result<()> {
