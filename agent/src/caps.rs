@@ -102,6 +102,34 @@ pub fn mask(set: &Option<HashSet<Capability>>) -> Result<u64, CapsError> {
     Ok(m)
 }
 
+/// Removes the capability names this agent does not know from an OCI process (JSON, before it
+/// is parsed), returning one warning per name: runc warns about and ignores them (a newer
+/// client's capability, a typo), where parsing would reject the whole spec.
+pub fn drop_unknown(process: &mut serde_json::Value, at: &str) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Some(caps) = process
+        .get_mut("capabilities")
+        .and_then(|c| c.as_object_mut())
+    else {
+        return warnings;
+    };
+    for (set, list) in caps.iter_mut() {
+        let Some(list) = list.as_array_mut() else {
+            continue;
+        };
+        list.retain(|c| {
+            let known = serde_json::from_value::<Capability>(c.clone()).is_ok();
+            if !known {
+                warnings.push(format!(
+                    "{at}.capabilities.{set}: unknown capability {c}; ignored (as runc does)"
+                ));
+            }
+            known
+        });
+    }
+    warnings
+}
+
 /// The masks of one process, computed before any privilege change.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CapMasks {
@@ -212,6 +240,26 @@ mod tests {
         assert_eq!(number("CAP_SYS_ADMIN"), Some(21));
         assert_eq!(number("CAP_CHECKPOINT_RESTORE"), Some(40));
         assert_eq!(number("CAP_NOPE"), None);
+    }
+
+    #[test]
+    fn unknown_names_are_dropped_with_a_warning() {
+        let mut p = serde_json::json!({"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "capabilities": {
+            "bounding": ["CAP_KILL", "CAP_NOPE", "UNKNOWN_CAP"],
+            "effective": ["CAP_KILL"], "ambient": null
+        }});
+        let w = drop_unknown(&mut p, "process");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("process.capabilities.bounding: unknown capability \"CAP_NOPE\""));
+        assert_eq!(
+            p["capabilities"]["bounding"],
+            serde_json::json!(["CAP_KILL"])
+        );
+        let parsed: oci_spec::runtime::Process = serde_json::from_value(p).unwrap();
+        let m = CapMasks::from_spec(parsed.capabilities().as_ref().unwrap()).unwrap();
+        assert_eq!(m.bounding, 1 << 5);
+        let mut none = serde_json::json!({"args": ["sh"]});
+        assert!(drop_unknown(&mut none, "process").is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxResources, Process as OciProcess, Spec};
+use oci_spec::runtime::{LinuxResources, Process as OciProcess};
 
 use crate::cgroup::{Cgroup, CgroupError, CgroupRoot};
 use crate::namespaces::NamespacePlan;
@@ -124,6 +124,23 @@ impl PendingIo {
     }
 }
 
+/// Creates a missing `process.cwd` as runc does (mkdir -p, 0755), resolved inside the rootfs
+/// as if it were `/` (the image's symlinks cannot lead it out). Done before the stage's mounts,
+/// so a cwd below a spec mount's destination is not created inside that mount.
+fn create_cwd(rootfs: &Path, cwd: &Path) -> Result<()> {
+    use crate::syscall::{linux::LinuxSyscall, Create, Syscall};
+    LinuxSyscall
+        .open_in_root(rootfs, cwd, Create::Dir)
+        .map(drop)
+        .map_err(|e| {
+            SpecError {
+                field: "process.cwd".into(),
+                reason: e.to_string(),
+            }
+            .into()
+        })
+}
+
 impl Container {
     /// Validates the spec, creates the cgroup and the init stage, and leaves the container
     /// `Created`, its process waiting for `start`.
@@ -133,11 +150,16 @@ impl Container {
         spec_json: &str,
         rootfs: Option<&Path>,
     ) -> Result<Arc<Self>> {
-        let spec: Spec =
-            serde_json::from_str(spec_json).map_err(|e| ContainerError::BadJson(e.to_string()))?;
-        let v = spec::validate(&spec, rootfs)?;
+        let (spec, parse_warnings) =
+            spec::parse_spec(spec_json).map_err(|e| ContainerError::BadJson(e.to_string()))?;
+        let mut v = spec::validate(&spec, rootfs)?;
+        v.warnings.splice(0..0, parse_warnings);
         for w in &v.warnings {
             tracing::warn!(container = id, "{w}");
+        }
+        spec::dedup_env(&mut v.process);
+        if v.ns.new_mount {
+            create_cwd(&v.rootfs.rootfs, v.process.cwd())?;
         }
         let cg_path = rt.cgroups.resolve(v.cgroups_path.as_deref(), id)?;
         let cgroup = rt.cgroups.create(&cg_path)?;
@@ -152,7 +174,9 @@ impl Container {
         let (io, child) = io_for(&v.process).map_err(cleanup)?;
         let cfg = StageConfig {
             ns: v.ns.clone(),
-            rootfs: Some(v.rootfs.clone()),
+            // Without a mount namespace the process shares the guest's filesystem: nothing
+            // is mounted and there is no pivot_root (runc's behaviour).
+            rootfs: v.ns.new_mount.then(|| v.rootfs.clone()),
             hostname: v.hostname.clone(),
             process: v.process.clone(),
             seccomp: v.seccomp.clone(),
@@ -253,6 +277,8 @@ impl Container {
         }
         let mut warnings = Vec::new();
         spec::validate_process(&process, "process", &mut warnings)?;
+        let mut process = process;
+        spec::dedup_env(&mut process);
         let (io, child) = io_for(&process)?;
         let cfg = StageConfig {
             ns: NamespacePlan::for_exec(&self.namespaces, self.init.pid),

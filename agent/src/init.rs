@@ -92,10 +92,10 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
     if cfg.ns.join_pid {
         fork_into_pid_ns(writer)?;
     }
+    if let Some(h) = &cfg.hostname {
+        sys.sethostname(h).map_err(|e| field("hostname", e))?;
+    }
     if let Some(plan) = &cfg.rootfs {
-        if let Some(h) = &cfg.hostname {
-            sys.sethostname(h).map_err(|e| field("hostname", e))?;
-        }
         mounts::setup_rootfs(&sys, plan)?;
     }
     let filter = cfg

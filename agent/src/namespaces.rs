@@ -14,10 +14,12 @@ use crate::syscall::{CloneFlags, Syscall, SyscallError};
 pub enum NamespaceError {
     #[error("linux.namespaces: {0} namespace listed twice")]
     Duplicate(String),
-    #[error("linux.namespaces: a mount namespace is required (the agent never mounts in its own)")]
-    NoMountNamespace,
-    #[error("linux.namespaces: {0} namespace path {1:?} must be absolute")]
-    RelativePath(String, PathBuf),
+    #[error(
+        "linux.namespaces[{0}].path: {1:?} names a namespace of the host, which a container in \
+         a VM cannot join (leave the path out for a new namespace, or the entry out to share \
+         the VM's)"
+    )]
+    HostPath(usize, PathBuf),
     #[error("linux.namespaces: {0} namespaces are not supported")]
     Unsupported(String),
 }
@@ -70,15 +72,24 @@ pub struct NamespacePlan {
     pub new_uts: bool,
     pub new_user: bool,
     pub new_pid: bool,
+    /// The spec lists a mount namespace. Without one the container shares the guest's mount
+    /// namespace, and with it the guest's root: no mounts, no pivot_root (runc's behaviour).
+    #[serde(default)]
+    pub new_mount: bool,
+    pub new_ipc: bool,
+    pub new_net: bool,
 }
 
 impl NamespacePlan {
-    /// Plans a container's init from the spec's namespace list.
+    /// Plans a container's init from the spec's namespace list. A type the list leaves out is
+    /// shared with the runtime, which in a VM means the guest's (the sandbox's) namespace; a
+    /// listed one without a path is new. In a new user namespace clone(2) creates the user
+    /// namespace first, so it owns the others created with it.
     pub fn for_create(list: &[LinuxNamespace]) -> Result<Self, NamespaceError> {
         let mut seen = HashSet::new();
         let mut plan = NamespacePlan::default();
         let mut clone = CloneFlags::empty();
-        for ns in list {
+        for (i, ns) in list.iter().enumerate() {
             let t = ns.typ();
             let name = proc_name(t).to_string();
             if !seen.insert(name.clone()) {
@@ -88,15 +99,13 @@ impl NamespacePlan {
                 return Err(NamespaceError::Unsupported(name));
             }
             match ns.path() {
+                // A path is a file in the caller's (the host's) /proc or /run/netns: nothing
+                // of the host can be joined from inside the VM. Where husk itself maps a
+                // path to a namespace of the sandbox (say a pod's shared namespaces, given
+                // as the sandbox container's path), that path would be accepted here and
+                // become a `Join` of the guest-side namespace; none is mapped yet.
                 Some(p) if !p.as_os_str().is_empty() => {
-                    if !p.is_absolute() {
-                        return Err(NamespaceError::RelativePath(name, p.clone()));
-                    }
-                    plan.join.push(Join {
-                        flag: flag(t).bits(),
-                        path: p.clone(),
-                    });
-                    plan.join_pid |= t == LinuxNamespaceType::Pid;
+                    return Err(NamespaceError::HostPath(i, p.clone()));
                 }
                 _ => match t {
                     LinuxNamespaceType::Cgroup => plan.new_cgroup = true,
@@ -104,13 +113,13 @@ impl NamespacePlan {
                 },
             }
         }
-        if !seen.contains("mnt") {
-            return Err(NamespaceError::NoMountNamespace);
-        }
         sort_joins(&mut plan.join);
         plan.new_uts = clone.contains(CloneFlags::CLONE_NEWUTS);
         plan.new_user = clone.contains(CloneFlags::CLONE_NEWUSER);
         plan.new_pid = clone.contains(CloneFlags::CLONE_NEWPID);
+        plan.new_mount = clone.contains(CloneFlags::CLONE_NEWNS);
+        plan.new_ipc = clone.contains(CloneFlags::CLONE_NEWIPC);
+        plan.new_net = clone.contains(CloneFlags::CLONE_NEWNET);
         plan.clone_flags = clone.bits();
         Ok(plan)
     }
@@ -191,16 +200,22 @@ mod tests {
     }
 
     #[test]
-    fn joined_namespaces_are_setns_with_user_first() {
-        let plan = NamespacePlan::for_create(&[
-            ns(LinuxNamespaceType::Mount, None),
-            ns(LinuxNamespaceType::Network, Some("/var/run/netns/x")),
-            ns(LinuxNamespaceType::User, Some("/proc/7/ns/user")),
-            ns(LinuxNamespaceType::Pid, Some("/proc/7/ns/pid")),
-        ])
-        .unwrap();
-        assert!(plan.join_pid);
-        assert!(!plan.clone_flags().contains(CloneFlags::CLONE_NEWNET));
+    fn joins_are_setns_with_user_first() {
+        let plan = NamespacePlan {
+            join: vec![
+                Join {
+                    flag: CloneFlags::CLONE_NEWNET.bits(),
+                    path: "/proc/7/ns/net".into(),
+                },
+                Join {
+                    flag: CloneFlags::CLONE_NEWUSER.bits(),
+                    path: "/proc/7/ns/user".into(),
+                },
+            ],
+            ..Default::default()
+        };
+        let mut plan = plan;
+        sort_joins(&mut plan.join);
         let sys = RecordingSyscall::new();
         apply_joins(&sys, &plan).unwrap();
         let calls = sys.calls();
@@ -208,26 +223,42 @@ mod tests {
             calls[0],
             Call::Setns("/proc/7/ns/user".into(), CloneFlags::CLONE_NEWUSER)
         );
-        assert_eq!(calls.len(), 3);
+        assert_eq!(calls.len(), 2);
     }
 
     #[test]
-    fn mount_namespace_is_required_and_duplicates_rejected() {
-        let err = NamespacePlan::for_create(&[ns(LinuxNamespaceType::Pid, None)]).unwrap_err();
-        assert_eq!(err, NamespaceError::NoMountNamespace);
-        assert!(err.to_string().starts_with("linux.namespaces"));
+    fn host_paths_are_refused_naming_the_entry() {
+        let err = NamespacePlan::for_create(&[
+            ns(LinuxNamespaceType::Mount, None),
+            ns(LinuxNamespaceType::Network, Some("/var/run/netns/x")),
+        ])
+        .unwrap_err();
+        assert_eq!(err, NamespaceError::HostPath(1, "/var/run/netns/x".into()));
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with(
+                "linux.namespaces[1].path: \"/var/run/netns/x\" names a namespace of the host"
+            ),
+            "{msg}"
+        );
+        // An empty path means a new namespace.
+        let plan = NamespacePlan::for_create(&[ns(LinuxNamespaceType::Network, Some(""))]).unwrap();
+        assert!(plan.new_net && plan.join.is_empty());
+    }
+
+    #[test]
+    fn unlisted_namespaces_are_shared_and_duplicates_rejected() {
+        let plan = NamespacePlan::for_create(&[ns(LinuxNamespaceType::Pid, None)]).unwrap();
+        assert!(plan.new_pid && !plan.new_mount && !plan.new_uts && !plan.new_net);
+        assert_eq!(plan.clone_flags(), CloneFlags::CLONE_NEWPID);
+        let plan = NamespacePlan::for_create(&[]).unwrap();
+        assert_eq!(plan.clone_flags, 0);
         let err = NamespacePlan::for_create(&[
             ns(LinuxNamespaceType::Mount, None),
             ns(LinuxNamespaceType::Mount, None),
         ])
         .unwrap_err();
         assert_eq!(err, NamespaceError::Duplicate("mnt".into()));
-        let err = NamespacePlan::for_create(&[
-            ns(LinuxNamespaceType::Mount, None),
-            ns(LinuxNamespaceType::Network, Some("netns")),
-        ])
-        .unwrap_err();
-        assert!(matches!(err, NamespaceError::RelativePath(..)));
     }
 
     #[test]

@@ -218,8 +218,8 @@ impl pb::AgentService for AgentService {
 
     fn exec_process(&self, _: &TtrpcContext, req: pb::ExecProcessRequest) -> R<pb::Empty> {
         tracing::info!(container = %req.container_id, exec = %req.exec_id, "ExecProcess");
-        let process: oci_spec::runtime::Process =
-            serde_json::from_str(&req.process_json).map_err(|e| invalid("process_json", e))?;
+        let process: oci_spec::runtime::Process = crate::spec::parse_process(&req.process_json)
+            .map_err(|e| invalid("process_json", e))?;
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
         c.exec(self.sandbox.runtime(), &req.exec_id, process)
             .map_err(cerr)?;

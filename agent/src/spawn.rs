@@ -126,6 +126,7 @@ pub fn launch(
     let envp = [std::ptr::null::<libc::c_char>()];
     let srcs = [stdio[0], stdio[1], stdio[2], stage_end.as_raw_fd()];
     let flags = cfg.ns.clone_flags() & !CloneFlags::CLONE_NEWCGROUP;
+    let new_user = flags.contains(CloneFlags::CLONE_NEWUSER);
 
     // SAFETY: a fork-like clone (no CLONE_VM, no new stack). The child only calls
     // async-signal-safe functions (fcntl, dup2, read, sigprocmask, signal, execve, _exit) on
@@ -142,7 +143,7 @@ pub fn launch(
     };
     if pid == 0 {
         // SAFETY: see above; this is the child and it never returns.
-        unsafe { child_exec(exe, &argv, &envp, &srcs) }
+        unsafe { child_exec(exe, &argv, &envp, &srcs, new_user) }
     }
     if pid < 0 {
         return Err(SpawnError::Clone(nix::errno::Errno::last()));
@@ -217,6 +218,12 @@ pub fn launch(
 
 /// The clone child: wait for the agent's go byte, move fds into place, exec the stage.
 ///
+/// In a new user namespace the child starts with every capability there but still with the
+/// agent's (host) ids, which the namespace does not map: once the agent wrote the maps (the
+/// go byte says so), it becomes the namespace's root, as runc's nsexec does, so that the
+/// stage exec'd next keeps its capabilities in the namespaces the user namespace owns
+/// (sethostname, mounts). Supplementary groups of the agent are dropped with it.
+///
 /// # Safety
 /// Must only be called in the child of a fork-like clone; never returns.
 unsafe fn child_exec(
@@ -224,8 +231,11 @@ unsafe fn child_exec(
     argv: &[*const libc::c_char; 3],
     envp: &[*const libc::c_char; 1],
     srcs: &[RawFd; 4],
+    new_user: bool,
 ) -> ! {
-    // SAFETY: async-signal-safe libc calls on fds and pointers owned by this child;
+    // SAFETY: async-signal-safe libc calls (and raw setgroups/setresgid/setresuid syscalls,
+    // which touch only this single-threaded child's credentials) on fds and pointers owned
+    // by this child;
     // argv/envp are NULL-terminated arrays of valid C strings prepared before clone.
     unsafe {
         let mut tmp = [0; 4];
@@ -237,6 +247,16 @@ unsafe fn child_exec(
         }
         let mut go = 0u8;
         if libc::read(tmp[3], &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
+            libc::_exit(126);
+        }
+        if new_user
+            && (libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) < 0
+                || libc::syscall(libc::SYS_setresgid, 0usize, 0usize, 0usize) < 0
+                || libc::syscall(libc::SYS_setresuid, 0usize, 0usize, 0usize) < 0)
+        {
+            let msg = b"error linux.uidMappings: cannot become root of the new user namespace \
+                        (are container uid and gid 0 mapped?)\n";
+            libc::write(tmp[3], msg.as_ptr() as *const libc::c_void, msg.len());
             libc::_exit(126);
         }
         for (i, t) in tmp.iter().enumerate() {

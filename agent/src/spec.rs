@@ -58,6 +58,42 @@ fn id_map(field: &str, maps: &Option<Vec<LinuxIdMapping>>) -> Result<String, Spe
         .collect())
 }
 
+/// Parses CreateContainer's spec. Unknown capability names are dropped, returned as warnings
+/// (runc warns and ignores them).
+pub fn parse_spec(json: &str) -> Result<(Spec, Vec<String>), serde_json::Error> {
+    let mut v: serde_json::Value = serde_json::from_str(json)?;
+    let warnings = match v.get_mut("process") {
+        Some(p) => crate::caps::drop_unknown(p, "process"),
+        None => Vec::new(),
+    };
+    Ok((serde_json::from_value(v)?, warnings))
+}
+
+/// Parses an exec's process, logging and dropping unknown capability names (as runc does).
+pub fn parse_process(json: &str) -> Result<Process, serde_json::Error> {
+    let mut v: serde_json::Value = serde_json::from_str(json)?;
+    for w in crate::caps::drop_unknown(&mut v, "process") {
+        tracing::warn!("{w}");
+    }
+    serde_json::from_value(v)
+}
+
+/// Keeps the last value of a variable given more than once (the spec's, then `exec --env`'s),
+/// as runc's environment preparation does; each kept where its last value was.
+pub fn dedup_env(p: &mut Process) {
+    let Some(env) = p.env().clone() else {
+        return;
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<String> = env
+        .into_iter()
+        .rev()
+        .filter(|e| seen.insert(e.split_once('=').map_or(e.as_str(), |(k, _)| k).to_string()))
+        .collect();
+    out.reverse();
+    p.set_env(Some(out));
+}
+
 /// Checks a process (the container's or an exec's) on its own.
 pub fn validate_process(
     p: &Process,
@@ -93,6 +129,54 @@ pub fn validate_process(
         warnings.push(format!(
             "{prefix}.selinuxLabel: SELinux is not available in the guest; ignored"
         ));
+    }
+    Ok(())
+}
+
+/// The sysctls of a namespace the container does not have its own of would change the
+/// guest's, which every container of the sandbox shares: refused, as runc refuses them in the
+/// host's. (Sysctls of no namespace at all, which runc also refuses, are the VM's own here and
+/// allowed.)
+fn check_sysctl_namespace(key: &str, ns: &NamespacePlan, hostname: bool) -> Result<(), SpecError> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let conflict = |what: &str| {
+        bad(
+            "linux.sysctl",
+            format!(
+                "sysctl {key:?} is not allowed as it conflicts with the OCI {what:?} \
+                 namespace setting (linux.namespaces has no {what} namespace of its own)"
+            ),
+        )
+    };
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        if !ns.new_ipc {
+            return Err(conflict("ipc"));
+        }
+    } else if key.starts_with("net.") {
+        if !ns.new_net {
+            return Err(conflict("network"));
+        }
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        if !ns.new_uts {
+            return Err(conflict("uts"));
+        }
+        if key == "kernel.hostname" && hostname {
+            return Err(bad(
+                "linux.sysctl",
+                format!(
+                    "sysctl {key:?} is not allowed as it conflicts with the OCI \"hostname\" field"
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -178,7 +262,39 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
 
     let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
     if hostname.is_some() && !ns.new_uts {
-        return Err(bad("hostname", "setting it requires a new uts namespace"));
+        // runc's rule and text.
+        return Err(bad(
+            "hostname",
+            "unable to set hostname without a private UTS namespace",
+        ));
+    }
+    let masked_paths = linux.masked_paths().clone().unwrap_or_default();
+    let readonly_paths = linux.readonly_paths().clone().unwrap_or_default();
+    if !ns.new_mount {
+        for (f, list) in [
+            ("linux.maskedPaths", &masked_paths),
+            ("linux.readonlyPaths", &readonly_paths),
+        ] {
+            if !list.is_empty() {
+                return Err(bad(
+                    f,
+                    "unable to restrict sys entries without a private MNT namespace",
+                ));
+            }
+        }
+        // runc does no filesystem setup without a mount namespace; what would need one is
+        // ignored, as there, but said.
+        if !mounts.is_empty() {
+            warnings.push(
+                "mounts: ignored without a mount namespace (the process shares the guest's)".into(),
+            );
+        }
+        if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+            warnings.push("linux.devices: ignored without a mount namespace".into());
+        }
+        if root.readonly().unwrap_or(false) {
+            warnings.push("root.readonly: ignored without a mount namespace".into());
+        }
     }
     let idmaps = if ns.new_user {
         Some(IdMaps {
@@ -193,6 +309,14 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
         if k.contains('/') || k.contains("..") || k.is_empty() {
             return Err(bad("linux.sysctl", format!("{k:?} is not a sysctl name")));
         }
+        check_sysctl_namespace(k, &ns, hostname.is_some())?;
+    }
+    if !sysctl.is_empty() && !ns.new_mount {
+        // The stage writes them through the container's own /proc, set up with its mounts.
+        return Err(bad(
+            "linux.sysctl",
+            "husk applies sysctls only in a container with its own mount namespace",
+        ));
     }
     if let Some(p) = linux.rootfs_propagation() {
         if ![
@@ -231,8 +355,8 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
         mounts,
         propagation: linux.rootfs_propagation().clone(),
         devices: linux.devices().clone().unwrap_or_default(),
-        masked_paths: linux.masked_paths().clone().unwrap_or_default(),
-        readonly_paths: linux.readonly_paths().clone().unwrap_or_default(),
+        masked_paths,
+        readonly_paths,
         root_readonly: root.readonly().unwrap_or(false),
         sysctl: sysctl.into_iter().collect(),
     };
@@ -296,6 +420,138 @@ mod tests {
         let mut s = spec_json("");
         s.process_mut().as_mut().unwrap().set_args(Some(vec![]));
         assert_eq!(validate(&s, None).unwrap_err().field, "process.args");
+    }
+
+    fn with_namespaces(types: &[&str], extra: &str) -> Spec {
+        let ns: Vec<String> = types
+            .iter()
+            .map(|t| format!(r#"{{"type":"{t}"}}"#))
+            .collect();
+        serde_json::from_str(&format!(
+            r#"{{"ociVersion":"1.0.2","root":{{"path":"/"}},
+            "process":{{"args":["sh"],"cwd":"/","user":{{"uid":0,"gid":0}}}},
+            "linux":{{"namespaces":[{}]{extra}}}}}"#,
+            ns.join(",")
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn sysctls_of_a_shared_namespace_are_refused_like_runc() {
+        let all = ["mount", "ipc", "network", "uts"];
+        for (key, missing) in [
+            ("kernel.shmmax", "ipc"),
+            ("kernel.sem", "ipc"),
+            ("fs.mqueue.queues_max", "ipc"),
+            ("net.core.somaxconn", "network"),
+            ("kernel.hostname", "uts"),
+            ("kernel.domainname", "uts"),
+        ] {
+            let sysctl = format!(r#","sysctl":{{"{key}":"1"}}"#);
+            let ok = validate(&with_namespaces(&all, &sysctl), None);
+            if key != "kernel.hostname" {
+                assert!(ok.is_ok(), "{key}: {ok:?}");
+            }
+            let some: Vec<&str> = all.iter().copied().filter(|t| *t != missing).collect();
+            let err = validate(&with_namespaces(&some, &sysctl), None).unwrap_err();
+            assert_eq!(err.field, "linux.sysctl", "{key}");
+            let ns = if missing == "network" {
+                "network"
+            } else {
+                missing
+            };
+            assert!(
+                err.reason.contains(&format!(
+                    "sysctl \"{key}\" is not allowed as it conflicts with the OCI \"{ns}\" namespace"
+                )),
+                "{err}"
+            );
+        }
+        // The VM's own, not any container's: allowed (runc refuses them on a shared host).
+        assert!(validate(
+            &with_namespaces(&["mount"], r#","sysctl":{"vm.swappiness":"1"}"#),
+            None
+        )
+        .is_ok());
+        // kernel.hostname conflicts with the hostname field.
+        let mut s = with_namespaces(&all, r#","sysctl":{"kernel.hostname":"x"}"#);
+        s.set_hostname(Some("h".into()));
+        assert!(validate(&s, None)
+            .unwrap_err()
+            .reason
+            .contains("\"hostname\" field"));
+    }
+
+    #[test]
+    fn without_a_mount_namespace_runc_rules_apply() {
+        let v = validate(
+            &with_namespaces(
+                &["pid"],
+                r#","devices":[{"path":"/dev/fuse","type":"c","major":10,"minor":229}]"#,
+            ),
+            None,
+        )
+        .unwrap();
+        assert!(!v.ns.new_mount);
+        assert!(
+            v.warnings.iter().any(|w| w.starts_with("linux.devices")),
+            "{:?}",
+            v.warnings
+        );
+        for f in ["maskedPaths", "readonlyPaths"] {
+            let err = validate(
+                &with_namespaces(&["pid"], &format!(r#","{f}":["/proc/kcore"]"#)),
+                None,
+            )
+            .unwrap_err();
+            assert_eq!(err.field, format!("linux.{f}"));
+            assert_eq!(
+                err.reason,
+                "unable to restrict sys entries without a private MNT namespace"
+            );
+        }
+        let err = validate(
+            &with_namespaces(&["pid"], r#","sysctl":{"vm.swappiness":"1"}"#),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "linux.sysctl");
+    }
+
+    #[test]
+    fn hostname_without_uts_uses_runcs_text() {
+        let err = validate(&spec_json(r#","hostname":"h""#), None).unwrap_err();
+        assert_eq!(err.field, "hostname");
+        assert_eq!(
+            err.reason,
+            "unable to set hostname without a private UTS namespace"
+        );
+    }
+
+    #[test]
+    fn unknown_capabilities_parse_with_warnings_and_env_keeps_the_last() {
+        let (s, w) = parse_spec(
+            r#"{"ociVersion":"1.0.2","root":{"path":"/"},
+            "process":{"args":["sh"],"cwd":"/","env":["A=1","B=2","A=3"],"user":{"uid":0,"gid":0},
+              "capabilities":{"bounding":["CAP_KILL","CAP_FUTURE"]}},
+            "linux":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("CAP_FUTURE"));
+        let mut p = s.process().clone().unwrap();
+        dedup_env(&mut p);
+        assert_eq!(p.env().clone().unwrap(), ["B=2", "A=3"]);
+        let p = parse_process(r#"{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0},"capabilities":{"effective":["NOPE"]}}"#)
+            .unwrap();
+        assert!(p
+            .capabilities()
+            .as_ref()
+            .unwrap()
+            .effective()
+            .as_ref()
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
