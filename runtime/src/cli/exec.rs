@@ -41,6 +41,10 @@ pub struct Args {
     /// uid[:gid].
     #[arg(short, long)]
     pub user: Option<String>,
+    /// Add a capability to the process's bounding, effective and permitted sets (and ambient
+    /// when the process has an inheritable set), as runc's --cap; repeatable.
+    #[arg(short = 'c', long = "cap", value_name = "CAP")]
+    pub caps: Vec<String>,
     /// Extra gids; repeatable.
     #[arg(short = 'g', long)]
     pub additional_gids: Vec<u32>,
@@ -93,6 +97,7 @@ fn process_json(ctx: &Ctx, a: &Args) -> anyhow::Result<(String, bool)> {
         env.extend(a.env.iter().map(|e| Value::from(e.as_str())));
         p["env"] = env.into();
     }
+    add_caps(&mut p, &a.caps);
     if let Some(cwd) = &a.cwd {
         p["cwd"] = cwd.as_str().into();
     }
@@ -113,6 +118,33 @@ fn process_json(ctx: &Ctx, a: &Args) -> anyhow::Result<(String, bool)> {
     p["terminal"] = terminal.into();
     check_process(&p, "process")?;
     Ok((p.to_string(), terminal))
+}
+
+/// runc exec's --cap: each capability joins the bounding, effective and permitted sets, and
+/// the ambient set only when the process has an inheritable set (the kernel raises an ambient
+/// capability only if it is inheritable too). Later `--env` entries need no such merge: the
+/// agent keeps the last value of a variable given twice, as runc does.
+fn add_caps(p: &mut Value, caps: &[String]) {
+    if caps.is_empty() {
+        return;
+    }
+    if !p["capabilities"].is_object() {
+        p["capabilities"] = serde_json::json!({});
+    }
+    let c = &mut p["capabilities"];
+    let mut sets = vec!["bounding", "effective", "permitted"];
+    if c["inheritable"].is_array() {
+        sets.push("ambient");
+    }
+    for set in sets {
+        let mut list = c[set].as_array().cloned().unwrap_or_default();
+        for cap in caps {
+            if !list.iter().any(|v| v == cap.as_str()) {
+                list.push(cap.as_str().into());
+            }
+        }
+        c[set] = list.into();
+    }
 }
 
 /// The verb.
@@ -183,4 +215,66 @@ pub fn wait_standin() -> anyhow::Result<i32> {
         .ok()
         .and_then(|r| r.status)
         .unwrap_or(255))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_joins_bounding_effective_permitted_and_ambient_only_with_inheritable() {
+        let mut p = serde_json::json!({"args": ["sh"], "capabilities": {
+            "bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]
+        }});
+        add_caps(&mut p, &["CAP_NET_ADMIN".into(), "CAP_KILL".into()]);
+        let c = &p["capabilities"];
+        for set in ["bounding", "effective", "permitted"] {
+            assert_eq!(
+                c[set],
+                serde_json::json!(["CAP_KILL", "CAP_NET_ADMIN"]),
+                "{set}"
+            );
+        }
+        assert!(c.get("ambient").is_none(), "{c}");
+
+        let mut p = serde_json::json!({"args": ["sh"], "capabilities": {"inheritable": []}});
+        add_caps(&mut p, &["CAP_SYS_ADMIN".into()]);
+        assert_eq!(
+            p["capabilities"]["ambient"],
+            serde_json::json!(["CAP_SYS_ADMIN"])
+        );
+        assert_eq!(p["capabilities"]["inheritable"], serde_json::json!([]));
+
+        let mut p = serde_json::json!({"args": ["sh"]});
+        add_caps(&mut p, &["CAP_NET_RAW".into()]);
+        assert_eq!(
+            p["capabilities"]["bounding"],
+            serde_json::json!(["CAP_NET_RAW"])
+        );
+        let mut p = serde_json::json!({"args": ["sh"]});
+        add_caps(&mut p, &[]);
+        assert!(p.get("capabilities").is_none());
+    }
+
+    #[test]
+    fn cap_flag_parses_like_runcs() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: Args,
+        }
+        let cli = Cli::try_parse_from([
+            "exec",
+            "--cap",
+            "CAP_NET_ADMIN",
+            "-c",
+            "CAP_KILL",
+            "id",
+            "sh",
+        ])
+        .unwrap();
+        assert_eq!(cli.a.caps, ["CAP_NET_ADMIN", "CAP_KILL"]);
+        assert_eq!(cli.a.command, ["sh"]);
+    }
 }
