@@ -11,7 +11,7 @@ use clap::Parser;
 use husk_vmm::boot::LinuxBoot;
 use husk_vmm::builder::{run_vm, Payload, SerialOutput, VmConfig};
 use husk_vmm::devices::virtio::attach::VirtioConfig;
-use husk_vmm::devices::virtio::config::{DiskConfig, NetConfig, VsockConfig};
+use husk_vmm::devices::virtio::config::{DiskConfig, FsConfig, NetConfig, VsockConfig};
 use husk_vmm::host::{self, HostKvm};
 use husk_vmm::memory::MemoryBacking;
 use tracing_subscriber::layer::SubscriberExt;
@@ -110,6 +110,12 @@ struct Args {
     #[arg(long)]
     rng: bool,
 
+    /// A virtio-fs device served by a vhost-user backend (virtiofsd) listening on PATH,
+    /// connected at start-up; the guest mounts it with `mount -t virtiofs TAG DIR`.
+    /// Repeatable. Needs --memfd (virtiofsd maps guest RAM).
+    #[arg(long = "fs", value_name = "socket=PATH,tag=TAG")]
+    fs: Vec<FsConfig>,
+
     /// Confine the VMM once the VM is built and before the guest runs: new mount, network,
     /// IPC and UTS namespaces, DIR (read-only) as its whole filesystem, no capabilities,
     /// no_new_privs (root only). The process starts in DIR, so give `--vsock uds=NAME` relative
@@ -180,6 +186,11 @@ fn run(args: Args, vmm_start: Instant) -> anyhow::Result<ExitCode> {
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         register_signal_handler(sig, on_terminate).context("installing signal handlers")?;
     }
+    if !args.fs.is_empty() && !args.memfd {
+        anyhow::bail!(
+            "--fs needs --memfd: virtiofsd must map guest RAM, which only a memfd allows"
+        );
+    }
     let seccomp = match args.seccomp.as_str() {
         "off" => None,
         v => Some(
@@ -248,6 +259,7 @@ fn run(args: Args, vmm_start: Instant) -> anyhow::Result<ExitCode> {
             nets: args.nets,
             vsock: args.vsock,
             rng: args.rng,
+            fs: args.fs,
         },
         confine,
         seccomp,

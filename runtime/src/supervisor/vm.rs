@@ -393,6 +393,7 @@ pub fn run_child() -> Result<i32, String> {
                 uds: VSOCK_IN_JAIL.into(),
             }),
             rng: true,
+            fs: Vec::new(),
         },
         confine,
         seccomp: filters,

@@ -3,7 +3,7 @@
 //! Owns: slot and GSI assignment (device `i` gets [`virtio_mmio_slot`]`(i)` and GSI
 //! [`IRQ_DEVICE_BASE`]` + i`), the `virtio_mmio.device=<size>@<addr>:<irq>` kernel command-line
 //! entries, and the event-loop subscribers. Order on the bus (and so `vda`, `vdb`, ...): disks in
-//! the order given, then network cards, vsock, rng.
+//! the order given, then network cards, vsock, rng, file systems.
 //!
 //! Must not touch: KVM. The builder passes closures that register ioeventfds and irqfds.
 
@@ -13,7 +13,8 @@ use event_manager::MutEventSubscriber;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::block::VirtioBlock;
-use super::config::{DiskConfig, NetConfig, VsockConfig};
+use super::config::{DiskConfig, FsConfig, NetConfig, VsockConfig};
+use super::fs::VirtioFs;
 use super::mmio::{reg, MmioTransport};
 use super::net::VirtioNet;
 use super::rng::VirtioRng;
@@ -34,6 +35,9 @@ pub struct VirtioConfig {
     pub vsock: Option<VsockConfig>,
     /// `--rng`.
     pub rng: bool,
+    /// `--fs`, in order: virtio-fs devices served by vhost-user backends (virtiofsd). Guest
+    /// memory must be memfd-backed ([`crate::memory::MemoryBacking::Memfd`]).
+    pub fs: Vec<FsConfig>,
 }
 
 impl VirtioConfig {
@@ -43,6 +47,7 @@ impl VirtioConfig {
             + self.nets.len()
             + usize::from(self.vsock.is_some())
             + usize::from(self.rng)
+            + self.fs.len()
     }
 }
 
@@ -64,6 +69,9 @@ pub enum AttachError {
     /// A network card failed.
     #[error(transparent)]
     Net(#[from] super::net::NetError),
+    /// A virtio-fs device failed (its backend is unreachable or refused the session).
+    #[error(transparent)]
+    Fs(#[from] super::fs::FsError),
     /// The transport refused the device.
     #[error(transparent)]
     Transport(#[from] super::mmio::TransportError),
@@ -182,6 +190,9 @@ pub fn attach(
     }
     if cfg.rng {
         a.add(VirtioRng::new(mem.clone())?)?;
+    }
+    for fs in &cfg.fs {
+        a.add(VirtioFs::new(fs, mem.clone())?)?;
     }
     Ok(a.out)
 }

@@ -1,5 +1,6 @@
 //! Device configuration as the `husk-vmm` flags spell it: `--disk path=P[,ro=on][,serial=S]`,
-//! `--vsock cid=N,uds=PATH`, `--net tap=NAME[,mac=M]` / `--net fd=N[,mac=M]`.
+//! `--vsock cid=N,uds=PATH`, `--net tap=NAME[,mac=M]` / `--net fd=N[,mac=M]`,
+//! `--fs socket=PATH,tag=TAG`.
 //!
 //! Owns: parsing and validating those strings into typed configs, with errors that name the
 //! flag and key. Must not touch: files, sockets or devices (the devices open what they need).
@@ -214,6 +215,45 @@ impl FromStr for NetConfig {
     }
 }
 
+/// One `--fs`: a virtio-fs device served by a vhost-user backend (virtiofsd) listening on
+/// `socket`; the guest mounts it with `mount -t virtiofs <tag> <dir>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsConfig {
+    /// The backend's vhost-user socket (connected when the VM is built).
+    pub socket: PathBuf,
+    /// The mount tag (1 to 36 printable ASCII characters, no spaces).
+    pub tag: String,
+}
+
+impl FromStr for FsConfig {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        const F: &str = "fs";
+        let mut socket = None;
+        let mut tag = None;
+        for (k, v) in pairs(F, s, &["socket", "tag"])? {
+            match k {
+                "socket" if v.is_empty() => return Err(err(F, "socket is empty")),
+                "socket" => socket = Some(PathBuf::from(v)),
+                _ => {
+                    if v.is_empty() || v.len() > 36 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(err(
+                            F,
+                            format!("tag {v:?}: 1 to 36 printable ASCII characters, no spaces"),
+                        ));
+                    }
+                    tag = Some(v.to_owned());
+                }
+            }
+        }
+        Ok(Self {
+            socket: socket.ok_or_else(|| err(F, "socket= is required"))?,
+            tag: tag.ok_or_else(|| err(F, "tag= is required"))?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,6 +320,31 @@ mod tests {
             "tap=t,mac=02:00:00:00:00",
         ] {
             assert!(bad.parse::<NetConfig>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn fs_flags() {
+        let f: FsConfig = "socket=/run/vfs.sock,tag=hostshare".parse().unwrap();
+        assert_eq!(
+            f,
+            FsConfig {
+                socket: "/run/vfs.sock".into(),
+                tag: "hostshare".into()
+            }
+        );
+        for bad in [
+            "",
+            "socket=/s",
+            "tag=t",
+            "socket=,tag=t",
+            "socket=/s,tag=",
+            "socket=/s,tag=has space",
+            "socket=/s,tag=0123456789012345678901234567890123456",
+            "socket=/s,tag=t,dax=on",
+        ] {
+            let e = bad.parse::<FsConfig>().unwrap_err();
+            assert!(e.to_string().starts_with("--fs: "), "{bad}: {e}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns: the [`VirtioDevice`] trait the transport drives, interrupts ([`Interrupt`]), the
 //! transport ([`mmio`]), what every device keeps of its queues ([`queues`]) and the devices
-//! ([`block`], [`rng`], [`vsock`], [`net`]). Each device is a directory: `device.rs` (features,
+//! ([`block`], [`rng`], [`vsock`], [`net`], [`fs`]). Each device is a directory: `device.rs` (features,
 //! config space, activation), `handler.rs` (pure queue processing, generic over guest memory) and
 //! `event_handler.rs` (event-manager glue).
 //!
@@ -18,6 +18,7 @@ pub mod attach;
 pub mod block;
 pub mod chain;
 pub mod config;
+pub mod fs;
 pub mod mmio;
 pub mod net;
 pub mod queues;
@@ -70,6 +71,8 @@ pub mod device_type {
     pub const RNG: u32 = 4;
     /// Socket device.
     pub const VSOCK: u32 = 19;
+    /// File system device (virtio-fs).
+    pub const FS: u32 = 26;
 }
 
 /// Interrupt status bit: a queue has new used buffers.
