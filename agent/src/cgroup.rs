@@ -354,7 +354,7 @@ impl Cgroup {
                 });
             }
             let file = self.path.join(&wr.file);
-            fs::write(&file, &wr.value).map_err(|e| CgroupError::Invalid {
+            write_existing(&file, &wr.value).map_err(|e| CgroupError::Invalid {
                 field: wr.field,
                 reason: format!("writing {:?} to {}: {e}", wr.value, file.display()),
             })?;
@@ -497,6 +497,17 @@ impl Cgroup {
             .clear();
         Ok(())
     }
+}
+
+/// Writes an interface file that must already exist. Never O_CREAT: cgroupfs answers an
+/// attempt to create a file with EACCES, which hid the truth ("no such file": this kernel or
+/// controller has no such interface file).
+fn write_existing(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all(value.as_bytes())
 }
 
 #[cfg(test)]

@@ -322,3 +322,21 @@ fn sysctls_need_their_namespace() {
         );
     }
 }
+
+#[test]
+fn writing_a_missing_cgroup_file_says_no_such_file() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let mut s = spec(&root, &["true"]);
+    s["linux"]["resources"] = serde_json::json!({"unified": {"nosuch.file": "1"}});
+    let (c, msg) = code(a.create("cgfile", &s).unwrap_err());
+    assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
+    assert!(
+        msg.contains("linux.resources.unified")
+            && msg.contains("No such file or directory")
+            && !msg.contains("Permission denied"),
+        "{msg}"
+    );
+    assert!(!a.cgroup_root.join("husk/cgfile").exists());
+}
