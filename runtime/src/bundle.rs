@@ -135,6 +135,7 @@ pub fn parse_spec(text: &str) -> Result<Spec, BundleError> {
             }
             ("hooks", v) => {
                 section::<oci_spec::runtime::Hooks>(v, key)?;
+                check_hooks(v)?;
             }
             ("hostname", v) if !v.is_string() => return Err(field(key, "must be a string")),
             ("annotations", v) => {
@@ -144,6 +145,59 @@ pub fn parse_spec(text: &str) -> Result<Spec, BundleError> {
         }
     }
     serde_json::from_value(value).map_err(|e| field("(spec)", e.to_string()))
+}
+
+/// The hook lists the spec defines, as config.json names them.
+const HOOK_KINDS: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
+/// Hooks that run in the container's namespaces, i.e. in the guest; the agent does not run
+/// them yet, so a spec with any is refused rather than run without them.
+const GUEST_HOOKS: [&str; 2] = ["createContainer", "startContainer"];
+
+/// Each hook's `path` is absolute and its `timeout` positive (the spec's MUSTs); guest hooks
+/// are refused.
+fn check_hooks(v: &Value) -> Result<(), BundleError> {
+    for kind in HOOK_KINDS {
+        let Some(Value::Array(list)) = v.get(kind) else {
+            continue;
+        };
+        if GUEST_HOOKS.contains(&kind) && !list.is_empty() {
+            return Err(field(
+                format!("hooks.{kind}"),
+                "not supported: these hooks run in the container's namespaces, inside the \
+                 guest, and husk's guest agent does not run hooks yet",
+            ));
+        }
+        for (i, h) in list.iter().enumerate() {
+            let at = format!("hooks.{kind}[{i}]");
+            match h.get("path") {
+                Some(Value::String(p)) if p.starts_with('/') => {}
+                Some(Value::String(p)) => {
+                    return Err(field(
+                        format!("{at}.path"),
+                        format!("{p:?} must be an absolute path"),
+                    ))
+                }
+                _ => return Err(field(format!("{at}.path"), "is required")),
+            }
+            if let Some(t) = h.get("timeout") {
+                if t.as_i64().is_none_or(|t| t <= 0) {
+                    return Err(field(
+                        format!("{at}.timeout"),
+                        "must be a number of seconds greater than zero",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks a process object (config.json's `process`, or `exec --process`).
@@ -190,6 +244,28 @@ fn section<T: serde::de::DeserializeOwned>(v: &Value, at: &str) -> Result<T, Bun
 mod tests {
     use super::*;
 
+    #[test]
+    fn container_namespace_hooks_are_refused_until_the_agent_runs_them() {
+        for kind in ["createContainer", "startContainer"] {
+            let mut v = base();
+            v["hooks"] = serde_json::json!({ kind: [{"path": "/bin/true"}] });
+            let e = err(&v);
+            assert!(
+                e.starts_with(&format!("config.json: hooks.{kind}: not supported")),
+                "{e}"
+            );
+        }
+        let mut v = base();
+        v["hooks"] = serde_json::json!({
+            "prestart": [{"path": "/bin/true"}],
+            "createRuntime": [{"path": "/bin/true", "args": ["true"], "timeout": 3}],
+            "poststart": [{"path": "/bin/true"}],
+            "poststop": [{"path": "/bin/true", "env": ["A=1"]}],
+            "createContainer": [],
+        });
+        parse_spec(&v.to_string()).unwrap();
+    }
+
     fn base() -> Value {
         serde_json::json!({
             "ociVersion": "1.0.2-dev",
@@ -232,6 +308,18 @@ mod tests {
         let mut v = base();
         v["linux"] = serde_json::json!({"namespaces": [{"type": "bogus"}]});
         assert!(err(&v).starts_with("config.json: linux:"), "{}", err(&v));
+        let mut v = base();
+        v["hooks"] = serde_json::json!({"prestart": [{"path": "hook"}]});
+        assert_eq!(
+            err(&v),
+            "config.json: hooks.prestart[0].path: \"hook\" must be an absolute path"
+        );
+        v["hooks"] = serde_json::json!({"poststop": [{"path": "/h", "timeout": 0}]});
+        assert!(
+            err(&v).starts_with("config.json: hooks.poststop[0].timeout:"),
+            "{}",
+            err(&v)
+        );
         assert!(parse_spec("{")
             .unwrap_err()
             .to_string()

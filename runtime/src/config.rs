@@ -14,7 +14,15 @@
 //! max_memory_mib = 16384
 //! log_level = "info"
 //! boot_timeout_s = 120
+//! guest_overhead_mib = 128  # added to linux.resources.memory.limit for the guest's size
+//! host_overhead_mib = 128   # added to the guest's memory for the host cgroup's limit
 //! ```
+//!
+//! A container's VM is sized from its spec ([`HuskConfig::for_container`]): vCPUs from
+//! `linux.resources.cpu.cpus` (the CPUs in the list) or `quota`/`period` (rounded up; the
+//! smaller of the two when both are set), memory from `linux.resources.memory.limit` plus
+//! `guest_overhead_mib`; never below `vcpus`/`memory_mib`, clamped to the host's maxima; the
+//! `io.husk.*` annotations override that.
 //!
 //! Owns: reading and checking the settings. Does not boot anything.
 
@@ -54,6 +62,14 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A spec field used to size the VM is malformed.
+    #[error("config.json: {field}: {message}")]
+    Spec {
+        /// The field (`linux.resources.cpu.cpus`).
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// An annotation value is malformed or beyond the host's limit.
     #[error("annotations.{key}: {message}")]
     Annotation {
@@ -83,10 +99,16 @@ pub struct HuskConfig {
     pub log_level: String,
     /// Seconds to wait for the agent after boot.
     pub boot_timeout_s: u64,
+    /// MiB added to the spec's memory limit for the guest kernel and agent.
+    pub guest_overhead_mib: u64,
+    /// MiB added to the guest's memory for the host cgroup's limit (VMM, supervisor).
+    pub host_overhead_mib: u64,
 }
 
 /// Default `max_memory_mib`.
 pub const DEFAULT_MAX_MEMORY_MIB: u64 = 16384;
+/// Default `guest_overhead_mib` and `host_overhead_mib`.
+pub const DEFAULT_OVERHEAD_MIB: u64 = 128;
 /// The VMM's smallest guest.
 const MIN_MEMORY_MIB: u64 = 64;
 
@@ -109,6 +131,8 @@ impl Default for HuskConfig {
             max_memory_mib: DEFAULT_MAX_MEMORY_MIB,
             log_level: "info".into(),
             boot_timeout_s: 120,
+            guest_overhead_mib: DEFAULT_OVERHEAD_MIB,
+            host_overhead_mib: DEFAULT_OVERHEAD_MIB,
         }
     }
 }
@@ -126,6 +150,8 @@ struct FileConfig {
     max_memory_mib: Option<u64>,
     log_level: Option<String>,
     boot_timeout_s: Option<u64>,
+    guest_overhead_mib: Option<u64>,
+    host_overhead_mib: Option<u64>,
 }
 
 const DEFAULT_FILE: &str = "/etc/husk/config.toml";
@@ -169,6 +195,8 @@ impl HuskConfig {
             max_memory_mib: file.max_memory_mib.unwrap_or(d.max_memory_mib),
             log_level: file.log_level.unwrap_or(d.log_level),
             boot_timeout_s: file.boot_timeout_s.unwrap_or(d.boot_timeout_s),
+            guest_overhead_mib: file.guest_overhead_mib.unwrap_or(d.guest_overhead_mib),
+            host_overhead_mib: file.host_overhead_mib.unwrap_or(d.host_overhead_mib),
         };
         let bad = |key: &'static str, message: String| {
             Err(ConfigError::Value {
@@ -214,6 +242,57 @@ impl HuskConfig {
         Ok(cfg)
     }
 
+    /// One container's settings: sized from its spec's resources, then its annotations.
+    pub fn for_container(self, spec: &oci_spec::runtime::Spec) -> Result<HuskConfig, ConfigError> {
+        let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        self.with_resources(resources)?
+            .with_annotations(&spec.annotations().clone().unwrap_or_default())
+    }
+
+    /// Sizes the VM from `linux.resources`: never below the defaults, within the maxima.
+    pub fn with_resources(
+        mut self,
+        res: Option<&oci_spec::runtime::LinuxResources>,
+    ) -> Result<HuskConfig, ConfigError> {
+        let Some(res) = res else { return Ok(self) };
+        if let Some(cpu) = res.cpu() {
+            let from_set = match cpu.cpus().as_deref().map(str::trim) {
+                Some(list) if !list.is_empty() => {
+                    Some(count_cpus(list).map_err(|message| ConfigError::Spec {
+                        field: "linux.resources.cpu.cpus",
+                        message,
+                    })?)
+                }
+                _ => None,
+            };
+            let from_quota = match cpu.quota() {
+                Some(q) if q > 0 => {
+                    let period = cpu.period().filter(|p| *p > 0).unwrap_or(100_000);
+                    Some(q.unsigned_abs().div_ceil(period))
+                }
+                _ => None,
+            };
+            let want = match (from_set, from_quota) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(n) = want {
+                let n = u8::try_from(n.min(u64::from(self.max_vcpus))).unwrap_or(self.max_vcpus);
+                self.vcpus = self.vcpus.max(n);
+            }
+        }
+        if let Some(limit) = res.memory().as_ref().and_then(|m| m.limit()) {
+            if limit > 0 {
+                let mib = limit
+                    .unsigned_abs()
+                    .div_ceil(1 << 20)
+                    .saturating_add(self.guest_overhead_mib);
+                self.memory_mib = self.memory_mib.max(mib.min(self.max_memory_mib));
+            }
+        }
+        Ok(self)
+    }
+
     /// Applies `io.husk.*` annotations of one container, within the host's limits.
     pub fn with_annotations(
         mut self,
@@ -252,6 +331,30 @@ impl HuskConfig {
         }
         Ok(self)
     }
+}
+
+/// How many CPUs a cpuset list (`0-3,8,10-11`) names.
+pub fn count_cpus(list: &str) -> Result<u64, String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for part in list.split(',').map(str::trim) {
+        let num = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{list:?}: {part:?} is not a CPU number or range"))
+        };
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => {
+                let n = num(part)?;
+                (n, n)
+            }
+        };
+        if lo > hi || hi >= 4096 {
+            return Err(format!("{list:?}: {part:?} is not a valid range"));
+        }
+        seen.extend(lo..=hi);
+    }
+    Ok(seen.len() as u64)
 }
 
 /// A TOML error as one line (the supervisor reports errors on one line): the line number,
@@ -378,6 +481,127 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(e, "c.toml: vcpus: 3 is out of range 1..=2 (max_vcpus)");
+    }
+
+    fn spec(
+        resources: serde_json::Value,
+        annotations: serde_json::Value,
+    ) -> oci_spec::runtime::Spec {
+        serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"resources": resources},
+            "annotations": annotations,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn cpu_lists_are_counted() {
+        assert_eq!(count_cpus("0-1"), Ok(2));
+        assert_eq!(count_cpus("0"), Ok(1));
+        assert_eq!(count_cpus("0-3,8,10-11"), Ok(7));
+        assert_eq!(count_cpus("1,1,0-1"), Ok(2));
+        assert!(count_cpus("x").is_err());
+        assert!(count_cpus("3-1").is_err());
+        assert!(count_cpus("0-").is_err());
+    }
+
+    #[test]
+    fn the_vm_is_sized_from_the_spec() {
+        let host = HuskConfig {
+            max_vcpus: 8,
+            max_memory_mib: 4096,
+            ..HuskConfig::default()
+        };
+        let size = |r: serde_json::Value| {
+            let c = host
+                .clone()
+                .for_container(&spec(r, serde_json::json!({})))
+                .unwrap();
+            (c.vcpus, c.memory_mib)
+        };
+        assert_eq!(size(serde_json::json!({})), (1, 256), "the defaults");
+        assert_eq!(size(serde_json::json!({"cpu": {"cpus": "0-1"}})).0, 2);
+        assert_eq!(size(serde_json::json!({"cpu": {"cpus": "0,2-4"}})).0, 4);
+        assert_eq!(
+            size(serde_json::json!({"cpu": {"quota": 150000, "period": 100000}})).0,
+            2,
+            "quota/period rounded up"
+        );
+        assert_eq!(size(serde_json::json!({"cpu": {"quota": 250000}})).0, 3);
+        assert_eq!(size(serde_json::json!({"cpu": {"quota": -1}})).0, 1);
+        assert_eq!(
+            size(serde_json::json!({"cpu": {"cpus": "0-3", "quota": 100000, "period": 100000}})).0,
+            1,
+            "the smaller of the two"
+        );
+        assert_eq!(
+            size(serde_json::json!({"cpu": {"cpus": "0-63"}})).0,
+            8,
+            "max_vcpus"
+        );
+        assert_eq!(
+            size(serde_json::json!({"memory": {"limit": 512 * 1024 * 1024}})).1,
+            512 + DEFAULT_OVERHEAD_MIB
+        );
+        assert_eq!(
+            size(serde_json::json!({"memory": {"limit": 512 * 1024 * 1024 + 1}})).1,
+            513 + DEFAULT_OVERHEAD_MIB,
+            "rounded up"
+        );
+        assert_eq!(
+            size(serde_json::json!({"memory": {"limit": 16 * 1024 * 1024}})).1,
+            256,
+            "never below memory_mib"
+        );
+        assert_eq!(size(serde_json::json!({"memory": {"limit": -1}})).1, 256);
+        assert_eq!(
+            size(serde_json::json!({"memory": {"limit": 1_i64 << 40}})).1,
+            4096,
+            "max_memory_mib"
+        );
+        let e = host
+            .clone()
+            .for_container(&spec(
+                serde_json::json!({"cpu": {"cpus": "0-x"}}),
+                serde_json::json!({}),
+            ))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("config.json: linux.resources.cpu.cpus: "),
+            "{e}"
+        );
+        // The annotations still win.
+        let c = host
+            .clone()
+            .for_container(&spec(
+                serde_json::json!({"cpu": {"cpus": "0-3"}, "memory": {"limit": 1_i64 << 30}}),
+                serde_json::json!({"io.husk.vcpus": "1", "io.husk.memory_mib": "300"}),
+            ))
+            .unwrap();
+        assert_eq!((c.vcpus, c.memory_mib), (1, 300));
+        // A configured overhead.
+        let c = HuskConfig::parse(
+            Path::new("c.toml"),
+            "guest_overhead_mib = 32\nhost_overhead_mib = 64",
+        )
+        .unwrap();
+        assert_eq!((c.guest_overhead_mib, c.host_overhead_mib), (32, 64));
+        let c = c
+            .with_resources(
+                spec(
+                    serde_json::json!({"memory": {"limit": 1_i64 << 30}}),
+                    serde_json::json!({}),
+                )
+                .linux()
+                .as_ref()
+                .unwrap()
+                .resources()
+                .as_ref(),
+            )
+            .unwrap();
+        assert_eq!(c.memory_mib, 1024 + 32);
     }
 
     #[test]

@@ -9,6 +9,8 @@ mod bundle;
 mod cli;
 mod config;
 mod control;
+mod hooks;
+mod hostcg;
 mod logger;
 mod perms;
 mod rootfs;

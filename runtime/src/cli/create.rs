@@ -3,9 +3,16 @@
 //! With `process.terminal` and `--console-socket`, it opens a host pty, gives the slave to
 //! the supervisor as the container's stdio and sends the master to the socket once the
 //! container is created (runc sends it at the same point).
+//!
+//! Before the supervisor starts, `create` makes the host cgroup `linux.cgroupsPath` names
+//! (`hostcg.rs`), which the supervisor joins before it runs any code. Once the guest created
+//! the container, `create` runs the `prestart` and `createRuntime` hooks on the host
+//! (`hooks.rs`); a failing one kills the sandbox, runs the `poststop` hooks and removes
+//! everything (state, cgroup), and `create` fails with the hook's error.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
@@ -14,8 +21,11 @@ use anyhow::{anyhow, bail, Context};
 
 use super::Ctx;
 use crate::bundle::Bundle;
+use crate::config::HuskConfig;
+use crate::hooks::{self, HookState, Kind};
+use crate::hostcg;
 use crate::perms;
-use crate::state::{process_start_time, write_atomic_mode, Record};
+use crate::state::{process_start_time, write_atomic_mode, Record, Status};
 use crate::timefmt;
 use crate::tty::Pty;
 
@@ -37,32 +47,56 @@ pub struct CreateArgs {
     /// Accepted for runc compatibility.
     #[arg(long)]
     pub no_new_keyring: bool,
-    /// Accepted for runc compatibility; extra fds are not passed into the guest.
+    /// runc's extra fds (3..3+N-1) for the container; husk cannot pass them into the guest
+    /// yet, so anything but 0 is refused.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub preserve_fds: u32,
     /// Container id.
     pub id: String,
 }
 
-/// Removes a half-made container directory unless disarmed.
+/// Removes a half-made container (its host cgroup, then its directory) unless disarmed. The
+/// supervisor is gone by then (killed and waited for); its VMM child follows it at once.
 struct Cleanup<'a> {
     ctx: &'a Ctx,
     id: &'a str,
+    cgroups: Vec<PathBuf>,
     armed: bool,
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
         if self.armed {
+            if let Err(e) = hostcg::remove(&self.cgroups, CGROUP_PATIENCE) {
+                self.ctx.log.warn(&e.to_string());
+            }
             let _ = self.ctx.root.remove(self.id);
         }
     }
 }
 
+/// How long removing a host cgroup waits for the sandbox's processes to be gone.
+pub const CGROUP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Refuses `--preserve-fds N` for N > 0: the container's processes are in the guest, and
+/// husk relays only stdio there.
+pub fn check_preserve_fds(n: u32) -> anyhow::Result<()> {
+    if n > 0 {
+        bail!(
+            "--preserve-fds {n}: not supported: husk cannot pass extra file descriptors into \
+             the container's VM (only stdio is relayed)"
+        );
+    }
+    Ok(())
+}
+
 /// `create` proper; returns the supervisor (a child of this process). `detach`: the caller
 /// does not stay to relay a terminal (`create`, `run -d`).
 pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> {
+    check_preserve_fds(a.preserve_fds)?;
     let bundle = Bundle::load(&a.bundle)?;
+    // The VM's size (for the host cgroup's limit), checked before anything is made.
+    let cfg = HuskConfig::load()?.for_container(&bundle.spec)?;
     let terminal = bundle
         .spec
         .process()
@@ -86,6 +120,7 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
     let mut cleanup = Cleanup {
         ctx,
         id: &a.id,
+        cgroups: Vec::new(),
         armed: true,
     };
     let mut rec = Record {
@@ -98,6 +133,29 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
         annotations: bundle.annotations(),
     };
     ctx.root.write_record(&rec)?;
+    let hooks = bundle.spec.hooks().clone().unwrap_or_default();
+    if hooks::any(&hooks) {
+        hooks::save(&dir, &hooks)?;
+    }
+    let cgroups_path = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let limits = hostcg::Limits::from_spec(&bundle.spec, cfg.memory_mib, cfg.host_overhead_mib);
+    let cgroup = match hostcg::create(&cgroups_path, &limits)? {
+        Some((cg, warnings)) => {
+            cleanup.cgroups = cg.dirs.clone();
+            hostcg::save(&dir, &cg)?;
+            for w in warnings {
+                ctx.log.warn(&w);
+            }
+            Some(cg)
+        }
+        None => None,
+    };
 
     let ready_path = dir.join("ready.sock");
     let listener =
@@ -111,6 +169,14 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
         let slave = || p.slave.try_clone().map(Stdio::from);
         cmd.stdin(slave()?).stdout(slave()?).stderr(slave()?);
     }
+    if let Some(cg) = &cgroup {
+        let fds = cg.procs_fds();
+        // SAFETY: the closure only calls write(2) on descriptors opened above (join_self is
+        // async-signal-safe and allocates nothing).
+        unsafe {
+            cmd.pre_exec(move || hostcg::join_self(&fds));
+        }
+    }
     let mut child = cmd
         .args(&ctx.global_args)
         .arg("supervise")
@@ -121,7 +187,8 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
         .arg("--ready-socket")
         .arg(&ready_path)
         .spawn()
-        .context("starting the supervisor")?;
+        .context("starting the supervisor (and placing it in linux.cgroupsPath's cgroup)")?;
+    drop(cgroup);
 
     let mut answer = wait_ready(&listener, &mut child);
     let _ = std::fs::remove_file(&ready_path);
@@ -129,16 +196,31 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
         answer = p.send_master(path).map_err(Into::into);
     }
     drop(pty);
-    match answer {
-        Ok(()) => {}
-        Err(e) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(e);
-        }
+    if let Err(e) = answer {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
     }
     rec.pid = child.id() as i32;
     rec.pid_start = process_start_time(rec.pid).unwrap_or(0);
+    // The runtime-namespace hooks of create, on the host, with the container created in the
+    // guest and not started (runc runs them at the same point, before pivot_root).
+    let state = HookState::of(&rec, Status::Creating);
+    let ran = hooks::run(Kind::Prestart, &hooks, &state)
+        .and_then(|()| hooks::run(Kind::CreateRuntime, &hooks, &state));
+    if let Err(e) = ran {
+        let _ = child.kill();
+        let _ = child.wait();
+        // The container is destroyed: the spec's lifecycle goes on to poststop.
+        for w in hooks::run_all(
+            Kind::Poststop,
+            &hooks,
+            &HookState::of(&rec, Status::Stopped),
+        ) {
+            ctx.log.warn(&w.to_string());
+        }
+        return Err(e.into());
+    }
     ctx.root.write_record(&rec)?;
     if let Some(p) = &a.pid_file {
         write_pid_file(p, rec.pid, ctx.caller_umask)?;
@@ -194,6 +276,13 @@ pub fn run(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preserve_fds_is_refused_by_name() {
+        check_preserve_fds(0).unwrap();
+        let e = check_preserve_fds(2).unwrap_err().to_string();
+        assert!(e.starts_with("--preserve-fds 2: not supported"), "{e}");
+    }
 
     #[test]
     fn pid_file_never_follows_a_planted_symlink() {

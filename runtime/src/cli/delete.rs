@@ -2,7 +2,8 @@
 //! running one first. A supervisor that was killed leaves a stopped container, which this
 //! cleans up like any other; a supervisor that is still alive (its status file may say
 //! stopped while its guest ignores the teardown) is killed, identified by the pid and start
-//! time `create` recorded, and waited for, before the state goes.
+//! time `create` recorded, and waited for, before the state goes. Then the host cgroup is
+//! removed and the `poststop` hooks run (on the host; failures are warnings).
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,9 @@ use anyhow::bail;
 
 use super::Ctx;
 use crate::control::{self, Request};
-use crate::state::{process_alive, StateError, Status};
+use crate::hooks::{self, HookState, Kind};
+use crate::hostcg;
+use crate::state::{process_alive, Record, StateError, Status};
 
 /// runc delete's arguments.
 #[derive(Debug, clap::Args)]
@@ -53,8 +56,28 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     // Whatever the status file says: a supervisor that still lives (a guest that never
     // answers its teardown, or one that is still powering off) goes before its state does.
     end_supervisor(ctx, &a.id, rec.pid, rec.pid_start)?;
-    ctx.root.remove(&a.id)?;
+    remove_container(ctx, &rec)?;
     Ok(0)
+}
+
+/// Removes a container whose supervisor is gone: its host cgroup (a cgroup that will not go
+/// fails the delete and keeps the state, so it can be retried), its state, then runs its
+/// `poststop` hooks (failures are warnings).
+pub fn remove_container(ctx: &Ctx, rec: &Record) -> anyhow::Result<()> {
+    let dir = ctx.root.container_dir(&rec.id);
+    let saved_hooks = hooks::load(&dir).unwrap_or_else(|e| {
+        ctx.log.warn(&e.to_string());
+        None
+    });
+    hostcg::remove(&hostcg::load(&dir), super::create::CGROUP_PATIENCE)
+        .map_err(|e| anyhow::anyhow!("{e}; the container's state is kept"))?;
+    ctx.root.remove(&rec.id)?;
+    if let Some(h) = saved_hooks {
+        for w in hooks::run_all(Kind::Poststop, &h, &HookState::of(rec, Status::Stopped)) {
+            ctx.log.warn(&w.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// How long a supervisor that recorded `stopped` may take to power its guest off by itself.

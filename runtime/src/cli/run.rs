@@ -1,5 +1,6 @@
-//! `husk run`: create + start; without --detach, wait, remove the stopped container (unless
-//! --keep, as runc) and exit with the container's status.
+//! `husk run`: create + start (then the poststart hooks); without --detach, wait, remove the
+//! stopped container (unless --keep, as runc; then the poststop hooks) and exit with the
+//! container's status.
 
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
@@ -53,8 +54,16 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
             Some(Duration::from_secs(10)),
         );
         let _ = child.wait();
-        let _ = ctx.root.remove(&a.create.id);
+        if let Ok(rec) = ctx.root.read_record(&a.create.id) {
+            if let Err(e) = super::delete::remove_container(ctx, &rec) {
+                ctx.log
+                    .warn(&format!("removing container {}: {e}", a.create.id));
+            }
+        }
         return Err(e.into());
+    }
+    if let Ok(rec) = ctx.root.read_record(&a.create.id) {
+        super::start::poststart(ctx, &rec);
     }
     if a.detach {
         return Ok(0);
@@ -69,11 +78,18 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         .unwrap_or(255))
 }
 
-/// Deletes the container after its supervisor exited, as `runc run` does; a failure is a
-/// warning, since the container's exit status is what the caller waits for.
+/// Deletes the container after its supervisor exited, as `runc run` does (host cgroup,
+/// state, then the poststop hooks); a failure is a warning, since the container's exit status
+/// is what the caller waits for.
 fn remove_stopped(ctx: &Ctx, id: &str) {
-    match ctx.root.lock(id).and_then(|_lock| ctx.root.remove(id)) {
-        Ok(()) | Err(StateError::NotFound) => {}
-        Err(e) => ctx.log.warn(&format!("removing container {id}: {e}")),
+    let removed = ctx.root.lock(id).map(|_lock| {
+        ctx.root
+            .read_record(id)
+            .map(|rec| super::delete::remove_container(ctx, &rec))
+    });
+    match removed {
+        Ok(Ok(Ok(()))) | Err(StateError::NotFound) | Ok(Err(StateError::NotFound)) => {}
+        Ok(Ok(Err(e))) => ctx.log.warn(&format!("removing container {id}: {e}")),
+        Err(e) | Ok(Err(e)) => ctx.log.warn(&format!("removing container {id}: {e}")),
     }
 }

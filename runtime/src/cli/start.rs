@@ -1,10 +1,12 @@
-//! `husk start`: the supervisor starts the created container's process.
+//! `husk start`: the supervisor starts the created container's process; then the `poststart`
+//! hooks run here, on the host (a failing one is a warning, as the spec says).
 
 use std::time::Duration;
 
 use super::Ctx;
 use crate::control::{self, Request};
-use crate::state::Status;
+use crate::hooks::{self, HookState, Kind};
+use crate::state::{Record, Status};
 
 /// runc start's arguments.
 #[derive(Debug, clap::Args)]
@@ -26,5 +28,20 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     }
     let sock = ctx.root.container_dir(&a.id).join("control.sock");
     control::call(&sock, &Request::Start, &[], Some(Duration::from_secs(60)))?;
+    poststart(ctx, &rec);
     Ok(0)
+}
+
+/// Runs the saved `poststart` hooks of a container that just started; failures are warnings.
+pub fn poststart(ctx: &Ctx, rec: &Record) {
+    let dir = ctx.root.container_dir(&rec.id);
+    match hooks::load(&dir) {
+        Ok(Some(h)) => {
+            for w in hooks::run_all(Kind::Poststart, &h, &HookState::of(rec, Status::Running)) {
+                ctx.log.warn(&w.to_string());
+            }
+        }
+        Ok(None) => {}
+        Err(e) => ctx.log.warn(&e.to_string()),
+    }
 }

@@ -18,7 +18,6 @@ pub mod vm;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -82,6 +81,8 @@ struct Sandbox {
 /// Runs the supervisor to the end; the return value is the process's exit status.
 pub fn run(args: SupervisorArgs) -> i32 {
     let dir = args.root.join(&args.id);
+    // Before anything else: the caller's stdio is held only as the container's (the relay).
+    let caller_stdio = stdio::adopt_caller_stdio();
     let _ = forwarded_signals().thread_block();
     let mut ready = crate::sockpath::connect(&args.ready_socket).ok();
     let cfg = HuskConfig::load();
@@ -92,7 +93,7 @@ pub fn run(args: SupervisorArgs) -> i32 {
     let started = Instant::now();
     let result = cfg
         .map_err(|e| e.to_string())
-        .and_then(|cfg| setup(&args, &dir, cfg));
+        .and_then(|cfg| setup(&args, &dir, cfg, caller_stdio));
     let sandbox = match result {
         Ok(s) => s,
         Err(e) => {
@@ -135,11 +136,14 @@ fn guest_rootfs(id: &str) -> String {
     format!("/run/husk/{id}/rootfs")
 }
 
-fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, String> {
+fn setup(
+    args: &SupervisorArgs,
+    dir: &Path,
+    cfg: HuskConfig,
+    caller_stdio: [Option<File>; 3],
+) -> Result<Sandbox, String> {
     let bundle = Bundle::load(&args.bundle).map_err(|e| e.to_string())?;
-    let cfg = cfg
-        .with_annotations(&bundle.annotations())
-        .map_err(|e| e.to_string())?;
+    let cfg = cfg.for_container(&bundle.spec).map_err(|e| e.to_string())?;
     let id = args.id.as_str();
     // Holds the directory open for the socket paths that do not fit sun_path.
     let sock_dir = SockDir::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -215,26 +219,15 @@ fn setup(args: &SupervisorArgs, dir: &Path, cfg: HuskConfig) -> Result<Sandbox, 
 
     let shared = Arc::new(Shared::new(id.into(), dir.to_path_buf(), agent.clone()));
     oom::watch(&agent, id, Arc::clone(&shared.oom));
-    // The container's stdio is this process's stdio, which `create`'s caller gave it (the
-    // slave of `create`'s pty with a console socket).
-    let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok().map(File::from);
+    // The container's stdio is what `create`'s caller gave this process (the slave of
+    // `create`'s pty with a console socket), adopted at the start.
     let terminal = bundle
         .spec
         .process()
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
-    let relay = stdio::Relay::start(
-        &agent,
-        id,
-        "",
-        [
-            dup(std::io::stdin().as_fd()),
-            dup(std::io::stdout().as_fd()),
-            dup(std::io::stderr().as_fd()),
-        ],
-        terminal,
-    );
+    let relay = stdio::Relay::start(&agent, id, "", caller_stdio, terminal);
     let waiter = agent.another().map_err(|e| e.to_string())?;
     let (tx, init_exit) = mpsc::channel();
     let wid = id.to_string();
@@ -280,6 +273,14 @@ fn create_in_guest(a: &AgentClient, id: &str, bundle: &Bundle, fstype: &str) -> 
     let mut spec: serde_json::Value =
         serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
     spec["root"]["path"] = root.clone().into();
+    map_network_namespace(&mut spec);
+    // The host ran (or will run) the runtime-namespace hooks; the container-namespace ones
+    // were refused by `bundle.rs` until the agent runs them.
+    if let Some(h) = spec.get_mut("hooks").and_then(|h| h.as_object_mut()) {
+        for k in ["prestart", "createRuntime", "poststart", "poststop"] {
+            h.remove(k);
+        }
+    }
     binds::copy_in(Some(a), id, &mut spec)?;
     let spec = spec.to_string();
     let storage = husk_agent::protocol::Storage {
@@ -291,6 +292,49 @@ fn create_in_guest(a: &AgentClient, id: &str, bundle: &Bundle, fstype: &str) -> 
     };
     a.create_container(id, &spec, vec![storage], &root)
         .map_err(|e| e.to_string())
+}
+
+/// The caller's network namespace (podman, CNI) is a host path the guest cannot join: it is
+/// the one namespace path husk maps itself. Until the sandbox's interfaces are wired into the
+/// VM (the networking issue), the container gets a namespace of its own in the guest with
+/// loopback only, and the path is dropped from what the agent sees (the agent refuses every
+/// other namespace path).
+fn map_network_namespace(spec: &mut serde_json::Value) {
+    let Some(nss) = spec
+        .pointer_mut("/linux/namespaces")
+        .and_then(|v| v.as_array_mut())
+    else {
+        return;
+    };
+    for ns in nss.iter_mut().filter(|ns| ns["type"] == "network") {
+        if let Some(path) = ns.as_object_mut().and_then(|o| o.remove("path")) {
+            tracing::info!(
+                %path,
+                "the caller's network namespace: the container gets its own in the guest (loopback only)"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod netns_tests {
+    #[test]
+    fn only_the_network_namespace_path_is_dropped() {
+        let mut spec = serde_json::json!({"linux": {"namespaces": [
+            {"type": "network", "path": "/run/netns/cni-1"},
+            {"type": "ipc", "path": "/proc/1/ns/ipc"},
+            {"type": "pid"}
+        ]}});
+        super::map_network_namespace(&mut spec);
+        assert_eq!(
+            spec["linux"]["namespaces"],
+            serde_json::json!([
+                {"type": "network"},
+                {"type": "ipc", "path": "/proc/1/ns/ipc"},
+                {"type": "pid"}
+            ])
+        );
+    }
 }
 
 fn forward_signals(agent: &AgentClient, id: &str) {

@@ -3,12 +3,19 @@
 //! terminal process the guest has one stream (the pty master): stdin goes in, stdout comes
 //! out, there is no stderr, and the host terminal's window size is forwarded as it changes.
 //!
+//! The container's stdio is what `create`'s caller gave the supervisor as its fds 0/1/2.
+//! [`adopt_caller_stdio`] takes them over first thing: the relay gets close-on-exec copies and
+//! the supervisor's own 0/1/2 become /dev/null, so the relay's copies are the only ones the
+//! sandbox holds (no child inherits them) and an output relay that sees the guest's EOF closes
+//! the caller's pipe: `out=$(husk run -d ...)` returns once the container closed its stdout,
+//! as with runc.
+//!
 //! Owns: copying bytes, closing stdin at EOF, window sizes. Knows nothing of the control
 //! socket.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -17,6 +24,36 @@ use std::time::Duration;
 use crate::tty;
 
 use super::agent::AgentClient;
+
+/// Takes this process's fds 0, 1 and 2 as the container's stdio: returns close-on-exec
+/// duplicates (None where a descriptor is not open) and points 0/1/2 at /dev/null.
+pub fn adopt_caller_stdio() -> [Option<File>; 3] {
+    adopt([0, 1, 2])
+}
+
+/// [`adopt_caller_stdio`] for any three descriptors.
+fn adopt(fds: [RawFd; 3]) -> [Option<File>; 3] {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .ok();
+    fds.map(|fd| {
+        // SAFETY: fcntl takes no pointers; on success the result is a new descriptor that
+        // nothing else owns, which the File takes.
+        let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+        if copy < 0 {
+            return None;
+        }
+        if let Some(null) = &null {
+            // SAFETY: dup2 takes no pointers; `fd` now refers to /dev/null, and every
+            // descriptor Rust code owns stays valid (the copy is a new one).
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+        // SAFETY: `copy` is a fresh descriptor owned by nothing else.
+        Some(unsafe { File::from_raw_fd(copy) })
+    })
+}
 
 /// Bytes asked for per read.
 const CHUNK: u32 = 64 * 1024;
@@ -51,6 +88,8 @@ fn spawn_output(
                             broken = true;
                         }
                     }
+                    // The guest's EOF: the thread ends and drops `out`, closing the caller's
+                    // copy (the relay holds the only one).
                     Ok(None) => break,
                     Err(e) => {
                         tracing::debug!(exec = %exec, "{name} relay ends: {e}");
@@ -184,6 +223,47 @@ fn join_all(handles: Vec<JoinHandle<()>>, timeout: std::time::Duration) {
         }
         if h.is_finished() {
             let _ = h.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After the adoption the original descriptor is /dev/null and only the returned copy
+    /// holds the pipe: dropping the copy (the relay's EOF) gives the reader EOF although the
+    /// original number stays open.
+    #[test]
+    fn the_callers_pipe_is_held_only_by_the_relay_copy() {
+        let pipe = || {
+            let mut fds = [0; 2];
+            // SAFETY: pipe2 writes two descriptors into the array it is given.
+            assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+            // SAFETY: the read end is a fresh descriptor owned by nothing else.
+            (unsafe { File::from_raw_fd(fds[0]) }, fds[1])
+        };
+        let ((r, fd), (r2, fd2)) = (pipe(), pipe());
+        let [a, b, c] = adopt([fd, fd2, 999_999]);
+        assert!(c.is_none(), "a descriptor that is not open gives None");
+        let (mut a, b) = (a.unwrap(), b.unwrap());
+        a.write_all(b"hi").unwrap();
+        drop(a);
+        drop(b);
+        let mut text = String::new();
+        let mut r = r;
+        r.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "hi");
+        let mut rest = Vec::new();
+        let mut r2 = r2;
+        r2.read_to_end(&mut rest).unwrap();
+        // The original numbers are still open, now on /dev/null.
+        let target = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+        assert_eq!(target, std::path::Path::new("/dev/null"));
+        // SAFETY: both are descriptors this test owns (now /dev/null).
+        unsafe {
+            drop(File::from_raw_fd(fd));
+            drop(File::from_raw_fd(fd2));
         }
     }
 }
