@@ -92,7 +92,14 @@ impl Bundle {
 
 /// Parses config.json; type errors name the top-level section or array element they are in.
 pub fn parse_spec(text: &str) -> Result<Spec, BundleError> {
-    let value: Value = serde_json::from_str(text).map_err(BundleError::Json)?;
+    let mut value: Value = serde_json::from_str(text).map_err(BundleError::Json)?;
+    // Unknown capability names: warned about and ignored, as runc does (the agent does the
+    // same with what it is sent).
+    if let Some(p) = value.get_mut("process") {
+        for w in husk_agent::caps::drop_unknown(p, "process") {
+            tracing::warn!("{w}");
+        }
+    }
     let obj = value
         .as_object()
         .ok_or_else(|| field("(root)", "config.json must be a JSON object"))?;
@@ -233,7 +240,11 @@ pub fn check_process(v: &Value, at: &str) -> Result<Process, BundleError> {
             }
         }
     }
-    section::<Process>(v, at)
+    let mut v = v.clone();
+    for w in husk_agent::caps::drop_unknown(&mut v, at) {
+        tracing::warn!("{w}");
+    }
+    section::<Process>(&v, at)
 }
 
 fn section<T: serde::de::DeserializeOwned>(v: &Value, at: &str) -> Result<T, BundleError> {
@@ -243,6 +254,24 @@ fn section<T: serde::de::DeserializeOwned>(v: &Value, at: &str) -> Result<T, Bun
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_capabilities_are_ignored_not_refused() {
+        let mut v = base();
+        v["process"]["capabilities"] = serde_json::json!({
+            "bounding": ["CAP_KILL", "CAP_FROM_THE_FUTURE"],
+            "effective": ["CAP_KILL"]
+        });
+        let spec = parse_spec(&v.to_string()).expect("unknown capability ignored");
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        assert_eq!(caps.bounding().as_ref().map(|b| b.len()), Some(1));
+    }
 
     #[test]
     fn container_namespace_hooks_are_refused_until_the_agent_runs_them() {
