@@ -1,7 +1,8 @@
 //! `husk features`: what husk implements, as runc's `features` JSON (4-space indent). The
 //! lists are what the guest agent applies, not what the host kernel has: everything of a
-//! container happens in the guest. Hooks are left out: husk does not run them (the agent
-//! ignores them with a warning).
+//! container happens in the guest. `hooks` lists the hooks husk runs (on the host: prestart,
+//! createRuntime, poststart, poststop); createContainer and startContainer, which would run in
+//! the guest, are left out because a spec with them is refused (`bundle.rs`).
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -47,11 +48,15 @@ const MOUNT_OPTIONS: [&str; 31] = [
     "unbindable",
 ];
 
+/// The hooks husk runs, in runc's order (runc lists all six).
+const HOOKS: [&str; 4] = ["prestart", "createRuntime", "poststart", "poststop"];
+
 /// The features object.
 pub fn features() -> Value {
     json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": crate::state::OCI_VERSION,
+        "hooks": HOOKS,
         "mountOptions": &MOUNT_OPTIONS[..],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
@@ -102,6 +107,9 @@ mod tests {
             .unwrap()
             .iter()
             .all(|a| a != "SCMP_ACT_NOTIFY"));
-        assert!(f["hooks"].is_null());
+        assert_eq!(
+            f["hooks"],
+            serde_json::json!(["prestart", "createRuntime", "poststart", "poststop"])
+        );
     }
 }

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# End-to-end: OCI runtime-spec conformance of the husk CLI (issue 12, runtime items), in a
+# real microVM:
+#   - lifecycle hooks on the host: prestart and createRuntime get the state JSON on stdin
+#     (ociVersion, id, status creating, pid = the supervisor, bundle, annotations), their
+#     args (args[0] is argv0) and exactly their env; poststart runs after start (status
+#     running), poststop after delete (status stopped);
+#   - a failing createRuntime hook fails `create` naming the hook and leaves nothing (state,
+#     host cgroup, processes), after running poststop; createContainer hooks (guest side,
+#     not run by the agent yet) and --preserve-fds are refused by name;
+#   - `out=$(husk run -d ...)` returns once the container closed its stdout, not when it exits;
+#   - linux.resources.cpu.cpus "0-1" gives the guest 2 vCPUs (seen in the container);
+#   - the supervisor and its VMM run in the host cgroup linux.cgroupsPath names, with the memory
+#     limit (guest memory + 128 MiB) and cpu.weight from the spec's shares; delete removes it;
+#   - delete without --force of a running container fails and leaves it running.
+# Two guest boots.
+#
+# usage: tests/e2e/conformance.sh [--prepare]
+#   --prepare  build husk (release) and the agent initramfs on the host
+#   env HUSK_KERNEL, HUSK_BIN (default target/release/husk), HUSK_AGENT_INITRD.
+#
+# Needs root and a KVM that boots stock kernels: run it through tests/with-kvm.
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+husk="${HUSK_BIN:-$target/release/husk}"
+applets="sh echo cat sleep ls true false id nproc"
+
+if [ "${1:-}" = --prepare ]; then
+    (cd "$root" && cargo build --release --locked -p husk) >&2 || exit 1
+    "$root/guest-image/build" | tail -n1
+    exit $?
+fi
+
+export HUSK_INITRD="${HUSK_AGENT_INITRD:-$target/guest-image/initramfs.cpio}"
+export HUSK_KERNEL="${HUSK_KERNEL:-$("$root/kernel-config/build" | tail -n1)}"
+for f in "$husk" "$HUSK_KERNEL" "$HUSK_INITRD" /bin/busybox; do
+    [ -e "$f" ] || { echo "conformance: $f missing (run tests/e2e/conformance.sh --prepare on the host)"; exit 1; }
+done
+command -v jq >/dev/null || { echo "conformance: jq missing"; exit 1; }
+
+work="$(mktemp -d)"
+work="$(cd "$work" && pwd -P)"
+state="$work/root"
+bundle="$work/bundle"
+cg_parent=husk-conformance-$$
+cleanup() {
+    for id in $("$husk" --root "$state" list -q 2>/dev/null); do
+        "$husk" --root "$state" delete --force "$id" >/dev/null 2>&1
+    done
+    for d in /sys/fs/cgroup/$cg_parent /sys/fs/cgroup/*/$cg_parent; do
+        [ -d "$d" ] && rmdir "$d"/* "$d" 2>/dev/null
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+. "$root/tests/e2e/lib/harness.sh"
+H() { "$husk" --root "$state" "$@"; }
+status_of() { H state "$1" 2>/dev/null | jq -r .status; }
+
+mkdir -p "$bundle/rootfs" && (
+    cd "$bundle/rootfs" &&
+        mkdir -p bin etc proc sys dev tmp root &&
+        cp /bin/busybox bin/ &&
+        for a in $applets; do ln -s busybox "bin/$a"; done &&
+        printf 'root:x:0:0:root:/root:/bin/sh\n' >etc/passwd &&
+        printf 'root:x:0:\n' >etc/group
+) || { echo "conformance: cannot build the bundle"; exit 1; }
+(cd "$work" && H spec && mv config.json spec.json) || { echo "conformance: husk spec failed"; exit 1; }
+
+# A hook script, run as `/bin/sh SCRIPT NAME extra` with argv0 "hook-argv0" (a #! script's
+# own argv0 is the kernel's): saves its stdin, argv and environment under $work/hooks/NAME.*
+mkdir -p "$work/hooks"
+cat >"$work/hook.sh" <<EOF
+#!/bin/sh
+name=\$1
+/bin/cat >"$work/hooks/\$name.json"
+/usr/bin/tr '\\0' ' ' </proc/\$\$/cmdline >"$work/hooks/\$name.argv"
+/usr/bin/env >"$work/hooks/\$name.env"
+EOF
+chmod +x "$work/hook.sh"
+hook() { # NAME: a hook entry that records under NAME
+    jq -n --arg p "$work/hook.sh" --arg n "$1" \
+        '{path: "/bin/sh", args: ["hook-argv0", $p, $n, "extra"], env: ["HOOK_VAR=v=1", "PATH=/usr/bin:/bin"], timeout: 30}'
+}
+# config.json: husk spec's with ARGS (a JSON array), no terminal, and the jq FILTER applied
+# (further jq options may follow).
+make_config() { # ARGS FILTER [JQ-OPTIONS...]
+    local args=$1 filter=$2
+    shift 2
+    jq --argjson args "$args" "$@" '.process.terminal = false | .process.args = $args | '"$filter" \
+        "$work/spec.json" >"$bundle/config.json"
+}
+
+echo "--- refused before anything is made"
+make_config '["true"]' '.hooks.createContainer = [$h]' --argjson h "$(hook cc)"
+err=$(H create -b "$bundle" r1 2>&1)
+rc=$?
+check "a createContainer hook is refused (rc=$rc)" test $rc -ne 0
+case $err in *"hooks.createContainer: not supported"*) ok "the error names hooks.createContainer" ;;
+*) bad "the error names hooks.createContainer" "$err" ;; esac
+make_config '["true"]' '.'
+err=$(H run -d --preserve-fds 1 -b "$bundle" r2 2>&1)
+case $err in *"--preserve-fds 1: not supported"*) ok "--preserve-fds 1 is refused by name" ;;
+*) bad "--preserve-fds 1 is refused by name" "$err" ;; esac
+check "nothing left of r1/r2" test -z "$(ls -A "$state" 2>/dev/null)"
+
+echo "--- boot 1: hooks, run -d, vCPUs from the cpuset, host cgroup"
+shares=512
+jq --argjson args '["sh", "-c", "echo hi; exec 1>&-; sleep 600"]' \
+    --argjson pre "$(hook prestart)" --argjson cr "$(hook createRuntime)" \
+    --arg cg "/$cg_parent/c1" --argjson shares "$shares" '
+    .process.terminal = false | .process.args = $args |
+    .hooks.prestart = [$pre] | .hooks.createRuntime = [$cr] |
+    .hooks.poststart = [$pre | .args[2] = "poststart"] |
+    .hooks.poststop = [$pre | .args[2] = "poststop"] |
+    .annotations = {"org.example.test": "conformance"} |
+    .linux.cgroupsPath = $cg |
+    .linux.resources.cpu = {"cpus": "0-1", "shares": $shares} |
+    .linux.resources.memory = {"limit": 268435456}' "$work/spec.json" >"$bundle/config.json"
+
+t0=$SECONDS
+out=$(timeout -k 5 180 "$husk" --root "$state" run -d -b "$bundle" --pid-file "$work/c1.pid" c1 2>"$work/c1.err")
+rc=$?
+took=$((SECONDS - t0))
+if [ $rc -ne 0 ] || [ ! -s "$work/c1.pid" ]; then
+    bad "run -d c1" "rc=$rc after ${took}s: $(cat "$work/c1.err")"
+    tail -n 30 "$state/c1/supervisor.log" "$state/c1/console.log" 2>/dev/null
+    echo "conformance: $passed passed, $failed failed (stopped: no container)"
+    exit 1
+fi
+ok "run -d c1 (${took}s, boot included)"
+check "out=\$(husk run -d ...) returned with the container's output before it exited (out='$out')" test "$out" = hi
+check "c1 is still running after run -d returned" test "$(status_of c1)" = running
+sup=$(cat "$work/c1.pid")
+
+echo "--- hooks on the host"
+pre="$work/hooks/prestart.json"
+if [ -s "$pre" ]; then
+    ok "prestart ran"
+    check "prestart state: ociVersion" test "$(jq -r .ociVersion "$pre")" != null
+    check "prestart state: id" test "$(jq -r .id "$pre")" = c1
+    check "prestart state: status creating" test "$(jq -r .status "$pre")" = creating
+    check "prestart state: pid is the supervisor ($sup)" test "$(jq -r .pid "$pre")" = "$sup"
+    check "prestart state: bundle" test "$(jq -r .bundle "$pre")" = "$bundle"
+    check "prestart state: annotations" test "$(jq -r '.annotations["org.example.test"]' "$pre")" = conformance
+    check "prestart argv: args[0] is argv0, then the args ($(cat "$work/hooks/prestart.argv"))" test "$(cat "$work/hooks/prestart.argv")" = "hook-argv0 $work/hook.sh prestart extra "
+    check "prestart env: exactly the hook's env" test "$(grep -v '^PWD=\|^SHLVL=\|^_=' "$work/hooks/prestart.env" | sort | tr '\n' ' ')" = "HOOK_VAR=v=1 PATH=/usr/bin:/bin "
+else
+    bad "prestart ran" "$(ls "$work/hooks")"
+fi
+check "createRuntime ran with status creating" test "$(jq -r .status "$work/hooks/createRuntime.json" 2>/dev/null)" = creating
+check "poststart ran with status running" test "$(jq -r .status "$work/hooks/poststart.json" 2>/dev/null)" = running
+check "poststop has not run yet" test ! -e "$work/hooks/poststop.json"
+
+echo "--- vCPUs from linux.resources.cpu.cpus"
+online=$(H exec c1 cat /sys/devices/system/cpu/online 2>&1)
+check "the container sees CPUs 0-1 online (got '$online')" test "$online" = 0-1
+n=$(H exec c1 nproc 2>&1)
+check "nproc in the container is 2 (got '$n')" test "$n" = 2
+
+echo "--- the host cgroup"
+vmm=""
+for p in /proc/[0-9]*; do
+    [ "$(awk '{print $4}' "$p/stat" 2>/dev/null)" = "$sup" ] || continue
+    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q ' vmm' && vmm=${p#/proc/}
+done
+check "/proc/<supervisor>/cgroup names /$cg_parent/c1" grep -q ":/$cg_parent/c1\$" "/proc/$sup/cgroup"
+[ -n "$vmm" ] && check "the VMM ($vmm) is in it too" grep -q ":/$cg_parent/c1\$" "/proc/$vmm/cgroup" ||
+    bad "the supervisor has a VMM child"
+# 256 MiB limit + 128 MiB guest overhead = 384 MiB guest; + 128 MiB host overhead.
+want=$(((256 + 128 + 128) * 1024 * 1024))
+if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+    cg=/sys/fs/cgroup/$cg_parent/c1
+    check "memory.max is guest memory + overhead ($want; got $(cat "$cg/memory.max" 2>&1))" test "$(cat "$cg/memory.max" 2>/dev/null)" = "$want"
+    check "cpu.weight from shares $shares (got $(cat "$cg/cpu.weight" 2>&1))" test "$(cat "$cg/cpu.weight" 2>/dev/null)" = $((1 + (shares - 2) * 9999 / 262142))
+    usage=$(cat "$cg/memory.current" 2>/dev/null || echo 0)
+    check "the cgroup is charged the VM's memory (memory.current $usage > 32 MiB)" test "$usage" -gt $((32 << 20))
+else
+    cg=/sys/fs/cgroup/memory/$cg_parent/c1
+    check "memory.limit_in_bytes is guest memory + overhead ($want)" test "$(cat "$cg/memory.limit_in_bytes" 2>/dev/null)" = "$want"
+fi
+
+echo "--- delete without --force keeps a running container"
+H delete c1 2>"$work/del.err"
+rc=$?
+check "delete of a running container fails (rc=$rc: $(cat "$work/del.err"))" test $rc -ne 0
+check "it is still running" test "$(status_of c1)" = running
+check "its supervisor still lives" test -d "/proc/$sup"
+out=$(H exec c1 echo still-here 2>&1)
+check "exec still works" test "$out" = still-here
+
+echo "--- delete --force: poststop, the cgroup goes"
+H delete --force c1
+check "delete --force" test $? -eq 0
+check "poststop ran with status stopped" test "$(jq -r .status "$work/hooks/poststop.json" 2>/dev/null)" = stopped
+check "no state of c1" test ! -e "$state/c1"
+check "the host cgroup is gone" test ! -e "$cg"
+
+echo "--- boot 2: a failing createRuntime hook"
+rm -f "$work/hooks/"*
+jq --argjson pre "$(hook prestart)" --arg cg "/$cg_parent/c2" '
+    .process.terminal = false | .process.args = ["sleep", "600"] |
+    .hooks.createRuntime = [{path: "/bin/sh", args: ["sh", "-c", "echo hook-says-no >&2; exit 3"]}] |
+    .hooks.poststop = [$pre | .args[2] = "poststop"] |
+    .linux.cgroupsPath = $cg' "$work/spec.json" >"$bundle/config.json"
+err=$(timeout -k 5 180 "$husk" --root "$state" create -b "$bundle" c2 2>&1)
+rc=$?
+check "create fails (rc=$rc)" test $rc -ne 0 -a $rc -ne 124
+case $err in *"hooks.createRuntime[0] (/bin/sh): exit status 3: hook-says-no"*) ok "the error names the hook and quotes it" ;;
+*) bad "the error names the hook and quotes it" "$err" ;; esac
+check "poststop ran after the failed create" test -s "$work/hooks/poststop.json"
+check "no state of c2" test ! -e "$state/c2"
+check "no host cgroup of c2" test -z "$(ls -d /sys/fs/cgroup/$cg_parent/c2 /sys/fs/cgroup/*/$cg_parent/c2 2>/dev/null)"
+left=$(pgrep -f -- "--root $state" || true)
+check "no husk process of this root left" test -z "$left"
+
+echo "conformance: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
