@@ -316,27 +316,6 @@ fn map_network_namespace(spec: &mut serde_json::Value) {
     }
 }
 
-#[cfg(test)]
-mod netns_tests {
-    #[test]
-    fn only_the_network_namespace_path_is_dropped() {
-        let mut spec = serde_json::json!({"linux": {"namespaces": [
-            {"type": "network", "path": "/run/netns/cni-1"},
-            {"type": "ipc", "path": "/proc/1/ns/ipc"},
-            {"type": "pid"}
-        ]}});
-        super::map_network_namespace(&mut spec);
-        assert_eq!(
-            spec["linux"]["namespaces"],
-            serde_json::json!([
-                {"type": "network"},
-                {"type": "ipc", "path": "/proc/1/ns/ipc"},
-                {"type": "pid"}
-            ])
-        );
-    }
-}
-
 fn forward_signals(agent: &AgentClient, id: &str) {
     let set = forwarded_signals();
     while let Ok(sig) = set.wait() {
@@ -382,5 +361,26 @@ impl Sandbox {
             let _ = std::fs::remove_file(dir.join(f));
         }
         status
+    }
+}
+
+#[cfg(test)]
+mod netns_tests {
+    #[test]
+    fn only_the_network_namespace_path_is_dropped() {
+        let mut spec = serde_json::json!({"linux": {"namespaces": [
+            {"type": "network", "path": "/run/netns/cni-1"},
+            {"type": "ipc", "path": "/proc/1/ns/ipc"},
+            {"type": "pid"}
+        ]}});
+        super::map_network_namespace(&mut spec);
+        assert_eq!(
+            spec["linux"]["namespaces"],
+            serde_json::json!([
+                {"type": "network"},
+                {"type": "ipc", "path": "/proc/1/ns/ipc"},
+                {"type": "pid"}
+            ])
+        );
     }
 }
