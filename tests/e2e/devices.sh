@@ -9,7 +9,9 @@
 #   vsock  host -> guest (CONNECT 1024 over the Unix socket, echo) and guest -> host
 #          (connect to CID 2 port 2000 = <uds>_2000, echo);
 #   net    the guest pings 10.77.0.1, the far end of a TAP inside a network namespace this
-#          test creates (husk-vmm runs inside that namespace and opens the TAP by name).
+#          test creates (husk-vmm runs inside that namespace and opens the TAP by name);
+#   fs     (a second boot, jailed, seccomp kill) the guest mounts a virtio-fs share served by
+#          virtiofsd, reads a host file and writes one the host then reads.
 #
 # usage: tests/e2e/devices.sh [--prepare]
 #   --prepare  only build the guest helper and overlay (do this outside the KVM test host:
@@ -142,6 +144,53 @@ check rng_feeds_hwrng has HUSK-RNG-OK
 check vsock_guest_to_host_echo has HUSK-VSOCK-G2H-OK
 check vsock_host_to_guest_echo [ "$h2g" = ok ]
 check net_ping_over_tap has HUSK-NET-PING-OK
+
+# virtio-fs: a second boot, of the plain test initramfs in its husk_test=virtiofs mode (it
+# mounts tag "hostshare", reads host.txt, writes guest.txt), guest RAM in a memfd, a virtiofsd
+# serving $work/share, and the VMM jailed under its seccomp lists (kill), as the runtime runs it.
+vfsd="${HUSK_VIRTIOFSD:-$(command -v virtiofsd || echo "$HOME/.cargo/bin/virtiofsd")}"
+if [ ! -x "$vfsd" ]; then
+    echo "test virtiofs ... skipped: virtiofsd is not installed (tests/setup installs it)"
+else
+    mkdir -p "$work/share" && mkdir -m 0700 "$work/jail"
+    echo "hello from the host" >"$work/share/host.txt"
+    "$vfsd" --socket-path "$work/vfs.sock" --shared-dir "$work/share" --sandbox namespace \
+        >"$work/virtiofsd.log" 2>&1 &
+    vfsd_pid=$!
+    trap 'kill "$vfsd_pid" 2>/dev/null; cleanup' EXIT
+    for _ in $(seq 100); do
+        [ -S "$work/vfs.sock" ] && break
+        sleep 0.2
+    done
+    fs_start=$(date +%s)
+    timeout -k 10 "$limit" "$vmm" --kernel "$kernel" --initrd "$base_initrd" --memory-mib 256 \
+        --append husk_test=virtiofs --serial "$work/fs-console.out" --memfd \
+        --fs "socket=$work/vfs.sock,tag=hostshare" --jail "$work/jail" --seccomp kill \
+        2>"$work/fs-vmm.err"
+    fs_status=$?
+    echo "  husk-vmm (virtio-fs) exit $fs_status after $(($(date +%s) - fs_start)) s"
+    # virtiofsd serves one frontend and exits when it leaves.
+    vfsd_exited=no
+    for _ in $(seq 50); do
+        kill -0 "$vfsd_pid" 2>/dev/null || { vfsd_exited=yes; break; }
+        sleep 0.2
+    done
+    fshas() { tr -d '\r' <"$work/fs-console.out" | grep -qF -- "$1"; }
+    fs_failed_before=$failed
+    check virtiofs_vmm_exits_cleanly [ "$fs_status" = 0 ]
+    check virtiofs_guest_reads_host_file fshas "HUSK-FS-HOST-SAYS hello from the host"
+    check virtiofs_guest_unmounts_after_writing fshas HUSK-FS-WROTE
+    check virtiofs_host_sees_guest_write grep -qx "written by the guest" "$work/share/guest.txt"
+    check virtiofsd_exits_with_the_vm [ "$vfsd_exited" = yes ]
+    if [ "$failed" != "$fs_failed_before" ]; then
+        echo "  virtio-fs console:"
+        tr -d '\r' <"$work/fs-console.out" | sed 's/^/  | /' | tail -n 30
+        echo "  husk-vmm stderr:"
+        sed 's/^/  | /' "$work/fs-vmm.err" | tail -n 20
+        echo "  virtiofsd:"
+        sed 's/^/  | /' "$work/virtiofsd.log" | tail -n 20
+    fi
+fi
 if [ "$failed" != 0 ]; then
     echo "  console:"
     tr -d '\r' <"$work/console.out" | sed 's/^/  | /' | tail -n 40
