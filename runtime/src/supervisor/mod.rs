@@ -6,12 +6,13 @@
 //!
 //! Owns: the order of those steps. `vm` runs the VMM, `agent` talks ttrpc, `server` answers
 //! control requests, `stdio` moves bytes, `oom` counts OOM kills, `hostfs` reads bind sources
-//! without following symlinks.
+//! without following symlinks, `seccomp` is the allow-list every thread runs under once set up.
 
 pub mod agent;
 pub mod binds;
 pub mod hostfs;
 pub mod oom;
+pub mod seccomp;
 pub mod server;
 pub mod stdio;
 pub mod vm;
@@ -142,6 +143,7 @@ fn setup(
     cfg: HuskConfig,
     caller_stdio: [Option<File>; 3],
 ) -> Result<Sandbox, String> {
+    let seccomp_mode = seccomp::Mode::from_env().map_err(|e| e.to_string())?;
     let bundle = Bundle::load(&args.bundle).map_err(|e| e.to_string())?;
     let cfg = cfg.for_container(&bundle.spec).map_err(|e| e.to_string())?;
     let id = args.id.as_str();
@@ -253,6 +255,8 @@ fn setup(
         .spawn(move || forward_signals(&sig_agent, &sig_id))
         .map_err(|e| e.to_string())?;
     shared.set_status(Status::Created);
+    // Setup is over: from here on the supervisor spawns no process and only talks.
+    seccomp::install(seccomp_mode, vm.as_ref().map(Vm::pid)).map_err(|e| e.to_string())?;
     Ok(Sandbox {
         shared,
         vm,

@@ -228,6 +228,11 @@ impl Vm {
         })
     }
 
+    /// The VMM process's pid.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
     /// Why the VM ended, if it has.
     pub fn ended(&self) -> Option<String> {
         let mut ended = self.ended.lock().unwrap_or_else(|e| e.into_inner());
