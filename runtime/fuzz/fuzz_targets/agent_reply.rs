@@ -40,10 +40,7 @@ fn decode<M: protobuf::Message>(body: &[u8]) -> Result<M, AgentError> {
 fn answer<T>(r: Result<T, AgentError>, ok: impl FnOnce(T) -> Response) -> Response {
     match r {
         Ok(v) => ok(v),
-        Err(e) => {
-            let _ = e.code();
-            Response::error(e)
-        }
+        Err(e) => Response::error(e),
     }
 }
 
