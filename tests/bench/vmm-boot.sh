@@ -42,17 +42,23 @@ echo "vmm-boot: $runs boots of $(basename "$HUSK_KERNEL") + test initramfs, 1 vC
 # (--jail: namespaces, pivot_root into an empty directory, no capabilities; --seccomp kill:
 # the per-thread allow-lists), so the confinement's cost is measured in the same run.
 mkdir -p "$work/jail"
+plain() {
+    t0=$(date +%s%N)
+    "$vmm" --kernel "$HUSK_KERNEL" --initrd "$HUSK_INITRD" --memory-mib 256 --serial none \
+        --report-json "$work/run-$1.json" 2>/dev/null
+    t1=$(date +%s%N)
+    echo "$(( (t1 - t0) / 1000 ))" >"$work/wall-$1"
+}
+jailed() {
+    t0=$(date +%s%N)
+    "$vmm" --kernel "$HUSK_KERNEL" --initrd "$HUSK_INITRD" --memory-mib 256 --serial none \
+        --jail "$work/jail" --seccomp kill --report-json "$work/jailed-$1.json" 2>"$work/jailed.err"
+    t1=$(date +%s%N)
+    echo "$(( (t1 - t0) / 1000 ))" >"$work/jailed-wall-$1"
+}
+# The order alternates too: whichever boots second in a pair finds warmer caches.
 for i in $(seq 1 "$runs"); do
-    t0=$(date +%s%N)
-    "$vmm" --kernel "$HUSK_KERNEL" --initrd "$HUSK_INITRD" --memory-mib 256 --serial none \
-        --report-json "$work/run-$i.json" 2>/dev/null
-    t1=$(date +%s%N)
-    echo "$(( (t1 - t0) / 1000 ))" >"$work/wall-$i"
-    t0=$(date +%s%N)
-    "$vmm" --kernel "$HUSK_KERNEL" --initrd "$HUSK_INITRD" --memory-mib 256 --serial none \
-        --jail "$work/jail" --seccomp kill --report-json "$work/jailed-$i.json" 2>"$work/jailed.err"
-    t1=$(date +%s%N)
-    echo "$(( (t1 - t0) / 1000 ))" >"$work/jailed-wall-$i"
+    if [ $((i % 2)) = 1 ]; then plain "$i"; jailed "$i"; else jailed "$i"; plain "$i"; fi
 done
 
 # runc baseline: busybox /bin/true in a fresh bundle, same number of runs.
