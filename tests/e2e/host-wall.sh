@@ -106,6 +106,15 @@ else
     check "the VMM has its own network namespace" test "$(readlink "/proc/$vmm/ns/net")" != "$(readlink /proc/self/ns/net)"
     check "the supervisor itself keeps the host's root" test "$(stat -L -c %d:%i "/proc/$sup/root")" = "$(stat -c %d:%i /)"
 fi
+# The supervisor's own allow-list (docs/security.md, "The supervisor's seccomp list"): on
+# every one of its threads, installed in the mode asked for, and said so in its log.
+nthreads=$(ls "/proc/$sup/task" | wc -l)
+unfiltered=$(grep -L '^Seccomp:[[:space:]]*2$' /proc/"$sup"/task/*/status)
+[ -z "$unfiltered" ] && ok "Seccomp: 2 on all $nthreads supervisor threads" ||
+    bad "Seccomp: 2 on all $nthreads supervisor threads" "$unfiltered"
+sup_mode=${HUSK_SUPERVISOR_SECCOMP:-kill}
+check "supervisor.log says the filter is installed (mode $sup_mode)" \
+    grep -qE "supervisor seccomp filter installed.*mode=\"?$sup_mode" "$state/w1/supervisor.log"
 
 echo "--- the container works through the jailed VMM"
 out=$(H exec w1 echo through-the-jail 2>&1)
