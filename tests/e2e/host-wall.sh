@@ -6,6 +6,8 @@
 #     threads has `Seccomp: 2` (filter mode), no capability in any set, no_new_privs; its root
 #     is the jail directory (only the vsock socket in it), not the host's /, and its mount and
 #     network namespaces are its own;
+#   - the supervisor runs under its own seccomp allow-list: `Seccomp: 2` on every one of its
+#     threads, and its log names the mode installed;
 #   - the container still works through the jailed VMM (exec, exit status);
 #   - `kill -9` of the supervisor takes the VMM with it (parent-death signal), and `delete`
 #     then leaves nothing (state directory, processes).
