@@ -167,22 +167,16 @@ pub fn parse_ip(field: &str, s: &str) -> Result<IpAddr, NetError> {
 }
 
 /// `02:00:00:00:00:01` (either case).
+/// (The `macaddr` crate parses, as in husk-vmm.)
 pub fn parse_mac(field: &str, s: &str) -> Result<Vec<u8>, NetError> {
-    let bytes: Option<Vec<u8>> = s
-        .split(':')
-        .map(|p| {
-            (p.len() == 2)
-                .then(|| u8::from_str_radix(p, 16).ok())
-                .flatten()
+    s.parse::<macaddr::MacAddr6>()
+        .map(|m| m.as_bytes().to_vec())
+        .map_err(|_| {
+            invalid(
+                field,
+                format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+            )
         })
-        .collect();
-    match bytes {
-        Some(b) if b.len() == 6 => Ok(b),
-        _ => Err(invalid(
-            field,
-            format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
-        )),
-    }
 }
 
 pub fn format_mac(mac: &[u8]) -> String {

@@ -157,18 +157,9 @@ pub struct NetConfig {
     pub mac: Option<[u8; 6]>,
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`.
+/// Parses `aa:bb:cc:dd:ee:ff` (the `macaddr` crate, which the agent uses too).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = s.split(':');
-    for b in &mut mac {
-        let p = parts.next()?;
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
+    s.parse::<macaddr::MacAddr6>().ok().map(|m| m.into_array())
 }
 
 impl FromStr for NetConfig {
