@@ -43,18 +43,3 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     )?;
     Ok(0)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signals_parse_like_runc() {
-        assert_eq!(parse_signal("9").unwrap(), 9);
-        assert_eq!(parse_signal("KILL").unwrap(), 9);
-        assert_eq!(parse_signal("SIGKILL").unwrap(), 9);
-        assert_eq!(parse_signal("term").unwrap(), 15);
-        assert!(parse_signal("NOPE").is_err());
-        assert!(parse_signal("0").is_err());
-    }
-}
