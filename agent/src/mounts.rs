@@ -293,7 +293,12 @@ fn populate_dev(sys: &dyn Syscall, rootfs: &Path) -> Result<(), SyscallError> {
     for (path, major, minor) in DEFAULT_DEVICES {
         let target = in_dir(&dev, path);
         if sys.path_kind(&target) == PathKind::Missing {
-            sys.mknod(&target, NodeKind::Char, 0o666, *major, *minor)?;
+            match sys.mknod(&target, NodeKind::Char, 0o666, *major, *minor) {
+                Err(e) if e.errno == nix::errno::Errno::EPERM => {
+                    bind_device_node(sys, rootfs, Path::new(path))?
+                }
+                other => other?,
+            }
         }
     }
     for (target, link) in DEFAULT_SYMLINKS {
@@ -324,13 +329,29 @@ fn create_device(sys: &dyn Syscall, rootfs: &Path, d: &LinuxDevice) -> Result<()
         return Ok(());
     }
     let mode = d.file_mode().unwrap_or(0o666);
-    sys.mknod(&target, kind, mode, d.major() as u64, d.minor() as u64)?;
+    match sys.mknod(&target, kind, mode, d.major() as u64, d.minor() as u64) {
+        // In a user namespace mknod is refused: bind the guest's node instead (runc's way),
+        // which keeps the guest's mode and owner.
+        Err(e) if e.errno == nix::errno::Errno::EPERM => {
+            return bind_device_node(sys, rootfs, d.path())
+        }
+        other => other?,
+    }
     if d.uid().is_some() || d.gid().is_some() {
         // chown follows symlinks: act on the node as resolved inside the rootfs.
         let node = sys.open_in_root(rootfs, d.path(), Create::Nothing)?;
         sys.chown(node.path(), d.uid(), d.gid())?;
     }
     Ok(())
+}
+
+/// Where mknod is refused (a container with its own user namespace), the node at `path` in
+/// the guest's /dev is bind-mounted onto an empty file at the same path inside the rootfs, as
+/// runc binds the host's nodes. The setup process still sees the guest's root here (before
+/// pivot_root).
+fn bind_device_node(sys: &dyn Syscall, rootfs: &Path, path: &Path) -> Result<(), SyscallError> {
+    let node = sys.open_in_root(rootfs, path, Create::File)?;
+    sys.mount(Some(path), node.path(), None, MsFlags::MS_BIND, None)
 }
 
 fn pivot(sys: &dyn Syscall, rootfs: &Path) -> Result<(), SyscallError> {
