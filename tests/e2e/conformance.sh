@@ -221,9 +221,9 @@ check "no husk process of this root left" test -z "$left"
 
 echo "--- boot 3: a user namespace with uid/gid mappings"
 # Container root is host (guest) uid 100000; with CAP_SYS_ADMIN inside its own namespace it
-# (the user namespace is listed before the cgroup namespace: listed after it, as when it is
-# appended to husk spec's list, the cgroup2 mount fails with EPERM — an agent ordering bug,
-# open in issue 12)
+# (and a cgroup namespace: husk spec's list has none, and a cgroup2 mount in a user namespace
+# needs one it owns; without it the agent fails with EPERM where runc bind-mounts the
+# container's cgroup directory instead — open in issue 12)
 # sets its hostname and mounts a tmpfs; /dev's nodes are the guest's, bind-mounted (mknod is
 # refused in a user namespace), as runc does.
 jq '.process.terminal = false |
