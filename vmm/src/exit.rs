@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -160,6 +160,29 @@ impl ExitSignal {
     pub fn eventfd(&self) -> &EventFd {
         &self.inner.evt
     }
+}
+
+/// Set by [`stop_on_terminate_signals`]' handler; the VM's event loop polls a clone
+/// (`VmConfig::stop`).
+static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+extern "C" fn on_terminate(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // OnceLock::get is one atomic load: safe in a signal handler. STOP is set before the
+    // handlers are installed.
+    if let Some(stop) = STOP.get() {
+        stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Makes SIGTERM, SIGINT and SIGHUP stop the VM: returns the flag their handler sets, for
+/// `VmConfig::stop` (the husk-vmm binary and husk's jailed VMM process).
+pub fn stop_on_terminate_signals() -> std::io::Result<Arc<AtomicBool>> {
+    let stop = STOP.get_or_init(Default::default).clone();
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        vmm_sys_util::signal::register_signal_handler(sig, on_terminate)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+    }
+    Ok(stop)
 }
 
 /// An error and its causes on one line, `outer: inner: root`, skipping a cause whose text the

@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -16,7 +14,6 @@ use husk_vmm::host::{self, HostKvm};
 use husk_vmm::memory::MemoryBacking;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use vmm_sys_util::signal::register_signal_handler;
 use vmm_sys_util::terminal::Terminal;
 
 /// Kernel command line used when --cmdline is not given.
@@ -134,17 +131,6 @@ struct Args {
     log_level: String,
 }
 
-/// Set by the signal handler; the VM's run loop polls a clone.
-static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
-extern "C" fn on_terminate(_: i32, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
-    // OnceLock::get is one atomic load: safe in a signal handler. STOP is set before the
-    // handlers are installed.
-    if let Some(stop) = STOP.get() {
-        stop.store(true, Ordering::Relaxed);
-    }
-}
-
 fn main() -> ExitCode {
     let vmm_start = Instant::now();
     let args = Args::parse();
@@ -182,10 +168,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args, vmm_start: Instant) -> anyhow::Result<ExitCode> {
-    let stop = STOP.get_or_init(Default::default).clone();
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        register_signal_handler(sig, on_terminate).context("installing signal handlers")?;
-    }
+    let stop = husk_vmm::exit::stop_on_terminate_signals().context("installing signal handlers")?;
     if !args.fs.is_empty() && !args.memfd {
         anyhow::bail!(
             "--fs needs --memfd: virtiofsd must map guest RAM, which only a memfd allows"

@@ -198,22 +198,27 @@ fn vmm_rules() -> BTreeMap<i64, Vec<SeccompRule>> {
 
 /// KVM's ioctl type byte (`KVMIO`).
 const KVM_IOCTL_TYPE: u64 = 0xAE;
-/// The tty/socket/TUN ioctl type byte ('T').
-const TTY_IOCTL_TYPE: u64 = 0x54;
+/// The tty/socket/TUN ioctl type byte ('T'): FIONBIO, FIOCLEX, TCGETS, TIOCGWINSZ, TUNSET*.
+pub const TTY_IOCTL_TYPE: u64 = 0x54;
 
-fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
-    // Only fails for an argument index above 5, which no caller here passes.
+// The rule builders below are shared with the supervisor's list (husk's runtime).
+
+/// A condition on the low 32 bits of syscall argument `arg` (0..=5).
+pub fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
+    // Only fails for an argument index above 5, which no caller passes.
     SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
         .expect("seccomp condition on argument 0..=5")
 }
 
-fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
-    // Only fails for an empty condition list, which no caller here passes.
+/// A rule that matches when all `conditions` hold (never empty: an unconditional syscall is
+/// an empty rule list in the map).
+pub fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
+    // Only fails for an empty condition list, which no caller passes.
     SeccompRule::new(conditions).expect("non-empty seccomp rule")
 }
 
 /// `ioctl(fd, req, ...)` whose request has type byte `ty` (bits 8..16).
-fn ioctl_type(ty: u64) -> SeccompRule {
+pub fn ioctl_type(ty: u64) -> SeccompRule {
     rule(vec![cond(1, SeccompCmpOp::MaskedEq(0xff00), ty << 8)])
 }
 

@@ -178,10 +178,6 @@ fn setup(
                 format!("{{\"rootfs_pack_ms\":{}}}\n", disk.took.as_millis()).as_bytes(),
             );
             let uds = sock_dir.path(vm::VSOCK_SOCKET);
-            // The VMM opens the console log without choosing its mode: create it private.
-            let console = dir.join("console.log");
-            crate::perms::create_file(&console)
-                .map_err(|e| format!("{}: {e}", console.display()))?;
             let vm = Vm::start(&cfg, Some(&disk.path), dir).map_err(|e| e.to_string())?;
             let t0 = Instant::now();
             let deadline = t0 + Duration::from_secs(cfg.boot_timeout_s);

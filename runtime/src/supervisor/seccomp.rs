@@ -24,9 +24,9 @@
 
 use std::collections::BTreeMap;
 
+use husk_vmm::seccomp::{cond, ioctl_type, rule, TTY_IOCTL_TYPE};
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpOp, SeccompFilter, SeccompRule, TargetArch,
 };
 
 /// `HUSK_SUPERVISOR_SECCOMP`: kill (default), log (allow and have the kernel log what is
@@ -257,8 +257,6 @@ const ALLOWED: &[(&str, &[i64])] = &[
 
 /// `PR_SET_NAME`: std names each new thread.
 const PR_SET_NAME: u64 = libc::PR_SET_NAME as u64;
-/// The tty ioctl type byte ('T'): TIOCGWINSZ, TCGETS, FIONBIO, FIOCLEX.
-const TTY_IOCTL_TYPE: u64 = 0x54;
 
 /// The list: [`ALLOWED`] plus the calls allowed only with certain arguments. `me` is this
 /// process's pid, `vmm` the VMM child's.
@@ -300,14 +298,7 @@ fn rules(me: libc::pid_t, vmm: Option<libc::pid_t>) -> BTreeMap<i64, Vec<Seccomp
         vec![rule(vec![cond(0, SeccompCmpOp::Eq, PR_SET_NAME)])],
     );
     // The window size of a terminal exec (TIOCGWINSZ), FIONBIO, FIOCLEX, isatty's TCGETS.
-    rules.insert(
-        libc::SYS_ioctl,
-        vec![rule(vec![cond(
-            1,
-            SeccompCmpOp::MaskedEq(0xff00),
-            TTY_IOCTL_TYPE << 8,
-        )])],
-    );
+    rules.insert(libc::SYS_ioctl, vec![ioctl_type(TTY_IOCTL_TYPE)]);
     // Signals to this process's own threads only (abort's SIGABRT).
     rules.insert(
         libc::SYS_tgkill,
@@ -321,17 +312,6 @@ fn rules(me: libc::pid_t, vmm: Option<libc::pid_t>) -> BTreeMap<i64, Vec<Seccomp
         );
     }
     rules
-}
-
-fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> SeccompCondition {
-    // Only fails for an argument index above 5, which no caller here passes.
-    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
-        .expect("seccomp condition on argument 0..=5")
-}
-
-fn rule(conditions: Vec<SeccompCondition>) -> SeccompRule {
-    // Only fails for an empty condition list, which no caller here passes.
-    SeccompRule::new(conditions).expect("non-empty seccomp rule")
 }
 
 fn compile(

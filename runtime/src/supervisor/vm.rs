@@ -18,8 +18,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::sync::{mpsc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -303,16 +302,6 @@ fn describe_status(s: std::process::ExitStatus) -> String {
     }
 }
 
-/// Set by the child's SIGTERM handler; the VM's event loop polls a clone.
-static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
-
-extern "C" fn on_terminate(_: libc::c_int) {
-    // OnceLock::get is one atomic load: safe in a signal handler.
-    if let Some(stop) = STOP.get() {
-        stop.store(true, Ordering::Relaxed);
-    }
-}
-
 /// The child's side (`husk vmm`): reads the job from stdin, builds and confines the VM, runs
 /// it, writes the report line to stdout. Returns the process's exit status.
 pub fn run_child() -> Result<i32, String> {
@@ -330,24 +319,12 @@ pub fn run_child() -> Result<i32, String> {
         .map(Filters::new)
         .transpose()
         .map_err(|e| e.to_string())?;
-    let stop = STOP.get_or_init(Default::default).clone();
-    {
-        use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-        let act = SigAction::new(
-            SigHandler::Handler(on_terminate),
-            SaFlags::SA_RESTART,
-            SigSet::empty(),
-        );
-        for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-            // SAFETY: the handler only does an atomic load and an atomic store.
-            unsafe { sigaction(sig, &act) }
-                .map_err(|e| format!("installing a {sig} handler: {e}"))?;
-        }
-        // The supervisor blocks the signals it forwards, and exec keeps the mask.
-        super::forwarded_signals()
-            .thread_unblock()
-            .map_err(|e| format!("unblocking signals: {e}"))?;
-    }
+    let stop = husk_vmm::exit::stop_on_terminate_signals()
+        .map_err(|e| format!("installing signal handlers: {e}"))?;
+    // The supervisor blocks the signals it forwards, and exec keeps the mask.
+    super::forwarded_signals()
+        .thread_unblock()
+        .map_err(|e| format!("unblocking signals: {e}"))?;
     let console = std::fs::OpenOptions::new()
         .create(true)
         .read(true)
