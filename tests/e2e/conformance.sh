@@ -48,9 +48,7 @@ state="$work/root"
 bundle="$work/bundle"
 cg_parent=husk-conformance-$$
 cleanup() {
-    for id in $("$husk" --root "$state" list -q 2>/dev/null); do
-        "$husk" --root "$state" delete --force "$id" >/dev/null 2>&1
-    done
+    delete_all "$husk" "$state"
     for d in /sys/fs/cgroup/$cg_parent /sys/fs/cgroup/*/$cg_parent; do
         [ -d "$d" ] && rmdir "$d"/* "$d" 2>/dev/null
     done
@@ -62,14 +60,7 @@ trap cleanup EXIT
 H() { "$husk" --root "$state" "$@"; }
 status_of() { H state "$1" 2>/dev/null | jq -r .status; }
 
-mkdir -p "$bundle/rootfs" && (
-    cd "$bundle/rootfs" &&
-        mkdir -p bin etc proc sys dev tmp root &&
-        cp /bin/busybox bin/ &&
-        for a in $applets; do ln -s busybox "bin/$a"; done &&
-        printf 'root:x:0:0:root:/root:/bin/sh\n' >etc/passwd &&
-        printf 'root:x:0:\n' >etc/group
-) || { echo "conformance: cannot build the bundle"; exit 1; }
+busybox_rootfs "$bundle/rootfs" $applets || { echo "conformance: cannot build the bundle"; exit 1; }
 (cd "$work" && H spec && mv config.json spec.json) || { echo "conformance: husk spec failed"; exit 1; }
 
 # A hook script, run as `/bin/sh SCRIPT NAME extra` with argv0 "hook-argv0" (a #! script's

@@ -43,9 +43,7 @@ work="$(mktemp -d)"
 state="$work/root"
 bundle="$work/bundle"
 cleanup() {
-    for id in $("$husk" --root "$state" list -q 2>/dev/null); do
-        "$husk" --root "$state" delete --force "$id" >/dev/null 2>&1
-    done
+    delete_all "$husk" "$state"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -58,14 +56,7 @@ has() { [[ $1 == *"$2"* ]]; }          # TEXT WORD
 lacks() { [[ $1 != *"$2"* ]]; }        # TEXT WORD
 say() { head -n 12 <<<"$1" | sed 's/^/     /'; } # the evidence, indented
 
-mkdir -p "$bundle/rootfs" && (
-    cd "$bundle/rootfs" &&
-        mkdir -p bin etc proc sys dev tmp root &&
-        cp /bin/busybox bin/ && cp "$probe" bin/vsock-probe &&
-        for a in $applets; do ln -s busybox "bin/$a"; done &&
-        printf 'root:x:0:0:root:/root:/bin/sh\n' >etc/passwd &&
-        printf 'root:x:0:\n' >etc/group
-) || { echo "guest-wall: cannot build the bundle"; exit 1; }
+{ busybox_rootfs "$bundle/rootfs" $applets && cp "$probe" "$bundle/rootfs/bin/vsock-probe"; } || { echo "guest-wall: cannot build the bundle"; exit 1; }
 (cd "$bundle" && H spec) || { echo "guest-wall: husk spec failed"; exit 1; }
 # husk spec's config.json: no terminal, a long sleep, no seccomp, CAP_MKNOD and CAP_SYS_RAWIO,
 # runc's deny-all device rule plus read of c 10:229 (/dev/fuse).

@@ -41,9 +41,7 @@ work="$(mktemp -d)"
 state="$work/root"
 bundle="$work/bundle"
 cleanup() {
-    for id in $("$husk" --root "$state" list -q 2>/dev/null); do
-        "$husk" --root "$state" delete --force "$id" >/dev/null 2>&1
-    done
+    delete_all "$husk" "$state"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -51,14 +49,7 @@ trap cleanup EXIT
 . "$root/tests/e2e/lib/harness.sh"
 H() { "$husk" --root "$state" "$@"; }
 
-mkdir -p "$bundle/rootfs" && (
-    cd "$bundle/rootfs" &&
-        mkdir -p bin etc proc sys dev tmp root &&
-        cp /bin/busybox bin/ &&
-        for a in $applets; do ln -s busybox "bin/$a"; done &&
-        printf 'root:x:0:0:root:/root:/bin/sh\n' >etc/passwd &&
-        printf 'root:x:0:\n' >etc/group
-) || { echo "host-wall: cannot build the bundle"; exit 1; }
+busybox_rootfs "$bundle/rootfs" $applets || { echo "host-wall: cannot build the bundle"; exit 1; }
 (cd "$bundle" && H spec) || { echo "host-wall: husk spec failed"; exit 1; }
 sed -i -e 's|"terminal": true|"terminal": false|' \
     -e "s|^\t\t\t\"sh\"\$|\t\t\t\"sleep\", \"600\"|" "$bundle/config.json"

@@ -44,9 +44,7 @@ work="$(mktemp -d)"
 state="$work/root"
 bundle="$work/bundle"
 cleanup() {
-    for id in $("$husk" --root "$state" list -q 2>/dev/null); do
-        "$husk" --root "$state" delete --force "$id" >/dev/null 2>&1
-    done
+    delete_all "$husk" "$state"
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -69,14 +67,7 @@ set_args() { # 'JSON ARRAY ITEMS': config.json from `husk spec` with these proce
 }
 
 # The bundle: busybox rootfs like the seed's, config.json from `husk spec`.
-mkdir -p "$bundle/rootfs" && (
-    cd "$bundle/rootfs" &&
-        mkdir -p bin etc proc sys dev tmp root &&
-        cp /bin/busybox bin/ &&
-        for a in $applets; do ln -s busybox "bin/$a"; done &&
-        printf 'root:x:0:0:root:/root:/bin/sh\n' >etc/passwd &&
-        printf 'root:x:0:\n' >etc/group
-) || { echo "runc-cli: cannot build the bundle"; exit 1; }
+busybox_rootfs "$bundle/rootfs" $applets || { echo "runc-cli: cannot build the bundle"; exit 1; }
 
 echo "--- spec"
 (cd "$bundle" && H spec)

@@ -69,3 +69,27 @@ if [ "${HUSK_SECCOMP_AUDIT:-}" = 1 ]; then
     # shellcheck disable=SC2064 # the previous trap's text is meant to be expanded now
     trap "${seccomp_audit_prev:+$seccomp_audit_prev; }seccomp_audit_report" EXIT
 fi
+
+# busybox_rootfs DIR APPLET...: the suites' minimal rootfs: busybox-static with the applets as
+# links, the usual top-level directories, root in /etc/passwd and /etc/group.
+busybox_rootfs() {
+    local dir=$1
+    shift
+    mkdir -p "$dir" && (
+        cd "$dir" &&
+            mkdir -p bin etc proc sys dev tmp root &&
+            cp /bin/busybox bin/ &&
+            for a in "$@"; do ln -s busybox "bin/$a"; done &&
+            printf 'root:x:0:0:root:/root:/bin/sh\n' >etc/passwd &&
+            printf 'root:x:0:\n' >etc/group
+    )
+}
+
+# delete_all HUSK ROOT: force-deletes every container under a husk --root (the suites'
+# cleanup traps).
+delete_all() {
+    local id
+    for id in $("$1" --root "$2" list -q 2>/dev/null); do
+        "$1" --root "$2" delete --force "$id" >/dev/null 2>&1
+    done
+}
