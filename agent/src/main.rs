@@ -28,9 +28,6 @@ struct Args {
     /// cgroup2 directory containers' cgroups are created under (default: the cgroup2 mount).
     #[arg(long)]
     cgroup_root: Option<PathBuf>,
-    /// Directory CopyFile writes under (default "/"; host mode needs an explicit one).
-    #[arg(long)]
-    copy_root: Option<PathBuf>,
 }
 
 fn ttrpc_addr(listen: &str) -> anyhow::Result<String> {
@@ -107,11 +104,6 @@ fn serve(is_pid1: bool, started: std::time::Instant) -> anyhow::Result<()> {
             "--listen is required outside the guest (e.g. --listen unix:/run/husk-agent.sock)"
         ),
     };
-    let copy_root = match args.copy_root {
-        Some(p) => p,
-        None if is_pid1 => "/".into(),
-        None => std::env::temp_dir().join(format!("husk-agent-files-{}", std::process::id())),
-    };
     let rt = Runtime {
         cgroups: CgroupRoot::new(&cgroup_root),
         exe: CString::new("/proc/self/exe").expect("static"),
@@ -121,7 +113,6 @@ fn serve(is_pid1: bool, started: std::time::Instant) -> anyhow::Result<()> {
         rt,
         SandboxConfig {
             host_mode: !is_pid1,
-            copy_root,
             sys_block: "/sys/block".into(),
             storage_scratch: if is_pid1 {
                 "/run/husk/storage".into()

@@ -291,20 +291,6 @@ impl pb::AgentService for AgentService {
         Ok(pb::Empty::new())
     }
 
-    fn copy_file(&self, _: &TtrpcContext, req: pb::CopyFileRequest) -> R<pb::Empty> {
-        self.sandbox
-            .copy_file(
-                &req.path,
-                &req.data,
-                req.file_mode,
-                req.dir_mode,
-                req.uid,
-                req.gid,
-            )
-            .map_err(status)?;
-        Ok(pb::Empty::new())
-    }
-
     /// Blocks until a container's cgroup counts an OOM kill; DEADLINE_EXCEEDED at the
     /// client's timeout (the event stays queued for the next call).
     fn get_oom_event(&self, ctx: &TtrpcContext, _: pb::Empty) -> R<pb::GetOomEventResponse> {

@@ -1,9 +1,8 @@
 //! The sandbox: the set of containers in this guest (or this host-mode agent) plus
-//! guest-wide operations (hostname, DNS, copying host files in, guest details). The RPC layer
+//! guest-wide operations (hostname, DNS, guest details). The RPC layer
 //! calls only this; it never touches processes or cgroups itself.
 
 use std::collections::HashMap;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,8 +46,6 @@ pub struct SandboxConfig {
     /// Host mode: the agent is not the guest's PID 1 and must not change guest-wide state
     /// such as the hostname or /etc/resolv.conf.
     pub host_mode: bool,
-    /// Where CopyFile may write (guest: "/"; host mode: a scratch directory).
-    pub copy_root: PathBuf,
     /// Where virtio-blk disks are looked up by serial (`/sys/block`).
     pub sys_block: PathBuf,
     /// Private directories for storage overlays (`/run/husk/storage`).
@@ -318,52 +315,6 @@ impl Sandbox {
             }
             self.release_container_storages(&id);
         }
-    }
-
-    /// Writes a host file into the guest (bind-mounted /etc/hosts, resolv.conf, secrets).
-    pub fn copy_file(
-        &self,
-        path: &str,
-        data: &[u8],
-        file_mode: u32,
-        dir_mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<()> {
-        let rel = Path::new(path);
-        if !rel.is_absolute()
-            || rel
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            return Err(invalid(
-                "path",
-                format!("{path:?} must be absolute without '..'"),
-            ));
-        }
-        let target = self
-            .cfg
-            .copy_root
-            .join(rel.strip_prefix("/").unwrap_or(rel));
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| SandboxError::Io { path: p, source }
-        };
-        if let Some(parent) = target.parent() {
-            let mode = if dir_mode == 0 { 0o755 } else { dir_mode };
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(mode)
-                .create(parent)
-                .map_err(io(parent))?;
-        }
-        let tmp = target.with_extension("husk-tmp");
-        std::fs::write(&tmp, data).map_err(io(&tmp))?;
-        let mode = if file_mode == 0 { 0o644 } else { file_mode };
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io(&tmp))?;
-        nix::unistd::chown(&tmp, Some(uid.into()), Some(gid.into()))
-            .map_err(|e| io(&tmp)(std::io::Error::from_raw_os_error(e as i32)))?;
-        std::fs::rename(&tmp, &target).map_err(io(&target))
     }
 }
 

@@ -1,9 +1,11 @@
 //! Storages: block devices and filesystems the agent mounts for the sandbox or a container
-//! before the container is created (its rootfs disk above all), and unmounts when the owner
-//! goes away. A `virtio-blk` storage names its disk by serial (`/sys/block/vd*/serial`, set by
-//! the VMM's `--disk ...,serial=S`) and is mounted as ext4 or EROFS, read-only when asked (EROFS
-//! always); with the `overlay` option the disk becomes the read-only lower layer of an overlay
-//! whose writable upper lives on a tmpfs. Mount decisions go through `Syscall`, so they are
+//! before the container is created, and unmounts when the owner goes away. A `virtio-fs`
+//! storage is the sandbox's share (the host directory the runtime bind-mounts each container's
+//! rootfs and bind-mount sources into), named by its mount tag and mounted as `virtiofs`. A
+//! `virtio-blk` storage names its disk by serial (`/sys/block/vd*/serial`, set by the VMM's
+//! `--disk ...,serial=S`) and is mounted as ext4 or EROFS, read-only when asked (EROFS always);
+//! with the `overlay` option the disk becomes the read-only lower layer of an overlay whose
+//! writable upper lives on a tmpfs. Mount decisions go through `Syscall`, so they are
 //! unit-tested with the recording fake; only `find_disk_by_serial` reads sysfs.
 
 use std::path::{Path, PathBuf};
@@ -33,6 +35,8 @@ type Result<T> = std::result::Result<T, StorageError>;
 pub enum Driver {
     /// A virtio-blk disk found by its serial.
     VirtioBlk { serial: String },
+    /// A virtio-fs device found by its mount tag.
+    VirtioFs { tag: String },
     /// A guest directory bind-mounted.
     Bind { source: PathBuf },
     /// A fresh tmpfs.
@@ -128,6 +132,18 @@ impl Storage {
                     serial: s.source.clone(),
                 }
             }
+            "virtio-fs" => {
+                valid_tag(&s.source).map_err(|reason| invalid(field("source"), reason))?;
+                if fstype != "virtiofs" {
+                    return Err(invalid(
+                        field("fstype"),
+                        format!("{fstype:?}: a virtio-fs storage is \"virtiofs\""),
+                    ));
+                }
+                Driver::VirtioFs {
+                    tag: s.source.clone(),
+                }
+            }
             "bind" => {
                 if !Path::new(&s.source).is_absolute() {
                     return Err(invalid(
@@ -168,6 +184,20 @@ impl Storage {
             mount_point,
         })
     }
+}
+
+/// Longest virtio-fs tag (the device's config space holds 36 bytes).
+const TAG_MAX: usize = 36;
+
+/// A virtio-fs mount tag: 1 to 36 printable ASCII characters without spaces (what the VMM
+/// puts in the device's config space).
+fn valid_tag(tag: &str) -> std::result::Result<(), String> {
+    if tag.is_empty() || tag.len() > TAG_MAX || !tag.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{tag:?}: a virtio-fs tag is 1 to {TAG_MAX} printable ASCII characters without spaces"
+        ));
+    }
+    Ok(())
 }
 
 /// The guest device node of the virtio-blk disk whose serial is `serial`: scans
@@ -313,6 +343,13 @@ fn mount_steps(
             }
             Ok(())
         }
+        Driver::VirtioFs { tag } => mount_at(
+            Some(Path::new(tag)),
+            &st.mount_point,
+            Some("virtiofs"),
+            st.flags,
+            data.as_deref(),
+        ),
         Driver::Tmpfs => mount_at(
             Some(Path::new("tmpfs")),
             &st.mount_point,

@@ -199,6 +199,80 @@ fn requests_are_validated_naming_the_field() {
 }
 
 #[test]
+fn virtio_fs_mounts_the_tag_as_virtiofs() {
+    let st = parse(pb_storage(
+        "virtio-fs",
+        "husk-share",
+        "virtiofs",
+        &["nodev"],
+        "/run/husk/share",
+    ))
+    .unwrap();
+    assert_eq!(
+        st.driver,
+        Driver::VirtioFs {
+            tag: "husk-share".into()
+        }
+    );
+    let sys = RecordingSyscall::new();
+    let m = mount(&sys, "storages[0]", &st, None, Path::new("/s")).unwrap();
+    assert_eq!(m.targets, vec![PathBuf::from("/run/husk/share")]);
+    assert!(sys.calls().contains(&Call::Mount {
+        source: Some("husk-share".into()),
+        target: "/run/husk/share".into(),
+        fstype: Some("virtiofs".into()),
+        flags: MsFlags::MS_NODEV,
+        data: None,
+    }));
+}
+
+#[test]
+fn virtio_fs_requests_are_validated_naming_the_field() {
+    let long = "t".repeat(37);
+    for (s, field) in [
+        (
+            pb_storage("virtio-fs", "", "virtiofs", &[], "/m"),
+            "storages[0].source",
+        ),
+        (
+            pb_storage("virtio-fs", "a tag", "virtiofs", &[], "/m"),
+            "storages[0].source",
+        ),
+        (
+            pb_storage("virtio-fs", &long, "virtiofs", &[], "/m"),
+            "storages[0].source",
+        ),
+        (
+            pb_storage("virtio-fs", "husk-share", "", &[], "/m"),
+            "storages[0].fstype",
+        ),
+        (
+            pb_storage("virtio-fs", "husk-share", "ext4", &[], "/m"),
+            "storages[0].fstype",
+        ),
+        (
+            pb_storage("virtio-fs", "husk-share", "virtiofs", &["overlay"], "/m"),
+            "storages[0].options",
+        ),
+        (
+            pb_storage("virtio-fs", "husk-share", "virtiofs", &[], "share"),
+            "storages[0].mount_point",
+        ),
+    ] {
+        let e = parse(s).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("{field}:")), "{e}");
+    }
+    assert!(parse(pb_storage(
+        "virtio-fs",
+        &"t".repeat(36),
+        "virtiofs",
+        &[],
+        "/m"
+    ))
+    .is_ok());
+}
+
+#[test]
 fn tmpfs_and_bind_storages() {
     let st = parse(pb_storage("tmpfs", "", "", &["size=16m", "nodev"], "/t")).unwrap();
     let sys = RecordingSyscall::new();

@@ -1,5 +1,5 @@
 //! husk's host configuration: `/etc/husk/config.toml` (or `$HUSK_CONFIG`), then the
-//! environment (`HUSK_KERNEL`, `HUSK_INITRD`), then defaults found in the build caches; per
+//! environment (`HUSK_KERNEL`, `HUSK_INITRD`, `HUSK_VIRTIOFSD`), then defaults found in the build caches; per
 //! container, the annotations `io.husk.vcpus` and `io.husk.memory_mib`, within the host's
 //! `max_vcpus` and `max_memory_mib`.
 //!
@@ -8,6 +8,7 @@
 //! ```toml
 //! kernel = "/var/cache/husk/kernel/build-.../vmlinux"
 //! initrd = "/usr/lib/husk/initramfs.cpio"   # or: initramfs = ...
+//! virtiofsd = "/usr/libexec/virtiofsd"  # default: searched (supervisor::virtiofsd)
 //! vcpus = 1
 //! memory_mib = 256
 //! max_vcpus = 8          # default: the host's CPUs
@@ -87,6 +88,8 @@ pub struct HuskConfig {
     pub kernel: Option<PathBuf>,
     /// Agent initramfs.
     pub initrd: Option<PathBuf>,
+    /// The virtio-fs backend (none: searched for when a sandbox starts).
+    pub virtiofsd: Option<PathBuf>,
     /// vCPUs per sandbox.
     pub vcpus: u8,
     /// Guest memory per sandbox.
@@ -125,6 +128,7 @@ impl Default for HuskConfig {
         HuskConfig {
             kernel: None,
             initrd: None,
+            virtiofsd: None,
             vcpus: 1,
             memory_mib: 256,
             max_vcpus: default_max_vcpus(),
@@ -144,6 +148,7 @@ struct FileConfig {
     kernel: Option<PathBuf>,
     #[serde(alias = "initramfs")]
     initrd: Option<PathBuf>,
+    virtiofsd: Option<PathBuf>,
     vcpus: Option<u8>,
     memory_mib: Option<u64>,
     max_vcpus: Option<u8>,
@@ -173,6 +178,9 @@ impl HuskConfig {
         if let Some(i) = std::env::var_os("HUSK_INITRD").filter(|v| !v.is_empty()) {
             cfg.initrd = Some(i.into());
         }
+        if let Some(v) = std::env::var_os("HUSK_VIRTIOFSD").filter(|v| !v.is_empty()) {
+            cfg.virtiofsd = Some(v.into());
+        }
         if cfg.kernel.is_none() {
             cfg.kernel = default_kernel();
         }
@@ -189,6 +197,7 @@ impl HuskConfig {
         let cfg = HuskConfig {
             kernel: file.kernel,
             initrd: file.initrd,
+            virtiofsd: file.virtiofsd,
             vcpus: file.vcpus.unwrap_or(d.vcpus),
             memory_mib: file.memory_mib.unwrap_or(d.memory_mib),
             max_vcpus: file.max_vcpus.unwrap_or(d.max_vcpus),
@@ -433,9 +442,11 @@ mod tests {
     fn quoted_values_keep_a_hash() {
         let c = HuskConfig::parse(
             Path::new("c.toml"),
-            "kernel = \"/boot/a #1/vmlinux\" # the kernel\ninitramfs = '/x #2'\n",
+            "kernel = \"/boot/a #1/vmlinux\" # the kernel\ninitramfs = '/x #2'\n\
+             virtiofsd = '/opt/v #3'",
         )
         .unwrap();
+        assert_eq!(c.virtiofsd, Some(PathBuf::from("/opt/v #3")));
         assert_eq!(c.kernel, Some(PathBuf::from("/boot/a #1/vmlinux")));
         assert_eq!(c.initrd, Some(PathBuf::from("/x #2")));
     }

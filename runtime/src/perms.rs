@@ -34,19 +34,6 @@ pub fn caller_mode(caller_umask: u32) -> u32 {
     0o666 & !caller_umask
 }
 
-/// Creates (or truncates) a private file for writing; a file that existed with another mode
-/// is made private too.
-pub fn create_file(path: &Path) -> io::Result<File> {
-    let f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(FILE_MODE)
-        .open(path)?;
-    private(&f)?;
-    Ok(f)
-}
-
 /// Opens a private file for appending (a log), creating it.
 pub fn append_file(path: &Path) -> io::Result<File> {
     let f = OpenOptions::new()
@@ -112,9 +99,6 @@ pub mod tests {
             super::dir_builder(true).create(&d).unwrap();
             assert_eq!(mode(&dir.path().join("a")), 0o700);
             assert_eq!(mode(&d), 0o700);
-            let f = d.join("f");
-            super::create_file(&f).unwrap();
-            assert_eq!(mode(&f), 0o600);
             let l = d.join("log");
             std::fs::write(&l, "").unwrap();
             std::fs::set_permissions(&l, std::fs::Permissions::from_mode(0o666)).unwrap();

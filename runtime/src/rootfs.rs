@@ -1,143 +1,84 @@
-//! The container's rootfs as a virtio-blk disk: a block device is passed through; a directory
-//! is packed into a sparse ext4 image with `mkfs.ext4 -d` (no journal: the image lives as long
-//! as the container).
+//! What the container's rootfs is: a directory, which reaches the guest through the
+//! sandbox's virtio-fs share as it is (no image, no copy), or a block device, which is passed
+//! through as a virtio-blk disk and mounted by the guest as the filesystem its superblock
+//! names.
 //!
-//! Owns: sizing and packing the image. Knows nothing about the VM.
+//! Owns: telling the two apart and naming a device's filesystem. Knows nothing about the VM.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::io::Read;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
 
-/// Errors preparing the rootfs disk.
+/// Errors looking at the rootfs.
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
-    /// Walking the directory.
+    /// Reading the path or its superblock.
     #[error("rootfs {path}: {source}")]
-    Walk {
+    Read {
         /// Where.
         path: PathBuf,
         /// Why.
         source: std::io::Error,
     },
-    /// mkfs.ext4 failed.
-    #[error("mkfs.ext4 -d {dir}: {message}")]
-    Mkfs {
-        /// The rootfs.
-        dir: PathBuf,
-        /// Its stderr or the spawn error.
-        message: String,
+    /// A block device with a filesystem the guest does not mount as a rootfs.
+    #[error("rootfs {0}: a block device rootfs must hold ext4 or EROFS")]
+    UnknownFs(PathBuf),
+    /// Neither a directory nor a block device.
+    #[error("rootfs {0}: neither a directory nor a block device")]
+    Kind(PathBuf),
+}
+
+/// The container's rootfs on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rootfs {
+    /// A directory, shared with the guest.
+    Dir(PathBuf),
+    /// A block device and the filesystem type on it (`ext4` or `erofs`).
+    Block {
+        /// The device.
+        path: PathBuf,
+        /// Its filesystem.
+        fstype: &'static str,
     },
 }
 
-/// A disk ready for the VMM.
-#[derive(Debug, Clone)]
-pub struct RootfsDisk {
-    /// Image or block device.
-    pub path: PathBuf,
-    /// Filesystem type for the guest mount (`ext4`, or empty to let the guest probe).
-    pub fstype: String,
-    /// Whether `path` is an image husk made (removed with the container).
-    pub packed: bool,
-    /// Bytes of file data packed.
-    pub bytes: u64,
-    /// Time spent packing.
-    pub took: Duration,
-}
-
-/// Total size and entry count of a tree (not following symlinks, staying on one filesystem).
-fn measure(dir: &Path) -> Result<(u64, u64), RootfsError> {
-    let mut bytes = 0u64;
-    let mut entries = 0u64;
-    let mut stack = vec![dir.to_path_buf()];
-    let dev = std::fs::symlink_metadata(dir)
-        .map_err(|source| RootfsError::Walk {
-            path: dir.into(),
+impl Rootfs {
+    /// Looks at `path` (root.path resolved against the bundle).
+    pub fn inspect(path: &Path) -> Result<Rootfs, RootfsError> {
+        let read = |source| RootfsError::Read {
+            path: path.into(),
             source,
-        })?
-        .dev();
-    while let Some(d) = stack.pop() {
-        let rd = std::fs::read_dir(&d).map_err(|source| RootfsError::Walk {
-            path: d.clone(),
-            source,
-        })?;
-        for e in rd {
-            let e = e.map_err(|source| RootfsError::Walk {
-                path: d.clone(),
-                source,
-            })?;
-            let md = e.metadata().map_err(|source| RootfsError::Walk {
-                path: e.path(),
-                source,
-            })?;
-            entries += 1;
-            bytes += md.blocks() * 512;
-            if md.is_dir() && md.dev() == dev {
-                stack.push(e.path());
-            }
+        };
+        let md = std::fs::metadata(path).map_err(read)?;
+        if md.is_dir() {
+            return Ok(Rootfs::Dir(path.into()));
         }
+        if !md.file_type().is_block_device() {
+            return Err(RootfsError::Kind(path.into()));
+        }
+        let mut head = vec![0u8; 2048];
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .map_err(read)?;
+        let fstype = fs_type(&head).ok_or_else(|| RootfsError::UnknownFs(path.into()))?;
+        Ok(Rootfs::Block {
+            path: path.into(),
+            fstype,
+        })
     }
-    Ok((bytes, entries))
 }
 
-/// Image size for `bytes` of data and `entries` inodes: data plus 30% and 32 MiB of slack
-/// for metadata and the container's writes, rounded up to MiB.
-fn image_size(bytes: u64, entries: u64) -> u64 {
-    let raw = bytes + bytes / 10 * 3 + entries * 512 + (32 << 20);
-    raw.div_ceil(1 << 20) << 20
-}
-
-/// Prepares the disk for `rootfs`, packing into `image` when it is a directory.
-pub fn prepare(rootfs: &Path, image: &Path) -> Result<RootfsDisk, RootfsError> {
-    let t0 = Instant::now();
-    let md = std::fs::metadata(rootfs).map_err(|source| RootfsError::Walk {
-        path: rootfs.into(),
-        source,
-    })?;
-    if md.file_type().is_block_device() {
-        return Ok(RootfsDisk {
-            path: rootfs.into(),
-            fstype: String::new(),
-            packed: false,
-            bytes: 0,
-            took: t0.elapsed(),
-        });
+/// The filesystem whose superblock starts at byte 1024 of `head`: ext4 (magic 0xEF53 at
+/// 0x38 into it) or EROFS (0xE0F5E1E2 at its start).
+fn fs_type(head: &[u8]) -> Option<&'static str> {
+    let sb = head.get(1024..)?;
+    if sb.get(0..4)? == 0xE0F5_E1E2u32.to_le_bytes() {
+        return Some("erofs");
     }
-    let (bytes, entries) = measure(rootfs)?;
-    let size = image_size(bytes, entries);
-    let mkfs_err = |message: String| RootfsError::Mkfs {
-        dir: rootfs.into(),
-        message,
-    };
-    // The container's whole filesystem: private (0600) like everything under the root.
-    let f = crate::perms::create_file(image)
-        .map_err(|e| mkfs_err(format!("{}: {e}", image.display())))?;
-    f.set_len(size)
-        .map_err(|e| mkfs_err(format!("{}: {e}", image.display())))?;
-    drop(f);
-    let inodes = (entries + entries / 4 + 4096).to_string();
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-O", "^has_journal", "-L", "husk-rootfs", "-E"])
-        .arg("lazy_itable_init=1,nodiscard")
-        .args(["-N", &inodes, "-d"])
-        .arg(rootfs)
-        .arg(image)
-        .env("PATH", "/usr/sbin:/sbin:/usr/bin:/bin")
-        .output()
-        .map_err(|e| mkfs_err(e.to_string()))?;
-    if !out.status.success() {
-        let _ = std::fs::remove_file(image);
-        return Err(mkfs_err(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
+    if sb.get(0x38..0x3a)? == 0xEF53u16.to_le_bytes() {
+        return Some("ext4");
     }
-    Ok(RootfsDisk {
-        path: image.into(),
-        fstype: "ext4".into(),
-        packed: true,
-        bytes,
-        took: t0.elapsed(),
-    })
+    None
 }
 
 #[cfg(test)]
@@ -145,29 +86,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_leave_room() {
-        assert_eq!(image_size(0, 0), 32 << 20);
-        assert!(image_size(100 << 20, 1000) >= 130 << 20);
-        assert_eq!(image_size(1, 1) % (1 << 20), 0);
+    fn superblocks_name_the_filesystem() {
+        let mut head = vec![0u8; 2048];
+        assert_eq!(fs_type(&head), None);
+        head[1024 + 0x38..1024 + 0x3a].copy_from_slice(&[0x53, 0xef]);
+        assert_eq!(fs_type(&head), Some("ext4"));
+        head[1024..1028].copy_from_slice(&[0xe2, 0xe1, 0xf5, 0xe0]);
+        assert_eq!(fs_type(&head), Some("erofs"));
+        assert_eq!(fs_type(&head[..1030]), Some("erofs"));
+        assert_eq!(fs_type(&[]), None);
     }
 
     #[test]
-    fn packs_a_directory() {
-        if Command::new("mkfs.ext4").arg("-V").output().is_err()
-            && !Path::new("/usr/sbin/mkfs.ext4").exists()
-        {
-            eprintln!("SKIPPED: mkfs.ext4 missing (apt install e2fsprogs)");
-            return;
-        }
-        let dir = std::env::temp_dir().join(format!("husk-rootfs-test-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("rootfs/bin")).unwrap();
-        std::fs::write(dir.join("rootfs/bin/hello"), b"hi").unwrap();
-        std::os::unix::fs::symlink("hello", dir.join("rootfs/bin/link")).unwrap();
-        let disk = prepare(&dir.join("rootfs"), &dir.join("rootfs.img")).unwrap();
-        assert!(disk.packed);
-        assert_eq!(disk.fstype, "ext4");
-        let magic = std::fs::read(&disk.path).unwrap();
-        assert_eq!(&magic[1024 + 0x38..1024 + 0x3a], &[0x53, 0xef]);
-        std::fs::remove_dir_all(dir).unwrap();
+    fn a_directory_is_shared_and_a_file_refused() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(
+            Rootfs::inspect(t.path()).unwrap(),
+            Rootfs::Dir(t.path().into())
+        );
+        let f = t.path().join("img");
+        std::fs::write(&f, "x").unwrap();
+        let e = Rootfs::inspect(&f).unwrap_err().to_string();
+        assert!(e.contains("neither a directory nor a block device"), "{e}");
     }
 }

@@ -50,6 +50,9 @@ pub enum StateError {
         /// Why.
         source: serde_json::Error,
     },
+    /// The sandbox's share could not be removed (something is still mounted in it).
+    #[error(transparent)]
+    Share(#[from] crate::supervisor::share::ShareError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -295,9 +298,11 @@ impl Root {
         })
     }
 
-    /// Removes everything of a container.
+    /// Removes everything of a container: first its virtio-fs share, without ever descending
+    /// through a mount (`share::remove`), then the rest.
     pub fn remove(&self, id: &str) -> Result<(), StateError> {
         let dir = self.container_dir(id);
+        crate::supervisor::share::remove(&dir)?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -441,7 +446,7 @@ mod tests {
 
     /// Everything husk creates under its root is private even when its caller's umask is 000
     /// (and before `main`'s own umask of 077): the root and container directories 0700,
-    /// state files, logs, the disk image and sockets 0600.
+    /// state files, logs and sockets 0600.
     #[test]
     fn everything_under_the_root_is_private_under_umask_000() {
         use crate::perms::tests::{mode, with_open_umask};
@@ -463,8 +468,8 @@ mod tests {
             write_atomic(&dir.join("status"), b"created").unwrap();
             write_atomic(&dir.join("status"), b"running").unwrap();
             crate::perms::append_file(&dir.join("supervisor.log")).unwrap();
-            crate::perms::create_file(&dir.join("rootfs.img")).unwrap();
-            crate::perms::create_file(&dir.join("console.log")).unwrap();
+            crate::perms::append_file(&dir.join("timings.json")).unwrap();
+            crate::perms::append_file(&dir.join("console.log")).unwrap();
             let _l = crate::sockpath::bind(&dir.join("control.sock")).unwrap();
             assert_eq!(mode(root.path()), 0o700);
             assert_eq!(mode(&dir), 0o700);
@@ -472,7 +477,7 @@ mod tests {
                 "state.json",
                 "status",
                 "supervisor.log",
-                "rootfs.img",
+                "timings.json",
                 "console.log",
                 "control.sock",
             ] {

@@ -134,13 +134,6 @@ enum Cmd {
         #[arg(long, default_value = "")]
         exec: String,
     },
-    /// CopyFile: write a local file to a guest path.
-    CopyFile {
-        src: PathBuf,
-        dest: String,
-        #[arg(long, default_value_t = 0o644)]
-        mode: u32,
-    },
     /// Print the agent's log buffer.
     Logs,
     /// Wait for the next OOM kill in any container (bounded by --timeout) and print its id.
@@ -559,16 +552,6 @@ fn run(args: Args) -> anyhow::Result<()> {
                 ..Default::default()
             };
             client.close_stdin(ctx(), &req).map_err(rpc_error)?;
-        }
-        Cmd::CopyFile { src, dest, mode } => {
-            let data = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
-            let req = pb::CopyFileRequest {
-                path: dest,
-                file_mode: mode,
-                data,
-                ..Default::default()
-            };
-            client.copy_file(ctx(), &req).map_err(rpc_error)?;
         }
         Cmd::OomEvent => {
             let r = client

@@ -84,8 +84,6 @@ impl Agent {
             .arg(format!("unix:{}", sock.display()))
             .arg("--cgroup-root")
             .arg(&cgroup_root)
-            .arg("--copy-root")
-            .arg(dir.join("files"))
             .env("HUSK_AGENT_LOG", "debug")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())

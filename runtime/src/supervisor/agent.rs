@@ -337,28 +337,6 @@ impl AgentClient {
         Ok(())
     }
 
-    /// CopyFile (a whole file at once).
-    pub fn copy_file(
-        &self,
-        path: &str,
-        data: Vec<u8>,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<(), AgentError> {
-        let req = pb::CopyFileRequest {
-            path: path.into(),
-            file_mode: mode,
-            dir_mode: 0o755,
-            uid,
-            gid,
-            data,
-            ..Default::default()
-        };
-        self.inner.copy_file(ctx(), &req)?;
-        Ok(())
-    }
-
     /// RemoveContainer (within `TEARDOWN_TIMEOUT`).
     pub fn remove_container(&self, id: &str) -> Result<(), AgentError> {
         let req = pb::RemoveContainerRequest {

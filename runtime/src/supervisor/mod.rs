@@ -4,17 +4,23 @@
 //! gets to the container's init, and when init exits records the status, powers the guest off
 //! and exits with that status.
 //!
+//! Host files reach the guest through the sandbox's virtio-fs share: the supervisor enters a
+//! mount namespace of its own first thing (while it is single-threaded), mounts the rootfs and
+//! bind sources into `<state>/share` there, and starts virtiofsd on it before the VM, whose
+//! VMM connects to virtiofsd as it builds the VM.
+//!
 //! Owns: the order of those steps. `vm` runs the VMM, `agent` talks ttrpc, `server` answers
-//! control requests, `stdio` moves bytes, `oom` counts OOM kills, `hostfs` reads bind sources
-//! without following symlinks, `seccomp` is the allow-list every thread runs under once set up.
+//! control requests, `stdio` moves bytes, `oom` counts OOM kills, `share` mounts what the guest
+//! sees of the host, `virtiofsd` serves it, `seccomp` is the allow-list every thread runs under
+//! once set up.
 
 pub mod agent;
-pub mod binds;
-pub mod hostfs;
 pub mod oom;
 pub mod seccomp;
 pub mod server;
+pub mod share;
 pub mod stdio;
+pub mod virtiofsd;
 pub mod vm;
 
 use std::fs::File;
@@ -28,10 +34,12 @@ use nix::sys::signal::{SigSet, Signal};
 
 use self::agent::{AgentAddr, AgentClient};
 use self::server::Shared;
-use self::vm::Vm;
+use self::share::Share;
+use self::virtiofsd::Virtiofsd;
+use self::vm::{Vm, VmmFs};
 use crate::bundle::Bundle;
 use crate::config::HuskConfig;
-use crate::rootfs;
+use crate::rootfs::Rootfs;
 use crate::sockpath::SockDir;
 use crate::state::{write_atomic, Status};
 
@@ -76,7 +84,18 @@ struct Sandbox {
     vm: Option<Vm>,
     init_exit: mpsc::Receiver<Result<i32, String>>,
     relay: stdio::Relay,
+    /// The share's virtiofsd (stopped after the VM); the share's mounts go with the
+    /// supervisor's mount namespace.
+    virtiofsd: Option<Virtiofsd>,
+    _share: Option<Share>,
     _sock_dir: SockDir,
+}
+
+/// `HUSK_DEV_AGENT`: a host-mode agent instead of a VM (development without KVM).
+fn dev_agent() -> Option<String> {
+    std::env::var("HUSK_DEV_AGENT")
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// Runs the supervisor to the end; the return value is the process's exit status.
@@ -92,8 +111,13 @@ pub fn run(args: SupervisorArgs) -> i32 {
         cfg.as_ref().map(|c| c.log_level.as_str()).unwrap_or("info"),
     );
     let started = Instant::now();
-    let result = cfg
-        .map_err(|e| e.to_string())
+    // Still single-threaded (checked): the namespace the share's mounts live and die in.
+    let private_ns = match dev_agent() {
+        Some(_) => Ok(()),
+        None => share::enter_private_mount_namespace().map_err(|e| e.to_string()),
+    };
+    let result = private_ns
+        .and(cfg.map_err(|e| e.to_string()))
         .and_then(|cfg| setup(&args, &dir, cfg, caller_stdio));
     let sandbox = match result {
         Ok(s) => s,
@@ -132,9 +156,33 @@ fn init_log(dir: &Path, level: &str) {
         .try_init();
 }
 
-/// The guest path the container's rootfs is mounted on.
-fn guest_rootfs(id: &str) -> String {
+/// The guest path a block-device rootfs is mounted on.
+fn guest_disk_rootfs(id: &str) -> String {
     format!("/run/husk/{id}/rootfs")
+}
+
+/// The sandbox's share with the container's files in it, and its virtiofsd.
+fn share_container(
+    args: &SupervisorArgs,
+    dir: &Path,
+    cfg: &HuskConfig,
+    rootfs: &Rootfs,
+    readonly: bool,
+    spec: &mut serde_json::Value,
+) -> Result<(Share, Option<String>, Virtiofsd), String> {
+    let bin = virtiofsd::find(cfg.virtiofsd.as_deref()).map_err(|e| e.to_string())?;
+    let share = Share::create(dir).map_err(|e| e.to_string())?;
+    let dir_rootfs = match rootfs {
+        Rootfs::Dir(p) => Some(p.as_path()),
+        Rootfs::Block { .. } => None,
+    };
+    let guest_root = share
+        .add_container(&args.id, dir_rootfs, readonly, &args.bundle, spec)
+        .map_err(|e| e.to_string())?;
+    let log = crate::perms::append_file(&dir.join("supervisor.log"))
+        .map_err(|e| format!("{}: {e}", dir.join("supervisor.log").display()))?;
+    let fsd = Virtiofsd::spawn(&bin, share.dir(), dir, log).map_err(|e| e.to_string())?;
+    Ok((share, guest_root, fsd))
 }
 
 fn setup(
@@ -149,36 +197,47 @@ fn setup(
     let id = args.id.as_str();
     // Holds the directory open for the socket paths that do not fit sun_path.
     let sock_dir = SockDir::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let dev_agent = std::env::var("HUSK_DEV_AGENT")
-        .ok()
-        .filter(|s| !s.is_empty());
+    let dev_agent = dev_agent();
 
-    let (vm, agent) = match &dev_agent {
+    let (vm, agent, shared_fs) = match &dev_agent {
         Some(addr) => {
             let path = addr.strip_prefix("unix:").unwrap_or(addr);
             let deadline = Instant::now() + Duration::from_secs(10);
             let (a, _) = AgentClient::wait_ready(&AgentAddr::Unix(path.into()), deadline, || None)
                 .map_err(|e| e.to_string())?;
-            (None, a)
+            (None, a, None)
         }
         None => {
-            let spec: serde_json::Value =
+            let mut spec: serde_json::Value =
                 serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
-            binds::check(&spec)?;
-            let disk = rootfs::prepare(&bundle.rootfs, &dir.join("rootfs.img"))
-                .map_err(|e| e.to_string())?;
-            tracing::info!(
-                ms = disk.took.as_millis() as u64,
-                bytes = disk.bytes,
-                packed = disk.packed,
-                "rootfs disk ready"
-            );
+            let rootfs = Rootfs::inspect(&bundle.rootfs).map_err(|e| e.to_string())?;
+            let readonly = bundle
+                .spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false);
+            let t0 = Instant::now();
+            let (share, guest_root, fsd) =
+                share_container(args, dir, &cfg, &rootfs, readonly, &mut spec)?;
+            let share_ms = t0.elapsed().as_millis() as u64;
+            tracing::info!(ms = share_ms, "share mounted and virtiofsd started");
             let _ = write_atomic(
                 &dir.join("timings.json"),
-                format!("{{\"rootfs_pack_ms\":{}}}\n", disk.took.as_millis()).as_bytes(),
+                format!("{{\"share_ms\":{share_ms}}}\n").as_bytes(),
             );
+            let disk = match &rootfs {
+                Rootfs::Block { path, .. } => Some(path.as_path()),
+                Rootfs::Dir(_) => None,
+            };
+            // The VMM connects from its jail directory (`<state>/vm`, its cwd until it
+            // confines itself): `../virtiofsd.sock` fits sun_path whatever the state path.
+            let fs = vec![VmmFs {
+                socket: Path::new("..").join(virtiofsd::SOCKET),
+                tag: share::TAG.into(),
+            }];
             let uds = sock_dir.path(vm::VSOCK_SOCKET);
-            let vm = Vm::start(&cfg, Some(&disk.path), dir).map_err(|e| e.to_string())?;
+            let vm = Vm::start(&cfg, disk, fs, dir).map_err(|e| e.to_string())?;
             let t0 = Instant::now();
             let deadline = t0 + Duration::from_secs(cfg.boot_timeout_s);
             let waited = AgentClient::wait_ready(&AgentAddr::HybridVsock(uds), deadline, || {
@@ -200,10 +259,12 @@ fn setup(
                 kernel = %details.kernel_release,
                 "agent ready"
             );
-            create_in_guest(&a, id, &bundle, &disk.fstype).inspect_err(|_| {
-                let _ = a.destroy_sandbox();
-            })?;
-            (Some(vm), a)
+            create_in_guest(&a, id, &bundle, spec, &rootfs, guest_root, readonly).inspect_err(
+                |_| {
+                    let _ = a.destroy_sandbox();
+                },
+            )?;
+            (Some(vm), a, Some((share, fsd)))
         }
     };
     if dev_agent.is_some() {
@@ -253,25 +314,62 @@ fn setup(
     shared.set_status(Status::Created);
     // Setup is over: from here on the supervisor spawns no process and only talks.
     seccomp::install(seccomp_mode, vm.as_ref().map(Vm::pid)).map_err(|e| e.to_string())?;
+    let (share, virtiofsd) = shared_fs.unzip();
     Ok(Sandbox {
         shared,
         vm,
         init_exit,
         relay,
+        virtiofsd,
+        _share: share,
         _sock_dir: sock_dir,
     })
 }
 
-/// CreateSandbox + CreateContainer with the rootfs disk as a storage. (A CopyFile fallback
-/// for agents without storages, which read the host rootfs by path and followed symlinks, is
-/// gone: the agent this husk ships always has storages.)
-fn create_in_guest(a: &AgentClient, id: &str, bundle: &Bundle, fstype: &str) -> Result<(), String> {
+/// CreateSandbox with the share as the sandbox's storage (it outlives any one container: a
+/// pod's later containers come through it too), then CreateContainer of `spec` (its bind
+/// sources already rewritten to the share) with its rootfs in the share, or on the block
+/// device as the container's storage.
+fn create_in_guest(
+    a: &AgentClient,
+    id: &str,
+    bundle: &Bundle,
+    mut spec: serde_json::Value,
+    rootfs: &Rootfs,
+    guest_root: Option<String>,
+    readonly: bool,
+) -> Result<(), String> {
+    use husk_agent::protocol::Storage;
     let hostname = bundle.spec.hostname().clone().unwrap_or_default();
-    a.create_sandbox(id, &hostname, Vec::new())
+    let share = Storage {
+        driver: "virtio-fs".into(),
+        source: share::TAG.into(),
+        fstype: "virtiofs".into(),
+        mount_point: share::GUEST_DIR.into(),
+        ..Default::default()
+    };
+    a.create_sandbox(id, &hostname, vec![share])
         .map_err(|e| e.to_string())?;
-    let root = guest_rootfs(id);
-    let mut spec: serde_json::Value =
-        serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
+    let (root, storages) = match (rootfs, guest_root) {
+        (Rootfs::Block { fstype, .. }, _) => {
+            let root = guest_disk_rootfs(id);
+            let disk = Storage {
+                driver: "virtio-blk".into(),
+                source: vm::ROOTFS_SERIAL.into(),
+                fstype: (*fstype).into(),
+                options: if readonly {
+                    vec!["ro".into()]
+                } else {
+                    Vec::new()
+                },
+                mount_point: root.clone(),
+                ..Default::default()
+            };
+            (root, vec![disk])
+        }
+        (Rootfs::Dir(_), Some(root)) => (root, Vec::new()),
+        (Rootfs::Dir(p), None) => return Err(format!("rootfs {}: not in the share", p.display())),
+    };
     spec["root"]["path"] = root.clone().into();
     map_network_namespace(&mut spec);
     // The host ran (or will run) the runtime-namespace hooks; the container-namespace ones
@@ -281,16 +379,7 @@ fn create_in_guest(a: &AgentClient, id: &str, bundle: &Bundle, fstype: &str) -> 
             h.remove(k);
         }
     }
-    binds::copy_in(Some(a), id, &mut spec)?;
-    let spec = spec.to_string();
-    let storage = husk_agent::protocol::Storage {
-        driver: "virtio-blk".into(),
-        source: vm::ROOTFS_SERIAL.into(),
-        fstype: fstype.into(),
-        mount_point: root.clone(),
-        ..Default::default()
-    };
-    a.create_container(id, &spec, vec![storage], &root)
+    a.create_container(id, &spec.to_string(), storages, &root)
         .map_err(|e| e.to_string())
 }
 
@@ -354,10 +443,14 @@ impl Sandbox {
             }
             let why = vm.shut_down(Duration::from_secs(10));
             tracing::info!("VM ended: {}", why.unwrap_or_else(|| "?".into()));
+            // It exits when the VMM disconnects.
+            if let Some(fsd) = self.virtiofsd {
+                fsd.stop(Duration::from_secs(5));
+            }
         } else if let Err(e) = self.shared.agent.remove_container(&self.shared.id) {
             tracing::warn!("RemoveContainer: {e}");
         }
-        for f in ["control.sock", vm::VSOCK_SOCKET] {
+        for f in ["control.sock", vm::VSOCK_SOCKET, virtiofsd::SOCKET] {
             let _ = std::fs::remove_file(dir.join(f));
         }
         status

@@ -1,7 +1,8 @@
 //! The sandbox's microVM, run by a jailed child process (Firecracker's jailer split): the
 //! supervisor stays unconfined for its duties (control socket, state, logs, agent RPCs, stdio
 //! relays), and the device emulation and vCPUs live in `husk vmm`, a child that builds the VM
-//! (opening the kernel, initramfs, rootfs disk, console log and vsock listener), then confines
+//! (opening the kernel, initramfs, rootfs disk, console log and vsock listener, and connecting
+//! to virtiofsd, with guest RAM in a memfd that virtiofsd maps), then confines
 //! itself before the guest's first instruction: new namespaces, the jail directory
 //! `<state>/vm/` (holding only the vsock socket) as its read-only root, no capabilities,
 //! no_new_privs, and per-thread seccomp allow-lists (husk_vmm::jail, husk_vmm::seccomp).
@@ -26,7 +27,7 @@ use husk_vmm::boot::LinuxBoot;
 use husk_vmm::builder::{run_vm, Confine, Payload, SerialOutput, VmConfig};
 use husk_vmm::devices::capped_log::{CappedLog, DEFAULT_CAP_BYTES};
 use husk_vmm::devices::virtio::attach::VirtioConfig;
-use husk_vmm::devices::virtio::config::{DiskConfig, VsockConfig};
+use husk_vmm::devices::virtio::config::{DiskConfig, FsConfig, VsockConfig};
 use husk_vmm::memory::MemoryBacking;
 use husk_vmm::seccomp::{Filters, Violation};
 use serde::{Deserialize, Serialize};
@@ -90,8 +91,11 @@ pub struct VmmJob {
     pub memory_mib: u64,
     /// vCPUs.
     pub vcpus: u8,
-    /// The rootfs disk image, if any.
+    /// The rootfs block device, if any.
     pub disk: Option<PathBuf>,
+    /// virtio-fs devices (guest RAM is then a memfd, which their backends map).
+    #[serde(default)]
+    pub fs: Vec<VmmFs>,
     /// The console log file.
     pub console_log: PathBuf,
     /// Cap of the console log in bytes (the newest output is kept).
@@ -104,6 +108,17 @@ pub struct VmmJob {
     pub seccomp: String,
     /// Seconds the guest has to touch a device.
     pub boot_timeout_s: u64,
+}
+
+/// One virtio-fs device of a [`VmmJob`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmmFs {
+    /// The backend's vhost-user socket as the VMM reaches it before its jail: a relative
+    /// path is taken from the jail directory (its cwd), so `../virtiofsd.sock` is a socket in
+    /// the state directory, whatever that directory's length.
+    pub socket: PathBuf,
+    /// The mount tag.
+    pub tag: String,
 }
 
 /// How the VM ended, as the child reports it.
@@ -136,9 +151,14 @@ fn require(what: &'static str, p: &Option<PathBuf>, env: &str) -> Result<PathBuf
 
 impl Vm {
     /// Boots the guest of the container whose state directory is `dir`: kernel + agent
-    /// initramfs, `disk` as virtio-blk with the rootfs serial, vsock on `dir/`[`VSOCK_SOCKET`],
-    /// console into `dir/console.log`.
-    pub fn start(cfg: &HuskConfig, disk: Option<&Path>, dir: &Path) -> Result<Vm, VmError> {
+    /// initramfs, `disk` as virtio-blk with the rootfs serial, the `fs` devices, vsock on
+    /// `dir/`[`VSOCK_SOCKET`], console into `dir/console.log`.
+    pub fn start(
+        cfg: &HuskConfig,
+        disk: Option<&Path>,
+        fs: Vec<VmmFs>,
+        dir: &Path,
+    ) -> Result<Vm, VmError> {
         let kernel = require("kernel", &cfg.kernel, "HUSK_KERNEL")?;
         let initrd = require("initrd", &cfg.initrd, "HUSK_INITRD")?;
         let host = husk_vmm::host::detect();
@@ -174,6 +194,7 @@ impl Vm {
             memory_mib: cfg.memory_mib,
             vcpus: cfg.vcpus,
             disk: disk.map(Path::to_path_buf),
+            fs,
             console_log: dir.join("console.log"),
             console_cap_bytes: DEFAULT_CAP_BYTES,
             jail,
@@ -355,7 +376,12 @@ pub fn run_child() -> Result<i32, String> {
         }),
         serial: SerialOutput::Writer(Box::new(console)),
         serial_input: false,
-        backing: MemoryBacking::Anonymous,
+        // virtiofsd maps guest RAM, which only a memfd lets it do.
+        backing: if job.fs.is_empty() {
+            MemoryBacking::Anonymous
+        } else {
+            MemoryBacking::Memfd
+        },
         sign_of_life_timeout: Duration::from_secs(job.boot_timeout_s),
         vmm_start: Instant::now(),
         stop: Some(stop),
@@ -375,7 +401,14 @@ pub fn run_child() -> Result<i32, String> {
                 uds: VSOCK_IN_JAIL.into(),
             }),
             rng: true,
-            fs: Vec::new(),
+            fs: job
+                .fs
+                .into_iter()
+                .map(|f| FsConfig {
+                    socket: f.socket,
+                    tag: f.tag,
+                })
+                .collect(),
         },
         confine,
         seccomp: filters,
@@ -414,6 +447,10 @@ mod tests {
             memory_mib: 256,
             vcpus: 1,
             disk: None,
+            fs: vec![VmmFs {
+                socket: "../s".into(),
+                tag: "t".into(),
+            }],
             console_log: "/c".into(),
             console_cap_bytes: 1,
             jail: "/j".into(),
@@ -424,5 +461,6 @@ mod tests {
         let back: VmmJob = serde_json::from_slice(&serde_json::to_vec(&job).unwrap()).unwrap();
         assert_eq!(back.jail, job.jail);
         assert_eq!(back.seccomp, "kill");
+        assert_eq!(back.fs[0].tag, "t");
     }
 }

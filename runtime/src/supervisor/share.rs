@@ -1,0 +1,457 @@
+//! The sandbox's virtio-fs share on the host: how host files reach the guest. The supervisor
+//! lives in a mount namespace of its own (entered first thing, see
+//! [`enter_private_mount_namespace`]); in it, `<state>/share` is bind-mounted onto itself,
+//! read-only and `MS_SHARED`, and each container's rootfs and bind-mount sources are bind-mounted
+//! below it:
+//!
+//! ```text
+//! <state>/share/                  served by virtiofsd as tag `husk-share`, at /run/husk/share
+//!   <id>/rootfs                   rbind of the bundle's rootfs (read-only when root.readonly)
+//!   <id>/mounts/<i>               mounts[i]'s source, bind or rbind, read-only when `ro`
+//! ```
+//!
+//! What the guest writes there lands in the host's files: nothing is copied or packed, and
+//! there is no size limit. The share's own directories are read-only to the guest (only the
+//! mounts below are writable), so all `husk delete` ever finds in it are the empty stubs the
+//! supervisor made. Every mount lives only in the supervisor's namespace (and virtiofsd's
+//! copy of it): none is visible on the host, and all go with those processes, even after a
+//! `kill -9`. `MS_SHARED` is for mounts added later (a pod's later containers): they propagate
+//! into virtiofsd's namespace, a slave of this one.
+//!
+//! Owns: the share's layout, its mounts, and removing what is left of it. Does not start
+//! virtiofsd (`virtiofsd`) or talk to the guest.
+
+use std::fs::File;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use serde_json::Value;
+
+/// The share's directory, relative to the container's state directory.
+pub const SHARE_DIR: &str = "share";
+/// The virtio-fs tag the guest mounts.
+pub const TAG: &str = "husk-share";
+/// Where the guest mounts the share.
+pub const GUEST_DIR: &str = "/run/husk/share";
+/// Mode of the share's directories. The host's privacy comes from `<root>/<id>` (0700); the
+/// guest sees these modes, and a container with its own user namespace (its root is not the
+/// guest's) must still traverse them to its rootfs and mounts.
+const DIR_MODE: u32 = 0o711;
+
+/// Errors setting up or removing the share.
+#[derive(Debug, thiserror::Error)]
+pub enum ShareError {
+    /// The supervisor had threads when it entered its mount namespace (only the calling thread
+    /// would have moved).
+    #[error("entering a private mount namespace: the supervisor has {0} threads, not 1")]
+    Threaded(usize),
+    /// A system call failed.
+    #[error("{what}: {source}")]
+    Sys {
+        /// What was being done, with its paths.
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A bind mount of the spec could not be set up.
+    #[error("mounts[{index}] ({destination}): {message}")]
+    Mount {
+        /// Index in the spec's mounts.
+        index: usize,
+        /// The mount's destination.
+        destination: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Something is still mounted in the share (in the caller's namespace): it is not removed,
+    /// lest a removal descend into the mounted files.
+    #[error("{0}: still mounted; the share is kept (unmount it and delete again)")]
+    StillMounted(PathBuf),
+}
+
+type Result<T> = std::result::Result<T, ShareError>;
+
+fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ShareError {
+    let what = what.into();
+    move |source| ShareError::Sys { what, source }
+}
+
+fn errno(e: nix::errno::Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e as i32)
+}
+
+/// Moves the supervisor into a mount namespace of its own whose mounts never propagate back
+/// to the host (`/` recursively a slave). Must run while the process is single-threaded:
+/// `unshare(CLONE_NEWNS)` moves only the calling thread, so every later thread and child
+/// inherits it only if it is the process's one thread.
+pub fn enter_private_mount_namespace() -> Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map_err(sys("/proc/self/task"))?
+        .count();
+    if threads != 1 {
+        return Err(ShareError::Threaded(threads));
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| sys("unshare(CLONE_NEWNS)")(errno(e)))?;
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .map_err(|e| sys("making / a recursive slave")(errno(e)))
+}
+
+/// The share of one sandbox, set up in the supervisor's mount namespace.
+#[derive(Debug)]
+pub struct Share {
+    /// `<state>/share` (the read-only bind mount).
+    dir: PathBuf,
+    /// The directory under the bind mount, where the stubs are made (`O_PATH`).
+    base: File,
+}
+
+impl Share {
+    /// Makes `<state>/share` and bind-mounts it onto itself, read-only and shared.
+    pub fn create(state_dir: &Path) -> Result<Share> {
+        let dir = state_dir.join(SHARE_DIR);
+        std::fs::DirBuilder::new()
+            .mode(DIR_MODE)
+            .create(&dir)
+            .map_err(sys(format!("{}", dir.display())))?;
+        let base = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&dir)
+            .map_err(sys(format!("{}", dir.display())))?;
+        mount_bind(&dir, &dir, false)?;
+        nix::mount::mount(
+            None::<&str>,
+            &dir,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .map_err(|e| sys(format!("making {} shared", dir.display()))(errno(e)))?;
+        make_read_only(&dir, false)?;
+        Ok(Share { dir, base })
+    }
+
+    /// The share's host directory (what virtiofsd serves).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A path under the share's own directory, not through its read-only bind mount.
+    fn under(&self, rel: &str) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}/{rel}", self.base.as_raw_fd()))
+    }
+
+    fn stub_dir(&self, rel: &str) -> Result<PathBuf> {
+        let under = self.under(rel);
+        match std::fs::DirBuilder::new().mode(DIR_MODE).create(&under) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && under.is_dir() => {}
+            Err(e) => return Err(sys(self.dir.join(rel).display().to_string())(e)),
+        }
+        Ok(self.dir.join(rel))
+    }
+
+    fn stub_file(&self, rel: &str) -> Result<PathBuf> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(self.under(rel))
+            .map_err(sys(self.dir.join(rel).display().to_string()))?;
+        Ok(self.dir.join(rel))
+    }
+
+    /// Mounts container `id`'s rootfs (a directory; `None` for a block device, which the VM
+    /// gets as a disk) at `<share>/<id>/rootfs` and every bind mount of `spec` at
+    /// `<share>/<id>/mounts/<i>`, rewriting each source to the guest's path of it. Relative
+    /// sources are taken from `bundle`. Returns the guest path of the rootfs, if mounted.
+    pub fn add_container(
+        &self,
+        id: &str,
+        rootfs: Option<&Path>,
+        readonly: bool,
+        bundle: &Path,
+        spec: &mut Value,
+    ) -> Result<Option<String>> {
+        self.stub_dir(id)?;
+        let guest_root = match rootfs {
+            Some(src) => {
+                let target = self.stub_dir(&format!("{id}/rootfs"))?;
+                mount_bind(src, &target, true)?;
+                if readonly {
+                    make_read_only(&target, true)?;
+                }
+                Some(format!("{GUEST_DIR}/{id}/rootfs"))
+            }
+            None => None,
+        };
+        let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
+            return Ok(guest_root);
+        };
+        for (index, m) in mounts.iter_mut().enumerate() {
+            if !is_bind(m) {
+                continue;
+            }
+            let destination = m["destination"].as_str().unwrap_or("?").to_string();
+            let at = |message: String| ShareError::Mount {
+                index,
+                destination: destination.clone(),
+                message,
+            };
+            if destination.trim_end_matches('/') == "/dev/shm" {
+                // POSIX shared memory is the guest's own: a host tmpfs (podman's shm) seen
+                // through virtio-fs would only be slower, and shared with nothing (Kata does
+                // the same).
+                *m = guest_tmpfs(m, &destination);
+                continue;
+            }
+            let Some(src) = m["source"].as_str().map(PathBuf::from) else {
+                return Err(at("a bind mount needs a source".into()));
+            };
+            let src = bundle.join(src);
+            let md = std::fs::metadata(&src).map_err(|e| at(format!("{}: {e}", src.display())))?;
+            let rel = format!("{id}/mounts/{index}");
+            self.stub_dir(&format!("{id}/mounts"))
+                .map_err(|e| at(e.to_string()))?;
+            let target = if md.is_dir() {
+                self.stub_dir(&rel)
+            } else if md.is_file() {
+                self.stub_file(&rel)
+            } else {
+                return Err(at(format!(
+                    "{}: only files and directories can be bind mounted into a husk sandbox \
+                     (this is a {})",
+                    src.display(),
+                    kind(&md)
+                )));
+            }
+            .map_err(|e| at(e.to_string()))?;
+            let opts = options(m);
+            let recursive = opts.contains(&"rbind");
+            mount_bind(&src, &target, recursive).map_err(|e| at(e.to_string()))?;
+            if opts.contains(&"ro") {
+                make_read_only(&target, recursive).map_err(|e| at(e.to_string()))?;
+            }
+            m["source"] = format!("{GUEST_DIR}/{rel}").into();
+            tracing::info!(source = %src.display(), %destination, "bind source in the share");
+        }
+        Ok(guest_root)
+    }
+}
+
+fn options(m: &Value) -> Vec<&str> {
+    m["options"]
+        .as_array()
+        .map(|o| o.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// Whether a spec mount is a bind mount.
+fn is_bind(m: &Value) -> bool {
+    m["type"].as_str() == Some("bind") || options(m).iter().any(|o| matches!(*o, "bind" | "rbind"))
+}
+
+/// A bind mount's replacement by a guest tmpfs with its other options.
+fn guest_tmpfs(m: &Value, destination: &str) -> Value {
+    let opts: Vec<&str> = options(m)
+        .into_iter()
+        .filter(|o| {
+            !matches!(
+                *o,
+                "bind"
+                    | "rbind"
+                    | "private"
+                    | "rprivate"
+                    | "slave"
+                    | "rslave"
+                    | "shared"
+                    | "rshared"
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "destination": destination, "type": "tmpfs", "source": "shm", "options": opts,
+    })
+}
+
+fn kind(md: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = md.file_type();
+    if t.is_socket() {
+        "socket"
+    } else if t.is_fifo() {
+        "FIFO"
+    } else if t.is_block_device() {
+        "block device"
+    } else if t.is_char_device() {
+        "character device"
+    } else {
+        "special file"
+    }
+}
+
+fn mount_bind(src: &Path, target: &Path, recursive: bool) -> Result<()> {
+    let mut flags = MsFlags::MS_BIND;
+    if recursive {
+        flags |= MsFlags::MS_REC;
+    }
+    nix::mount::mount(Some(src), target, None::<&str>, flags, None::<&str>).map_err(|e| {
+        sys(format!(
+            "bind-mounting {} at {}",
+            src.display(),
+            target.display()
+        ))(errno(e))
+    })
+}
+
+/// Makes the mount at `target` read-only, with everything below it when `recursive`
+/// (`mount_setattr`; a kernel without it gets the top mount remounted).
+fn make_read_only(target: &Path, recursive: bool) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let what = || format!("making {} read-only", target.display());
+    let path = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|_| sys(what())(std::io::ErrorKind::InvalidInput.into()))?;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let flags = if recursive { libc::AT_RECURSIVE } else { 0 };
+    // SAFETY: `path` is a NUL-terminated string and `attr` a mount_attr, both alive for the
+    // call, whose size is passed; the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(sys(what())(e));
+    }
+    nix::mount::mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .map_err(|e| sys(what())(errno(e)))
+}
+
+/// Removes `<state>/share` as `husk delete` finds it, never descending through a mount: it
+/// refuses while anything at or below it is mounted in the caller's namespace (mountinfo, and
+/// every entry's device must be the share's), and removes only the layout's empty stubs, with
+/// `rmdir` and `unlink`: a stub that is not empty fails the removal rather than being emptied.
+pub fn remove(state_dir: &Path) -> Result<()> {
+    let share = state_dir.join(SHARE_DIR);
+    let md = match std::fs::symlink_metadata(&share) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(sys(share.display().to_string())(e)),
+    };
+    if !md.is_dir() {
+        return std::fs::remove_file(&share).map_err(sys(share.display().to_string()));
+    }
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(sys("/proc/self/mountinfo"))?;
+    if let Some(p) = mount_points(&mountinfo)
+        .into_iter()
+        .find(|p| p.starts_with(&share))
+    {
+        return Err(ShareError::StillMounted(p));
+    }
+    let dev = md.dev();
+    // <share>/<id>/{rootfs, mounts/<i>}: two levels of directories, then the stubs.
+    for c in entries(&share, dev)? {
+        if c.1 {
+            for e in entries(&c.0, dev)? {
+                if e.1 && e.0.file_name().is_some_and(|n| n == "mounts") {
+                    for stub in entries(&e.0, dev)? {
+                        remove_stub(&stub)?;
+                    }
+                }
+                remove_stub(&e)?;
+            }
+        }
+        remove_stub(&c)?;
+    }
+    std::fs::remove_dir(&share).map_err(sys(format!("rmdir {}", share.display())))
+}
+
+/// The entries of `dir` as (path, is a directory), each checked to be on `dev`.
+fn entries(dir: &Path, dev: u64) -> Result<Vec<(PathBuf, bool)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(sys(dir.display().to_string()))? {
+        let e = e.map_err(sys(dir.display().to_string()))?;
+        let path = e.path();
+        let md = std::fs::symlink_metadata(&path).map_err(sys(path.display().to_string()))?;
+        if md.dev() != dev {
+            return Err(ShareError::StillMounted(path));
+        }
+        out.push((path, md.is_dir()));
+    }
+    Ok(out)
+}
+
+fn remove_stub((path, is_dir): &(PathBuf, bool)) -> Result<()> {
+    if *is_dir {
+        std::fs::remove_dir(path).map_err(sys(format!("rmdir {}", path.display())))
+    } else {
+        std::fs::remove_file(path).map_err(sys(format!("unlink {}", path.display())))
+    }
+}
+
+/// The mount points in a mountinfo text (field 5, octal escapes decoded).
+fn mount_points(mountinfo: &str) -> Vec<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|field| {
+            let b = field.as_bytes();
+            let mut out = Vec::with_capacity(b.len());
+            let mut i = 0;
+            while i < b.len() {
+                let octal = b.get(i + 1..i + 4).and_then(|d| {
+                    std::str::from_utf8(d)
+                        .ok()
+                        .and_then(|s| u8::from_str_radix(s, 8).ok())
+                });
+                match (b[i], octal) {
+                    (b'\\', Some(c)) => {
+                        out.push(c);
+                        i += 4;
+                    }
+                    (c, _) => {
+                        out.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            PathBuf::from(std::ffi::OsString::from_vec(out))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[path = "share_tests.rs"]
+mod tests;
