@@ -198,6 +198,12 @@ pub fn routes(list: &[pb::Route]) -> Result<Vec<net::Route>, NetError> {
                     })
                 }
             };
+            let nexthops = r
+                .nexthops
+                .iter()
+                .enumerate()
+                .map(|(j, h)| nexthop(&format!("{f}.nexthops[{j}]"), h))
+                .collect::<Result<Vec<_>, _>>()?;
             let route = net::Route {
                 dest,
                 gateway: opt_ip("gateway", &r.gateway)?,
@@ -205,11 +211,38 @@ pub fn routes(list: &[pb::Route]) -> Result<Vec<net::Route>, NetError> {
                 source: opt_ip("source", &r.source)?,
                 scope,
                 ipv6_default,
+                nexthops,
             };
             route.check(&f)?;
             Ok(route)
         })
         .collect()
+}
+
+/// One next hop of a multipath route (errors name `<f>.<field>`).
+fn nexthop(f: &str, h: &pb::NextHop) -> Result<net::NextHop, NetError> {
+    let gateway = (!h.gateway.is_empty())
+        .then(|| net::parse_ip(&format!("{f}.gateway"), &h.gateway))
+        .transpose()?;
+    let device = (!h.device.is_empty()).then(|| h.device.clone());
+    if let Some(d) = &device {
+        net::check_ifname(&format!("{f}.device"), d)?;
+    }
+    let weight = match h.weight {
+        0 => 1,
+        w @ 1..=256 => w as u16,
+        w => {
+            return Err(NetError::Invalid {
+                field: format!("{f}.weight"),
+                reason: format!("{w} is outside 1..256"),
+            })
+        }
+    };
+    Ok(net::NextHop {
+        gateway,
+        device,
+        weight,
+    })
 }
 
 pub fn route(r: &net::Route) -> pb::Route {
@@ -226,6 +259,91 @@ pub fn route(r: &net::Route) -> pb::Route {
         device: r.device.clone().unwrap_or_default(),
         source: r.source.map(|s| s.to_string()).unwrap_or_default(),
         scope: scope.into(),
+        nexthops: r
+            .nexthops
+            .iter()
+            .map(|h| pb::NextHop {
+                gateway: h.gateway.map(|g| g.to_string()).unwrap_or_default(),
+                device: h.device.clone().unwrap_or_default(),
+                weight: h.weight.into(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn neighbour_state(s: pb::NeighborState) -> net::NeighbourState {
+    use net::NeighbourState as N;
+    use pb::NeighborState as P;
+    match s {
+        P::NEIGHBOR_STATE_PERMANENT => N::Permanent,
+        P::NEIGHBOR_STATE_REACHABLE => N::Reachable,
+        P::NEIGHBOR_STATE_STALE => N::Stale,
+        P::NEIGHBOR_STATE_NOARP => N::Noarp,
+        P::NEIGHBOR_STATE_INCOMPLETE => N::Incomplete,
+        P::NEIGHBOR_STATE_DELAY => N::Delay,
+        P::NEIGHBOR_STATE_PROBE => N::Probe,
+        P::NEIGHBOR_STATE_FAILED => N::Failed,
+        P::NEIGHBOR_STATE_NONE => N::None,
+    }
+}
+
+/// Validated UpdateNeighbors entries (errors name `neighbors[i].<field>`; the state, flags and
+/// device are checked by `net::update_neighbours`).
+pub fn neighbours(list: &[pb::Neighbor]) -> Result<Vec<net::Neighbour>, NetError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let f = format!("neighbors[{i}]");
+            if n.address.is_empty() {
+                return Err(NetError::Invalid {
+                    field: format!("{f}.address"),
+                    reason: "required".into(),
+                });
+            }
+            let addr = net::parse_ip(&format!("{f}.address"), &n.address)?;
+            net::check_ifname(&format!("{f}.device"), &n.device)?;
+            let lladdr = net::parse_mac(&format!("{f}.lladdr"), &n.lladdr)?;
+            let state = n.state.enum_value().map_err(|v| NetError::Invalid {
+                field: format!("{f}.state"),
+                reason: format!("unknown state {v}"),
+            })?;
+            let flags = u8::try_from(n.flags).map_err(|_| NetError::Invalid {
+                field: format!("{f}.flags"),
+                reason: format!("{:#x} is not an 8-bit NTF_* set", n.flags),
+            })?;
+            Ok(net::Neighbour {
+                addr,
+                device: n.device.clone(),
+                lladdr,
+                state: neighbour_state(state),
+                flags: net::NeighbourFlags::from_bits_retain(flags),
+            })
+        })
+        .collect()
+}
+
+pub fn neighbour(n: &net::Neighbour) -> pb::Neighbor {
+    use net::NeighbourState as N;
+    use pb::NeighborState as P;
+    let state = match n.state {
+        N::Permanent => P::NEIGHBOR_STATE_PERMANENT,
+        N::Reachable => P::NEIGHBOR_STATE_REACHABLE,
+        N::Stale => P::NEIGHBOR_STATE_STALE,
+        N::Noarp => P::NEIGHBOR_STATE_NOARP,
+        N::Incomplete => P::NEIGHBOR_STATE_INCOMPLETE,
+        N::Delay => P::NEIGHBOR_STATE_DELAY,
+        N::Probe => P::NEIGHBOR_STATE_PROBE,
+        N::Failed => P::NEIGHBOR_STATE_FAILED,
+        _ => P::NEIGHBOR_STATE_NONE,
+    };
+    pb::Neighbor {
+        address: n.addr.to_string(),
+        device: n.device.clone(),
+        lladdr: net::format_mac(&n.lladdr),
+        state: state.into(),
+        flags: n.flags.bits().into(),
         ..Default::default()
     }
 }

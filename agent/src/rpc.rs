@@ -58,6 +58,8 @@ pub fn net_code_of(e: &NetError) -> Code {
             Errno::ENETUNREACH | Errno::EHOSTUNREACH | Errno::EBUSY => Code::FAILED_PRECONDITION,
             Errno::EPERM | Errno::EACCES => Code::PERMISSION_DENIED,
             Errno::ETIMEDOUT => Code::DEADLINE_EXCEEDED,
+            // A dump the kernel kept interrupting: asking again may work.
+            Errno::EAGAIN => Code::UNAVAILABLE,
             _ => Code::INTERNAL,
         },
     }
@@ -356,6 +358,22 @@ impl pb::AgentService for AgentService {
         let list = net::list_routes(&rtnetlink()?).map_err(net_status)?;
         Ok(pb::RoutesResponse {
             routes: list.iter().map(convert::route).collect(),
+            ..Default::default()
+        })
+    }
+
+    fn update_neighbors(&self, _: &TtrpcContext, req: pb::UpdateNeighborsRequest) -> R<pb::Empty> {
+        tracing::info!(neighbors = req.neighbors.len(), "UpdateNeighbors");
+        let list = convert::neighbours(&req.neighbors).map_err(net_status)?;
+        let _one = self.net_lock.lock().unwrap_or_else(|p| p.into_inner());
+        net::update_neighbours(&rtnetlink()?, &list).map_err(net_status)?;
+        Ok(pb::Empty::new())
+    }
+
+    fn list_neighbors(&self, _: &TtrpcContext, _: pb::Empty) -> R<pb::NeighborsResponse> {
+        let list = net::list_neighbours(&rtnetlink()?).map_err(net_status)?;
+        Ok(pb::NeighborsResponse {
+            neighbors: list.iter().map(convert::neighbour).collect(),
             ..Default::default()
         })
     }

@@ -159,11 +159,20 @@ enum Cmd {
     },
     /// UpdateRoutes: the main table becomes these routes (kernel-made ones stay); prints it.
     UpdateRoutes {
-        /// 'DEST[/PREFIX]|default [via GW] [dev DEV] [src SRC] [scope universe|link|host]'
-        /// (repeatable; ip-route style).
+        /// 'DEST[/PREFIX]|default [via GW] [dev DEV] [src SRC] [scope universe|link|host]
+        /// [nexthop [via GW] [dev DEV] [weight N]]...' (repeatable; ip-route style).
         #[arg(long)]
         route: Vec<String>,
     },
+    /// UpdateNeighbors: add or replace these neighbour entries.
+    UpdateNeighbors {
+        /// 'ADDR lladdr MAC dev DEV [nud permanent|reachable|stale|noarp] [router]
+        /// [extern_learn]' (repeatable; ip-neigh style).
+        #[arg(long)]
+        neigh: Vec<String>,
+    },
+    /// ListNeighbors, ip-neigh style, one per line.
+    Neighbors,
     /// ListInterfaces: `INDEX: NAME MAC mtu N up|down ADDR/PREFIX...` per line.
     Interfaces,
     /// ListRoutes, ip-route style, one per line.
@@ -188,15 +197,28 @@ fn parse_route(s: &str) -> anyhow::Result<pb::Route> {
             r.prefix = if dest.contains(':') { 128 } else { 32 };
         }
     }
+    // After "nexthop", via / dev / weight belong to that next hop (ip-route's multipath form).
+    let mut hop: Option<pb::NextHop> = None;
     while let Some(k) = words.next() {
+        if k == "nexthop" {
+            r.nexthops.extend(hop.replace(pb::NextHop::new()));
+            continue;
+        }
         let v = words
             .next()
             .with_context(|| format!("--route: {k} needs a value"))?;
-        match k {
-            "via" => r.gateway = v.into(),
-            "dev" => r.device = v.into(),
-            "src" => r.source = v.into(),
-            "scope" => {
+        match (k, hop.as_mut()) {
+            ("via", Some(h)) => h.gateway = v.into(),
+            ("dev", Some(h)) => h.device = v.into(),
+            ("weight", Some(h)) => {
+                h.weight = v
+                    .parse()
+                    .with_context(|| format!("--route: weight {v:?}"))?
+            }
+            ("via", None) => r.gateway = v.into(),
+            ("dev", None) => r.device = v.into(),
+            ("src", _) => r.source = v.into(),
+            ("scope", _) => {
                 r.scope = match v {
                     "universe" | "global" => pb::RouteScope::ROUTE_SCOPE_UNIVERSE,
                     "link" => pb::RouteScope::ROUTE_SCOPE_LINK,
@@ -205,9 +227,10 @@ fn parse_route(s: &str) -> anyhow::Result<pb::Route> {
                 }
                 .into()
             }
-            _ => bail!("--route: unknown word {k:?} (via, dev, src, scope)"),
+            _ => bail!("--route: unknown word {k:?} (via, dev, src, scope, nexthop, weight)"),
         }
     }
+    r.nexthops.extend(hop);
     Ok(r)
 }
 
@@ -222,6 +245,15 @@ fn show_route(r: &pb::Route) -> String {
             s += &format!(" {k} {v}");
         }
     }
+    for h in &r.nexthops {
+        s += " nexthop";
+        for (k, v) in [("via", &h.gateway), ("dev", &h.device)] {
+            if !v.is_empty() {
+                s += &format!(" {k} {v}");
+            }
+        }
+        s += &format!(" weight {}", h.weight);
+    }
     match r.scope.enum_value() {
         Ok(pb::RouteScope::ROUTE_SCOPE_UNIVERSE) => s += " scope universe",
         Ok(pb::RouteScope::ROUTE_SCOPE_LINK) => s += " scope link",
@@ -229,6 +261,74 @@ fn show_route(r: &pb::Route) -> String {
         _ => {}
     }
     s
+}
+
+const NTF_EXT_LEARNED: u32 = 0x10;
+const NTF_ROUTER: u32 = 0x80;
+
+const NUD_NAMES: [(&str, pb::NeighborState); 9] = [
+    ("permanent", pb::NeighborState::NEIGHBOR_STATE_PERMANENT),
+    ("reachable", pb::NeighborState::NEIGHBOR_STATE_REACHABLE),
+    ("stale", pb::NeighborState::NEIGHBOR_STATE_STALE),
+    ("noarp", pb::NeighborState::NEIGHBOR_STATE_NOARP),
+    ("incomplete", pb::NeighborState::NEIGHBOR_STATE_INCOMPLETE),
+    ("delay", pb::NeighborState::NEIGHBOR_STATE_DELAY),
+    ("probe", pb::NeighborState::NEIGHBOR_STATE_PROBE),
+    ("failed", pb::NeighborState::NEIGHBOR_STATE_FAILED),
+    ("none", pb::NeighborState::NEIGHBOR_STATE_NONE),
+];
+
+/// ip-neigh style text to a wire neighbour (the agent validates and names fields).
+fn parse_neigh(s: &str) -> anyhow::Result<pb::Neighbor> {
+    let mut n = pb::Neighbor::new();
+    let mut words = s.split_whitespace();
+    n.address = words.next().context("--neigh: empty")?.into();
+    while let Some(k) = words.next() {
+        match k {
+            "router" => n.flags |= NTF_ROUTER,
+            "extern_learn" => n.flags |= NTF_EXT_LEARNED,
+            _ => {
+                let v = words
+                    .next()
+                    .with_context(|| format!("--neigh: {k} needs a value"))?;
+                match k {
+                    "lladdr" => n.lladdr = v.into(),
+                    "dev" => n.device = v.into(),
+                    "nud" => {
+                        n.state = NUD_NAMES
+                            .iter()
+                            .find(|(name, _)| *name == v)
+                            .with_context(|| format!("--neigh: nud {v:?}"))?
+                            .1
+                            .into()
+                    }
+                    _ => bail!(
+                        "--neigh: unknown word {k:?} (lladdr, dev, nud, router, extern_learn)"
+                    ),
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// `ADDR dev DEV lladdr MAC [router] STATE`, as `ip neigh` prints it.
+fn show_neigh(n: &pb::Neighbor) -> String {
+    let mut s = format!("{} dev {}", n.address, n.device);
+    if !n.lladdr.is_empty() {
+        s += &format!(" lladdr {}", n.lladdr);
+    }
+    if n.flags & NTF_ROUTER != 0 {
+        s += " router";
+    }
+    if n.flags & NTF_EXT_LEARNED != 0 {
+        s += " extern_learn";
+    }
+    let state = NUD_NAMES
+        .iter()
+        .find(|(_, st)| n.state.enum_value() == Ok(*st))
+        .map_or("?", |(name, _)| name);
+    s + " " + &state.to_uppercase()
 }
 
 fn show_interface(i: &pb::Interface) -> String {
@@ -611,6 +711,24 @@ fn run(args: Args) -> anyhow::Result<()> {
             let r = client.update_routes(ctx(), &req).map_err(rpc_error)?;
             for route in &r.routes {
                 println!("{}", show_route(route));
+            }
+        }
+        Cmd::UpdateNeighbors { neigh } => {
+            let req = pb::UpdateNeighborsRequest {
+                neighbors: neigh
+                    .iter()
+                    .map(|n| parse_neigh(n))
+                    .collect::<anyhow::Result<_>>()?,
+                ..Default::default()
+            };
+            client.update_neighbors(ctx(), &req).map_err(rpc_error)?;
+        }
+        Cmd::Neighbors => {
+            let r = client
+                .list_neighbors(ctx(), &pb::Empty::new())
+                .map_err(rpc_error)?;
+            for n in &r.neighbors {
+                println!("{}", show_neigh(n));
             }
         }
         Cmd::Interfaces => {

@@ -1,12 +1,12 @@
-//! A recording `Rtnetlink` fake: an in-memory set of links, addresses and routes that the
-//! change calls update (with the kernel's EEXIST / EADDRNOTAVAIL / ESRCH refusals) and log as
-//! `NlCall`s. A call kind can be made to fail to exercise error paths.
+//! A recording `Rtnetlink` fake: an in-memory set of links, addresses, routes and neighbours
+//! that the change calls update (with the kernel's EEXIST / EADDRNOTAVAIL / ESRCH refusals)
+//! and log as `NlCall`s. A call kind can be made to fail to exercise error paths.
 
 use std::cell::RefCell;
 
 use super::{
-    wire, Errno, IpNet, Link, LinkAddress, LinkChange, NetlinkError, NlResult, RouteEntry,
-    Rtnetlink,
+    Errno, IpNet, Link, LinkAddress, LinkChange, NeighbourEntry, NetlinkError, NlResult,
+    RouteEntry, Rtnetlink, RT_TABLE_MAIN,
 };
 
 /// One recorded change.
@@ -17,6 +17,7 @@ pub enum NlCall {
     DelAddress(u32, IpNet),
     AddRoute(RouteEntry),
     DelRoute(RouteEntry),
+    SetNeighbour(NeighbourEntry),
 }
 
 #[derive(Debug, Default)]
@@ -24,6 +25,7 @@ pub struct FakeRtnetlink {
     pub links: RefCell<Vec<Link>>,
     pub addrs: RefCell<Vec<LinkAddress>>,
     pub routes: RefCell<Vec<RouteEntry>>,
+    pub neighbours: RefCell<Vec<NeighbourEntry>>,
     calls: RefCell<Vec<NlCall>>,
     fail: RefCell<Option<(&'static str, Errno)>>,
 }
@@ -60,7 +62,8 @@ impl FakeRtnetlink {
         self
     }
 
-    /// Makes calls of kind `op` ("set_link", "address", "route") fail with `errno`.
+    /// Makes calls of kind `op` ("set_link", "address", "route", "neighbour") fail with
+    /// `errno`.
     pub fn fail(&self, op: &'static str, errno: Errno) {
         *self.fail.borrow_mut() = Some((op, errno));
     }
@@ -71,14 +74,14 @@ impl FakeRtnetlink {
 
     fn check(&self, op: &'static str) -> NlResult<()> {
         match *self.fail.borrow() {
-            Some((o, errno)) if o == op => Err(NetlinkError { op, errno }),
+            Some((o, errno)) if o == op => Err(NetlinkError::new(op, errno)),
             _ => Ok(()),
         }
     }
 }
 
 fn err(op: &'static str, errno: Errno) -> NlResult<()> {
-    Err(NetlinkError { op, errno })
+    Err(NetlinkError::new(op, errno))
 }
 
 impl Rtnetlink for FakeRtnetlink {
@@ -149,13 +152,22 @@ impl Rtnetlink for FakeRtnetlink {
         });
         self.check("route")?;
         let mut routes = self.routes.borrow_mut();
-        let key = |x: &RouteEntry| (x.family, x.dest, x.gateway, x.oif, x.table);
+        let key = |x: &RouteEntry| {
+            (
+                x.family,
+                x.dest,
+                x.gateway,
+                x.oif,
+                x.table,
+                x.multipath.clone(),
+            )
+        };
         let pos = routes.iter().position(|x| key(x) == key(r));
         match (add, pos) {
             (true, Some(_)) => err("route", Errno::EEXIST),
             (true, None) => {
                 routes.push(RouteEntry {
-                    table: wire::RT_TABLE_MAIN,
+                    table: RT_TABLE_MAIN,
                     ..r.clone()
                 });
                 Ok(())
@@ -166,5 +178,23 @@ impl Rtnetlink for FakeRtnetlink {
             }
             (false, None) => err("route", Errno::ESRCH),
         }
+    }
+
+    fn neighbours(&self) -> NlResult<Vec<NeighbourEntry>> {
+        Ok(self.neighbours.borrow().clone())
+    }
+
+    fn set_neighbour(&self, n: &NeighbourEntry) -> NlResult<()> {
+        self.calls
+            .borrow_mut()
+            .push(NlCall::SetNeighbour(n.clone()));
+        self.check("neighbour")?;
+        if !self.links.borrow().iter().any(|l| l.index == n.index) {
+            return err("neighbour", Errno::ENODEV);
+        }
+        let mut list = self.neighbours.borrow_mut();
+        list.retain(|x| !(x.index == n.index && x.addr == n.addr));
+        list.push(n.clone());
+        Ok(())
     }
 }

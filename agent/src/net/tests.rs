@@ -21,19 +21,20 @@ fn nic(up: bool) -> FakeRtnetlink {
 fn kernel_route(dest: IpNet, oif: u32, src: &str) -> RouteEntry {
     RouteEntry {
         family: if dest.addr.is_ipv4() {
-            wire::AF_INET
+            AddressFamily::Inet
         } else {
-            wire::AF_INET6
+            AddressFamily::Inet6
         },
         dest: Some(dest),
         gateway: None,
         oif,
         source: Some(src.parse().unwrap()),
-        scope: wire::RT_SCOPE_LINK,
-        protocol: wire::RTPROT_KERNEL,
+        scope: RouteScope::Link,
+        protocol: RouteProtocol::Kernel,
         priority: 0,
-        table: wire::RT_TABLE_MAIN,
-        kind: wire::RTN_UNICAST,
+        table: RT_TABLE_MAIN,
+        kind: RouteType::Unicast,
+        multipath: vec![],
     }
 }
 
@@ -45,6 +46,7 @@ fn route(dest: Option<IpNet>, gw: Option<&str>, dev: Option<&str>) -> Route {
         source: None,
         scope: Scope::Default,
         ipv6_default: false,
+        nexthops: vec![],
     }
 }
 
@@ -206,8 +208,8 @@ fn routes_replace_the_main_table_keeping_kernel_routes() {
         dest: Some(net("10.9.0.0", 16)),
         gateway: Some("10.0.0.254".parse().unwrap()),
         source: None,
-        scope: wire::RT_SCOPE_UNIVERSE,
-        protocol: wire::RTPROT_STATIC,
+        scope: RouteScope::Universe,
+        protocol: RouteProtocol::Static,
         ..kernel_route(net("10.9.0.0", 16), 2, "10.0.0.2")
     };
     let local_table = RouteEntry {
@@ -235,9 +237,9 @@ fn routes_replace_the_main_table_keeping_kernel_routes() {
         (a.dest, a.scope, a.oif, a.protocol),
         (
             Some(net("10.5.0.0", 16)),
-            wire::RT_SCOPE_LINK,
+            RouteScope::Link,
             2,
-            wire::RTPROT_STATIC
+            RouteProtocol::Static
         )
     );
     let NlCall::AddRoute(d) = &calls[2] else {
@@ -248,9 +250,9 @@ fn routes_replace_the_main_table_keeping_kernel_routes() {
         (
             None,
             Some("10.0.0.1".parse().unwrap()),
-            wire::RT_SCOPE_UNIVERSE,
+            RouteScope::Universe,
             0,
-            wire::AF_INET
+            AddressFamily::Inet
         )
     );
     assert_eq!(now.len(), 3, "the local table is not listed: {now:?}");
@@ -262,7 +264,7 @@ fn routes_replace_the_main_table_keeping_kernel_routes() {
 #[test]
 fn bad_routes_are_refused_before_any_change() {
     let nl = nic(true).with_route(RouteEntry {
-        protocol: wire::RTPROT_STATIC,
+        protocol: RouteProtocol::Static,
         ..kernel_route(net("10.9.0.0", 16), 2, "10.0.0.2")
     });
     let cases = [
@@ -313,7 +315,7 @@ fn ipv6_routes_are_universe_scope_and_listed_with_names() {
     };
     assert_eq!(
         (a.family, a.scope, a.oif),
-        (wire::AF_INET6, wire::RT_SCOPE_UNIVERSE, 2)
+        (AddressFamily::Inet6, RouteScope::Universe, 2)
     );
     assert_eq!(now.len(), 2);
     assert!(now
@@ -347,4 +349,232 @@ fn parsing_names_fields() {
     assert!(!net("0.0.0.0", 0).has_host_bits());
     assert!(net("fd00::1", 64).has_host_bits());
     assert!(!net("fd00::1", 128).has_host_bits());
+}
+
+fn hop(gw: &str, dev: Option<&str>, weight: u16) -> NextHop {
+    NextHop {
+        gateway: Some(gw.parse().unwrap()),
+        device: dev.map(Into::into),
+        weight,
+    }
+}
+
+fn hop_entry(gw: &str, oif: u32, weight: u16) -> NextHopEntry {
+    NextHopEntry {
+        gateway: Some(gw.parse().unwrap()),
+        oif,
+        weight,
+    }
+}
+
+/// A multipath route as the kernel dumps it: no gateway or device of its own.
+fn multipath_entry(dest: IpNet, hops: Vec<NextHopEntry>) -> RouteEntry {
+    RouteEntry {
+        source: None,
+        oif: 0,
+        scope: RouteScope::Universe,
+        protocol: RouteProtocol::Static,
+        multipath: hops,
+        ..kernel_route(dest, 0, "10.0.0.2")
+    }
+}
+
+#[test]
+fn multipath_routes_are_added_listed_and_kept_in_any_hop_order() {
+    let nl = nic(true).with_link(3, "eth1", [2, 0, 0, 0, 0x77, 3], true);
+    let mut want = route(Some(net("10.9.0.0", 16)), None, None);
+    want.nexthops = vec![hop("10.0.0.1", Some("eth0"), 1), hop("10.1.0.1", None, 3)];
+    let now = update_routes(&nl, std::slice::from_ref(&want)).unwrap();
+    let calls = nl.calls();
+    let [NlCall::AddRoute(a)] = &calls[..] else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(
+        (a.gateway, a.oif, a.scope, &a.multipath[..]),
+        (
+            None,
+            0,
+            RouteScope::Universe,
+            &[hop_entry("10.0.0.1", 2, 1), hop_entry("10.1.0.1", 0, 3)][..]
+        )
+    );
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].nexthops, want.nexthops);
+
+    // The kernel reports the hops in its own order and with the interface it resolved: the
+    // same route, so nothing changes.
+    let dumped = multipath_entry(
+        net("10.9.0.0", 16),
+        vec![hop_entry("10.1.0.1", 3, 3), hop_entry("10.0.0.1", 2, 1)],
+    );
+    let nl = nic(true)
+        .with_link(3, "eth1", [2, 0, 0, 0, 0x77, 3], true)
+        .with_route(dumped.clone());
+    update_routes(&nl, std::slice::from_ref(&want)).unwrap();
+    assert_eq!(nl.calls(), []);
+    let listed = list_routes(&nl).unwrap();
+    assert_eq!(
+        listed[0].nexthops,
+        [
+            hop("10.1.0.1", Some("eth1"), 3),
+            hop("10.0.0.1", Some("eth0"), 1)
+        ]
+    );
+    assert_eq!((listed[0].gateway, &listed[0].device), (None, &None));
+
+    // Another weight is another route: the old one goes, the new one comes.
+    want.nexthops[1].weight = 2;
+    update_routes(&nl, std::slice::from_ref(&want)).unwrap();
+    let calls = nl.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0], NlCall::DelRoute(dumped));
+    assert!(matches!(&calls[1], NlCall::AddRoute(r) if r.multipath[1].weight == 2));
+}
+
+#[test]
+fn a_multipath_route_not_asked_for_is_removed_and_single_path_is_not_multipath() {
+    let dumped = multipath_entry(
+        net("10.9.0.0", 16),
+        vec![hop_entry("10.0.0.1", 2, 1), hop_entry("10.0.0.3", 2, 1)],
+    );
+    let nl = nic(true).with_route(dumped.clone());
+    // Same destination, single path via one of the hops: not the same route.
+    let single = route(Some(net("10.9.0.0", 16)), Some("10.0.0.1"), Some("eth0"));
+    update_routes(&nl, &[single]).unwrap();
+    let calls = nl.calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert_eq!(calls[0], NlCall::DelRoute(dumped));
+    assert!(matches!(&calls[1], NlCall::AddRoute(r) if r.multipath.is_empty()));
+}
+
+#[test]
+fn bad_multipath_routes_name_the_hop_field() {
+    let nl = nic(true);
+    let with = |f: &dyn Fn(&mut Route)| {
+        let mut r = route(Some(net("10.9.0.0", 16)), None, None);
+        r.nexthops = vec![hop("10.0.0.1", None, 1), hop("10.0.0.3", None, 1)];
+        f(&mut r);
+        update_routes(&nl, &[r]).unwrap_err().to_string()
+    };
+    assert_eq!(
+        with(&|r| r.nexthops[1].gateway = Some("fd00::1".parse().unwrap())),
+        "routes[0].nexthops[1].gateway: fd00::1 is not of the destination's address family"
+    );
+    assert_eq!(
+        with(&|r| r.nexthops[0].device = Some("eth9".into())),
+        "routes[0].nexthops[0].device: no interface named \"eth9\""
+    );
+    assert_eq!(
+        with(&|r| r.nexthops[1] = NextHop {
+            gateway: None,
+            device: None,
+            weight: 1
+        }),
+        "routes[0].nexthops[1].gateway: a nexthop needs a gateway or a device"
+    );
+    assert_eq!(
+        with(&|r| r.nexthops[0].weight = 0),
+        "routes[0].nexthops[0].weight: 0 is outside 1..256"
+    );
+    assert_eq!(
+        with(&|r| r.gateway = Some("10.0.0.1".parse().unwrap())),
+        "routes[0].gateway: a multipath route has it in each of its nexthops"
+    );
+    // The family of a default multipath route comes from its hops.
+    let mut r = route(None, None, None);
+    r.nexthops = vec![hop("fd00::1", Some("eth0"), 1)];
+    update_routes(&nl, &[r]).unwrap();
+    assert!(matches!(&nl.calls()[..], [NlCall::AddRoute(a)] if a.family == AddressFamily::Inet6));
+}
+
+fn neighbour(addr: &str, dev: &str) -> Neighbour {
+    Neighbour {
+        addr: addr.parse().unwrap(),
+        device: dev.into(),
+        lladdr: vec![2, 0, 0, 0, 0, 7],
+        state: NeighbourState::Permanent,
+        flags: NeighbourFlags::empty(),
+    }
+}
+
+#[test]
+fn neighbours_are_set_and_listed_with_device_names() {
+    let nl = nic(true);
+    let mut router = neighbour("fd00::1", "eth0");
+    router.flags = NeighbourFlags::Router;
+    router.state = NeighbourState::Reachable;
+    update_neighbours(&nl, &[neighbour("10.0.0.1", "eth0"), router.clone()]).unwrap();
+    let calls = nl.calls();
+    assert_eq!(calls.len(), 2);
+    let NlCall::SetNeighbour(n) = &calls[0] else {
+        panic!("{calls:?}")
+    };
+    assert_eq!(
+        (n.index, n.addr, n.state, &n.lladdr[..]),
+        (
+            2,
+            "10.0.0.1".parse().unwrap(),
+            NeighbourState::Permanent,
+            &[2, 0, 0, 0, 0, 7][..]
+        )
+    );
+    // Replacing: the same address on the same device gets the new lladdr.
+    let mut moved = neighbour("10.0.0.1", "eth0");
+    moved.lladdr = vec![2, 0, 0, 0, 0, 8];
+    update_neighbours(&nl, std::slice::from_ref(&moved)).unwrap();
+    assert_eq!(list_neighbours(&nl).unwrap(), [moved, router]);
+}
+
+#[test]
+fn bad_neighbours_name_the_field_and_change_nothing() {
+    let nl = nic(true);
+    type Spoil<'a> = &'a dyn Fn(&mut Neighbour);
+    let cases: [(Spoil, &str); 5] = [
+        (
+            &|n| n.device = "eth9".into(),
+            "neighbors[1].device: no interface named \"eth9\"",
+        ),
+        (
+            &|n| n.lladdr = vec![1, 2, 3],
+            "neighbors[1].lladdr: a MAC address (6 bytes) is needed",
+        ),
+        (
+            &|n| n.state = NeighbourState::Incomplete,
+            "neighbors[1].state: Incomplete is not a state a static entry can have",
+        ),
+        (
+            &|n| n.flags = NeighbourFlags::Proxy,
+            "neighbors[1].flags: 0x8 has flags other than router (0x80) and ext_learned (0x10)",
+        ),
+        (
+            &|n| n.addr = "224.0.0.1".parse().unwrap(),
+            "neighbors[1].address: 224.0.0.1 is not a unicast address",
+        ),
+    ];
+    for (spoil, msg) in cases {
+        let mut bad = neighbour("10.0.0.9", "eth0");
+        spoil(&mut bad);
+        let e = update_neighbours(&nl, &[neighbour("10.0.0.1", "eth0"), bad]).unwrap_err();
+        assert_eq!(e.to_string(), msg);
+    }
+    assert_eq!(nl.calls(), []);
+    nl.fail("neighbour", Errno::EINVAL);
+    let e = update_neighbours(&nl, &[neighbour("10.0.0.1", "eth0")]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "neighbors[0] (10.0.0.1 lladdr 02:00:00:00:00:07 dev eth0): neighbour: EINVAL: Invalid argument"
+    );
+}
+
+#[test]
+fn netlink_errors_show_the_kernels_message() {
+    let e = NetlinkError {
+        op: "RTM_NEWROUTE",
+        errno: Errno::EINVAL,
+        message: Some("Multipath support not enabled in kernel".into()),
+    };
+    assert_eq!(
+        e.to_string(),
+        "RTM_NEWROUTE: EINVAL: Invalid argument (Multipath support not enabled in kernel)"
+    );
 }

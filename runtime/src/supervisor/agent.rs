@@ -354,4 +354,78 @@ impl AgentClient {
             .destroy_sandbox(within(TEARDOWN_TIMEOUT), &pb::Empty::new())?;
         Ok(())
     }
+
+    /// UpdateInterface: the guest NIC found by name and/or MAC gets the MTU, addresses and
+    /// state asked for; the NIC as it is afterwards.
+    #[allow(
+        dead_code,
+        reason = "for the supervisor's guest network set-up (issue 10)"
+    )]
+    pub fn update_interface(
+        &self,
+        req: &pb::UpdateInterfaceRequest,
+    ) -> Result<pb::Interface, AgentError> {
+        Ok(self.inner.update_interface(ctx(), req)?)
+    }
+
+    /// UpdateRoutes: the guest's main table becomes `routes` (kernel-made routes stay); the
+    /// table afterwards.
+    #[allow(
+        dead_code,
+        reason = "for the supervisor's guest network set-up (issue 10)"
+    )]
+    pub fn update_routes(&self, routes: Vec<pb::Route>) -> Result<Vec<pb::Route>, AgentError> {
+        let req = pb::UpdateRoutesRequest {
+            routes,
+            ..Default::default()
+        };
+        Ok(self.inner.update_routes(ctx(), &req)?.routes)
+    }
+
+    /// UpdateNeighbors: adds or replaces static neighbour (ARP / NDP) entries.
+    #[allow(
+        dead_code,
+        reason = "for the supervisor's guest network set-up (issue 10)"
+    )]
+    pub fn update_neighbors(&self, neighbors: Vec<pb::Neighbor>) -> Result<(), AgentError> {
+        let req = pb::UpdateNeighborsRequest {
+            neighbors,
+            ..Default::default()
+        };
+        self.inner.update_neighbors(ctx(), &req)?;
+        Ok(())
+    }
+
+    /// ListInterfaces.
+    #[allow(
+        dead_code,
+        reason = "for the supervisor's guest network set-up (issue 10)"
+    )]
+    pub fn list_interfaces(&self) -> Result<Vec<pb::Interface>, AgentError> {
+        Ok(self
+            .inner
+            .list_interfaces(ctx(), &pb::Empty::new())?
+            .interfaces)
+    }
+
+    /// ListRoutes: the guest's main table.
+    #[allow(
+        dead_code,
+        reason = "for the supervisor's guest network set-up (issue 10)"
+    )]
+    pub fn list_routes(&self) -> Result<Vec<pb::Route>, AgentError> {
+        Ok(self.inner.list_routes(ctx(), &pb::Empty::new())?.routes)
+    }
+
+    /// ListNeighbors.
+    #[allow(
+        dead_code,
+        reason = "for the supervisor's guest network set-up (issue 10)"
+    )]
+    pub fn list_neighbors(&self) -> Result<Vec<pb::Neighbor>, AgentError> {
+        Ok(self
+            .inner
+            .list_neighbors(ctx(), &pb::Empty::new())?
+            .neighbors)
+    }
 }
