@@ -6,8 +6,10 @@
 # rootfs is the disk under an overlay, created -> start -> stdout -> exit status, exec,
 # signals, ps, stats, pause/resume, cgroup memory and pids limits, namespaces, a bad spec, the
 # guest NIC (virtio-net on a TAP in a network namespace this script makes) configured with
-# UpdateInterface/UpdateRoutes and a container in the guest's network pinging the host end
-# through the default route, and DestroySandbox, after which the VM must exit 0 ("guest
+# UpdateInterface/UpdateRoutes/UpdateNeighbors (MTU, IPv4 + IPv6 addresses, an IPv6 multipath
+# route, the IPv4 one the guest kernel refuses, a permanent neighbour for the gateway) and a
+# container in the guest's network pinging the host end through the default route, and
+# DestroySandbox, after which the VM must exit 0 ("guest
 # powered off").
 #
 # usage: tests/e2e/agent-guest.sh [--prepare]
@@ -200,6 +202,34 @@ EOF
     routes=$(C update-routes --route 'default via 10.78.0.1 dev husk0' 2>&1)
     check net_update_routes_default grep -q '^default via 10.78.0.1 dev husk0' <<<"$routes"
     check net_list_routes grep -q '^10.78.0.0/24 dev husk0 src 10.78.0.2' <<<"$(C routes)"
+    # MTU and an IPv6 address too (the supervisor copies the host veth's).
+    iface=$(C update-interface --name husk0 --mtu 1400 --addr 10.78.0.2/24 --addr fd00:78::2/64 --up 2>&1)
+    check net_update_interface_mtu_and_ipv6 grep -q "husk0 $guest_mac mtu 1400 up .*fd00:78::2/64" <<<"$iface"
+    # Multipath: an IPv6 route over two link-local next hops (IPv6 ECMP is always built in)
+    # is added, listed with its hops, and kept by the same request again.
+    mp6='fd00:99::/64 nexthop via fe80::1 dev husk0 nexthop via fe80::2 dev husk0 weight 2'
+    routes=$(C update-routes --route 'default via 10.78.0.1 dev husk0' --route "$mp6" 2>&1)
+    if grep -q '^fd00:99::/64 .*nexthop via fe80::1 dev husk0 weight 1' <<<"$routes" &&
+        grep -q '^fd00:99::/64 .*nexthop via fe80::2 dev husk0 weight 2' <<<"$routes"; then
+        ok net_multipath_ipv6_route; else bad net_multipath_ipv6_route "$routes"; fi
+    routes=$(C update-routes --route 'default via 10.78.0.1 dev husk0' --route "$mp6" 2>&1)
+    check net_multipath_route_kept_by_same_request grep -q '^fd00:99::/64 .*nexthop via fe80::2' <<<"$routes"
+    # The guest kernel has no CONFIG_IP_ROUTE_MULTIPATH (no IP_ADVANCED_ROUTER): an IPv4
+    # multipath route is refused with the kernel's own words, naming the route.
+    err=$(C update-routes --route 'default via 10.78.0.1 dev husk0' \
+        --route '10.99.0.0/16 nexthop via 10.78.0.1 nexthop via 10.78.0.3' 2>&1)
+    check net_multipath_ipv4_refused_with_kernel_message \
+        grep -q 'INVALID_ARGUMENT: routes\[1\] (10.99.0.0/16 nexthop via 10.78.0.1 weight 1 nexthop via 10.78.0.3 weight 1): RTM_NEWROUTE: EINVAL.*Multipath' <<<"$err"
+    # Neighbours: the gateway gets a permanent entry with the TAP's real MAC (the ping below
+    # then needs no ARP), an IPv6 router entry; a bad MAC is refused naming the field.
+    tap_mac=$(ip netns exec "$ns" cat "/sys/class/net/$tap/address")
+    check net_update_neighbors C update-neighbors --neigh "10.78.0.1 lladdr $tap_mac dev husk0" \
+        --neigh 'fd00:78::1 lladdr 02:00:00:00:78:01 dev husk0 router nud permanent'
+    neigh=$(C neighbors 2>&1)
+    check net_list_neighbors_ipv4_permanent grep -q "^10.78.0.1 dev husk0 lladdr $tap_mac PERMANENT" <<<"$neigh"
+    check net_list_neighbors_ipv6_router grep -q '^fd00:78::1 dev husk0 lladdr 02:00:00:00:78:01 router PERMANENT' <<<"$neigh"
+    err=$(C update-neighbors --neigh '10.78.0.9 lladdr 02:00:00:00:78:09 dev husk0' --neigh '10.78.0.8 lladdr 02:00:00:78 dev husk0' 2>&1)
+    check net_bad_neighbor_names_field grep -q 'INVALID_ARGUMENT: neighbors\[1\].lladdr' <<<"$err"
     cat >"$work/c3.json" <<EOF
 {"ociVersion":"1.0.2",
  "process":{"args":["ping","-c","2","-W","10","10.79.0.1"],"env":["PATH=/bin"],"cwd":"/","user":{"uid":0,"gid":0},
@@ -214,6 +244,8 @@ EOF
         st=$(C wait c3)
         if [ "$st" = 0 ] && grep -q 'bytes from 10.79.0.1' <<<"$ping_out"; then ok net_container_pings_host_via_default_route; else
             bad net_container_pings_host_via_default_route "status $st: $ping_out $(C read-stdout c3 --stderr 2>&1)"; fi
+        # The gateway's entry stayed the permanent one set above (ARP did not replace it).
+        check net_permanent_neighbor_kept_after_traffic grep -q "^10.78.0.1 dev husk0 lladdr $tap_mac PERMANENT" <<<"$(C neighbors 2>&1)"
         C remove c3
     else
         bad net_container_pings_host_via_default_route "$(cat "$work/err")"
