@@ -12,7 +12,6 @@ mod control;
 mod hooks;
 mod hostcg;
 mod logger;
-#[allow(dead_code)] // Called by the supervisor once issue 10 is integrated (docs/networking.md).
 mod net;
 mod perms;
 mod rootfs;

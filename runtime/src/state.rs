@@ -298,10 +298,15 @@ impl Root {
         })
     }
 
-    /// Removes everything of a container: first its virtio-fs share, without ever descending
-    /// through a mount (`share::remove`), then the rest.
+    /// Removes everything of a container: its network wiring, its virtio-fs share without
+    /// ever descending through a mount (`share::remove`), then the rest.
     pub fn remove(&self, id: &str) -> Result<(), StateError> {
         let dir = self.container_dir(id);
+        // The TAPs and tc filters in the caller's network namespace (the namespace is the
+        // caller's and stays). A failure is logged, not fatal: the state must still go.
+        if let Err(e) = crate::supervisor::network::teardown_recorded(&dir) {
+            tracing::warn!("{id}: network teardown: {e}");
+        }
         crate::supervisor::share::remove(&dir)?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),

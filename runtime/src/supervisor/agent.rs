@@ -357,10 +357,6 @@ impl AgentClient {
 
     /// UpdateInterface: the guest NIC found by name and/or MAC gets the MTU, addresses and
     /// state asked for; the NIC as it is afterwards.
-    #[allow(
-        dead_code,
-        reason = "for the supervisor's guest network set-up (issue 10)"
-    )]
     pub fn update_interface(
         &self,
         req: &pb::UpdateInterfaceRequest,
@@ -370,10 +366,6 @@ impl AgentClient {
 
     /// UpdateRoutes: the guest's main table becomes `routes` (kernel-made routes stay); the
     /// table afterwards.
-    #[allow(
-        dead_code,
-        reason = "for the supervisor's guest network set-up (issue 10)"
-    )]
     pub fn update_routes(&self, routes: Vec<pb::Route>) -> Result<Vec<pb::Route>, AgentError> {
         let req = pb::UpdateRoutesRequest {
             routes,
@@ -383,10 +375,6 @@ impl AgentClient {
     }
 
     /// UpdateNeighbors: adds or replaces static neighbour (ARP / NDP) entries.
-    #[allow(
-        dead_code,
-        reason = "for the supervisor's guest network set-up (issue 10)"
-    )]
     pub fn update_neighbors(&self, neighbors: Vec<pb::Neighbor>) -> Result<(), AgentError> {
         let req = pb::UpdateNeighborsRequest {
             neighbors,
@@ -394,38 +382,5 @@ impl AgentClient {
         };
         self.inner.update_neighbors(ctx(), &req)?;
         Ok(())
-    }
-
-    /// ListInterfaces.
-    #[allow(
-        dead_code,
-        reason = "for the supervisor's guest network set-up (issue 10)"
-    )]
-    pub fn list_interfaces(&self) -> Result<Vec<pb::Interface>, AgentError> {
-        Ok(self
-            .inner
-            .list_interfaces(ctx(), &pb::Empty::new())?
-            .interfaces)
-    }
-
-    /// ListRoutes: the guest's main table.
-    #[allow(
-        dead_code,
-        reason = "for the supervisor's guest network set-up (issue 10)"
-    )]
-    pub fn list_routes(&self) -> Result<Vec<pb::Route>, AgentError> {
-        Ok(self.inner.list_routes(ctx(), &pb::Empty::new())?.routes)
-    }
-
-    /// ListNeighbors.
-    #[allow(
-        dead_code,
-        reason = "for the supervisor's guest network set-up (issue 10)"
-    )]
-    pub fn list_neighbors(&self) -> Result<Vec<pb::Neighbor>, AgentError> {
-        Ok(self
-            .inner
-            .list_neighbors(ctx(), &pb::Empty::new())?
-            .neighbors)
     }
 }

@@ -15,6 +15,7 @@
 //! once set up.
 
 pub mod agent;
+pub mod network;
 pub mod oom;
 pub mod seccomp;
 pub mod server;
@@ -236,8 +237,14 @@ fn setup(
                 socket: Path::new("..").join(virtiofsd::SOCKET),
                 tag: share::TAG.into(),
             }];
+            // The caller's network namespace, wired before the VMM (which gets the TAPs) and
+            // before this process's seccomp filter (no setns or netlink after it).
+            let (taps, guest_net) = match network::wire(&spec, id, dir)? {
+                Some(w) => network::split(w),
+                None => Default::default(),
+            };
             let uds = sock_dir.path(vm::VSOCK_SOCKET);
-            let vm = Vm::start(&cfg, disk, fs, dir).map_err(|e| e.to_string())?;
+            let vm = Vm::start(&cfg, disk, fs, taps, dir).map_err(|e| e.to_string())?;
             let t0 = Instant::now();
             let deadline = t0 + Duration::from_secs(cfg.boot_timeout_s);
             let waited = AgentClient::wait_ready(&AgentAddr::HybridVsock(uds), deadline, || {
@@ -259,11 +266,15 @@ fn setup(
                 kernel = %details.kernel_release,
                 "agent ready"
             );
-            create_in_guest(&a, id, &bundle, spec, &rootfs, guest_root, readonly).inspect_err(
-                |_| {
-                    let _ = a.destroy_sandbox();
-                },
-            )?;
+            let place = Placement {
+                rootfs: &rootfs,
+                guest_root,
+                readonly,
+                net: &guest_net,
+            };
+            create_in_guest(&a, id, &bundle, spec, place).inspect_err(|_| {
+                let _ = a.destroy_sandbox();
+            })?;
             (Some(vm), a, Some((share, fsd)))
         }
     };
@@ -326,6 +337,15 @@ fn setup(
     })
 }
 
+/// Where the container's files and network come from.
+struct Placement<'a> {
+    rootfs: &'a Rootfs,
+    /// The rootfs's guest path in the share (a directory rootfs).
+    guest_root: Option<String>,
+    readonly: bool,
+    net: &'a network::GuestNet,
+}
+
 /// CreateSandbox with the share as the sandbox's storage (it outlives any one container: a
 /// pod's later containers come through it too), then CreateContainer of `spec` (its bind
 /// sources already rewritten to the share) with its rootfs in the share, or on the block
@@ -335,10 +355,14 @@ fn create_in_guest(
     id: &str,
     bundle: &Bundle,
     mut spec: serde_json::Value,
-    rootfs: &Rootfs,
-    guest_root: Option<String>,
-    readonly: bool,
+    place: Placement<'_>,
 ) -> Result<(), String> {
+    let Placement {
+        rootfs,
+        guest_root,
+        readonly,
+        net,
+    } = place;
     use husk_agent::protocol::Storage;
     let hostname = bundle.spec.hostname().clone().unwrap_or_default();
     let share = Storage {
@@ -350,6 +374,7 @@ fn create_in_guest(
     };
     a.create_sandbox(id, &hostname, vec![share])
         .map_err(|e| e.to_string())?;
+    network::configure_guest(a, net)?;
     let (root, storages) = match (rootfs, guest_root) {
         (Rootfs::Block { fstype, .. }, _) => {
             let root = guest_disk_rootfs(id);
@@ -371,7 +396,7 @@ fn create_in_guest(
         (Rootfs::Dir(p), None) => return Err(format!("rootfs {}: not in the share", p.display())),
     };
     spec["root"]["path"] = root.clone().into();
-    map_network_namespace(&mut spec);
+    network::map_spec(&mut spec);
     // The host ran (or will run) the runtime-namespace hooks; the container-namespace ones
     // were refused by `bundle.rs` until the agent runs them.
     if let Some(h) = spec.get_mut("hooks").and_then(|h| h.as_object_mut()) {
@@ -381,28 +406,6 @@ fn create_in_guest(
     }
     a.create_container(id, &spec.to_string(), storages, &root)
         .map_err(|e| e.to_string())
-}
-
-/// The caller's network namespace (podman, CNI) is a host path the guest cannot join: it is
-/// the one namespace path husk maps itself. Until the sandbox's interfaces are wired into the
-/// VM (the networking issue), the container gets a namespace of its own in the guest with
-/// loopback only, and the path is dropped from what the agent sees (the agent refuses every
-/// other namespace path).
-fn map_network_namespace(spec: &mut serde_json::Value) {
-    let Some(nss) = spec
-        .pointer_mut("/linux/namespaces")
-        .and_then(|v| v.as_array_mut())
-    else {
-        return;
-    };
-    for ns in nss.iter_mut().filter(|ns| ns["type"] == "network") {
-        if let Some(path) = ns.as_object_mut().and_then(|o| o.remove("path")) {
-            tracing::info!(
-                %path,
-                "the caller's network namespace: the container gets its own in the guest (loopback only)"
-            );
-        }
-    }
 }
 
 fn forward_signals(agent: &AgentClient, id: &str) {
@@ -454,26 +457,5 @@ impl Sandbox {
             let _ = std::fs::remove_file(dir.join(f));
         }
         status
-    }
-}
-
-#[cfg(test)]
-mod netns_tests {
-    #[test]
-    fn only_the_network_namespace_path_is_dropped() {
-        let mut spec = serde_json::json!({"linux": {"namespaces": [
-            {"type": "network", "path": "/run/netns/cni-1"},
-            {"type": "ipc", "path": "/proc/1/ns/ipc"},
-            {"type": "pid"}
-        ]}});
-        super::map_network_namespace(&mut spec);
-        assert_eq!(
-            spec["linux"]["namespaces"],
-            serde_json::json!([
-                {"type": "network"},
-                {"type": "ipc", "path": "/proc/1/ns/ipc"},
-                {"type": "pid"}
-            ])
-        );
     }
 }

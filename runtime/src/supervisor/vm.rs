@@ -15,6 +15,7 @@
 //! ([`run_child`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -27,7 +28,9 @@ use husk_vmm::boot::LinuxBoot;
 use husk_vmm::builder::{run_vm, Confine, Payload, SerialOutput, VmConfig};
 use husk_vmm::devices::capped_log::{CappedLog, DEFAULT_CAP_BYTES};
 use husk_vmm::devices::virtio::attach::VirtioConfig;
-use husk_vmm::devices::virtio::config::{DiskConfig, FsConfig, VsockConfig};
+use husk_vmm::devices::virtio::config::{
+    parse_mac, DiskConfig, FsConfig, NetBackend, NetConfig, VsockConfig,
+};
 use husk_vmm::memory::MemoryBacking;
 use husk_vmm::seccomp::{Filters, Violation};
 use serde::{Deserialize, Serialize};
@@ -96,6 +99,9 @@ pub struct VmmJob {
     /// virtio-fs devices (guest RAM is then a memfd, which their backends map).
     #[serde(default)]
     pub fs: Vec<VmmFs>,
+    /// virtio-net devices, one per wired interface of the caller's network namespace.
+    #[serde(default)]
+    pub nets: Vec<VmmNet>,
     /// The console log file.
     pub console_log: PathBuf,
     /// Cap of the console log in bytes (the newest output is kept).
@@ -119,6 +125,16 @@ pub struct VmmFs {
     pub socket: PathBuf,
     /// The mount tag.
     pub tag: String,
+}
+
+/// One virtio-net device of a [`VmmJob`]: a TAP the supervisor opened in the caller's
+/// network namespace (`crate::net`), inherited by the child under the same fd number.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmmNet {
+    /// The TAP fd in the child.
+    pub fd: i32,
+    /// The guest NIC's MAC (the host interface's).
+    pub mac: String,
 }
 
 /// How the VM ended, as the child reports it.
@@ -151,12 +167,15 @@ fn require(what: &'static str, p: &Option<PathBuf>, env: &str) -> Result<PathBuf
 
 impl Vm {
     /// Boots the guest of the container whose state directory is `dir`: kernel + agent
-    /// initramfs, `disk` as virtio-blk with the rootfs serial, the `fs` devices, vsock on
-    /// `dir/`[`VSOCK_SOCKET`], console into `dir/console.log`.
+    /// initramfs, `disk` as virtio-blk with the rootfs serial, the `fs` devices, a virtio-net
+    /// device per TAP in `nets` (fd and MAC; the fds go to the VMM, whose copy is then the only
+    /// one: the TAPs end with it), vsock on `dir/`[`VSOCK_SOCKET`], console into
+    /// `dir/console.log`.
     pub fn start(
         cfg: &HuskConfig,
         disk: Option<&Path>,
         fs: Vec<VmmFs>,
+        nets: Vec<(OwnedFd, String)>,
         dir: &Path,
     ) -> Result<Vm, VmError> {
         let kernel = require("kernel", &cfg.kernel, "HUSK_KERNEL")?;
@@ -195,6 +214,13 @@ impl Vm {
             vcpus: cfg.vcpus,
             disk: disk.map(Path::to_path_buf),
             fs,
+            nets: nets
+                .iter()
+                .map(|(fd, mac)| VmmNet {
+                    fd: fd.as_raw_fd(),
+                    mac: mac.clone(),
+                })
+                .collect(),
             console_log: dir.join("console.log"),
             console_cap_bytes: DEFAULT_CAP_BYTES,
             jail,
@@ -213,17 +239,28 @@ impl Vm {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(log);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        let inherit: Vec<RawFd> = nets.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
+        // SAFETY: prctl and fcntl are async-signal-safe; the closure only reads `inherit`,
+        // allocated before the fork.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
                 // The VMM goes with the supervisor, whatever kills it.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
+                // The TAPs cross the exec under their numbers (they are O_CLOEXEC here).
+                for &fd in &inherit {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().map_err(VmError::Spawn)?;
+        let spawned = cmd.spawn();
+        // The child has its copies (or failed): the supervisor keeps none.
+        drop(nets);
+        let mut child = spawned.map_err(VmError::Spawn)?;
         let mut stdin = child.stdin.take().expect("piped stdin");
         let json = serde_json::to_vec(&job).map_err(|e| VmError::Config(e.to_string()))?;
         if let Err(e) = stdin.write_all(&json) {
@@ -395,7 +432,19 @@ pub fn run_child() -> Result<i32, String> {
                 })
                 .into_iter()
                 .collect(),
-            nets: Vec::new(),
+            nets: job
+                .nets
+                .iter()
+                .map(|n| {
+                    Ok(NetConfig {
+                        backend: NetBackend::Fd(n.fd),
+                        mac: Some(
+                            parse_mac(&n.mac)
+                                .ok_or_else(|| format!("nets: {:?} is not a MAC address", n.mac))?,
+                        ),
+                    })
+                })
+                .collect::<Result<Vec<_>, String>>()?,
             vsock: Some(VsockConfig {
                 cid: GUEST_CID,
                 uds: VSOCK_IN_JAIL.into(),
@@ -450,6 +499,10 @@ mod tests {
             fs: vec![VmmFs {
                 socket: "../s".into(),
                 tag: "t".into(),
+            }],
+            nets: vec![VmmNet {
+                fd: 5,
+                mac: "02:00:00:00:00:01".into(),
             }],
             console_log: "/c".into(),
             console_cap_bytes: 1,
