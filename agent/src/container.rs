@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process as OciProcess};
 
 use crate::cgroup::{Cgroup, CgroupError, CgroupRoot};
+use crate::hooks::ContainerHooks;
 use crate::namespaces::NamespacePlan;
 use crate::process::{ChildStdio, IoError, Process, ProcessIo};
 use crate::reaper::ExitRegistry;
@@ -142,13 +143,16 @@ fn create_cwd(rootfs: &Path, cwd: &Path) -> Result<()> {
 }
 
 impl Container {
-    /// Validates the spec, creates the cgroup and the init stage, and leaves the container
-    /// `Created`, its process waiting for `start`.
+    /// Validates the spec, creates the cgroup and the init stage (which runs the
+    /// createContainer hooks; `bundle`, the host's bundle directory, is in their state), and
+    /// leaves the container `Created`, its process waiting for `start` (which runs the
+    /// startContainer hooks).
     pub fn create(
         rt: &Runtime,
         id: &str,
         spec_json: &str,
         rootfs: Option<&Path>,
+        bundle: &str,
     ) -> Result<Arc<Self>> {
         let (spec, parse_warnings) =
             spec::parse_spec(spec_json).map_err(|e| ContainerError::BadJson(e.to_string()))?;
@@ -181,6 +185,7 @@ impl Container {
             process: v.process.clone(),
             seccomp: v.seccomp.clone(),
             root_for_users: "/".into(),
+            hooks: ContainerHooks::from_spec(&spec, id, bundle),
         };
         let mut stage = spawn::launch(
             &rt.exe,
@@ -287,6 +292,7 @@ impl Container {
             process,
             seccomp: self.seccomp.clone(),
             root_for_users: "/".into(),
+            hooks: None,
         };
         let mut stage =
             spawn::launch(&rt.exe, &cfg, child.raw(), &self.cgroup, None, &rt.registry)?;

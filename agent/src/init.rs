@@ -1,8 +1,9 @@
 //! The container init stage: runs as a fresh `husk-agent init` process, cloned by the agent
 //! into the container's new namespaces and cgroup. It joins namespaces given by path, sets up
-//! the filesystem, hostname, sysctls, rlimits, user, capabilities, then reports `ready` and
-//! waits for `start` before exec'ing the container process. Single-threaded by construction;
-//! never returns.
+//! the filesystem (running the createContainer hooks before pivot_root), hostname, sysctls,
+//! rlimits, user, capabilities, then reports `ready` and waits for `start`; it runs the
+//! startContainer hooks and execs the container process. Single-threaded by construction
+//! (hooks are forked and waited for, never threads); never returns.
 
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
@@ -13,6 +14,7 @@ use std::path::Path;
 use oci_spec::runtime::{PosixRlimitType, Process};
 
 use crate::caps::{self, CapMasks, Identity};
+use crate::hooks::Kind;
 use crate::mounts;
 use crate::namespaces;
 use crate::stage::{StageConfig, SYNC_FD};
@@ -33,6 +35,8 @@ pub enum InitError {
     Caps(#[from] caps::CapsError),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
     #[error("{field}: {reason}")]
     Field { field: &'static str, reason: String },
 }
@@ -83,20 +87,32 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
     reader
         .read_line(&mut line)
         .map_err(|e| InitError::Config(e.to_string()))?;
-    let cfg: StageConfig =
+    let mut cfg: StageConfig =
         serde_json::from_str(&line).map_err(|e| InitError::Config(e.to_string()))?;
     mark_fds_cloexec();
     let sys = LinuxSyscall;
 
     namespaces::apply_joins(&sys, &cfg.ns).map_err(InitError::Namespaces)?;
     if cfg.ns.join_pid {
-        fork_into_pid_ns(writer)?;
+        let pid = fork_into_pid_ns(writer)?;
+        if let Some(h) = cfg.hooks.as_mut() {
+            h.state.pid = pid;
+        }
     }
     if let Some(h) = &cfg.hostname {
         sys.sethostname(h).map_err(|e| field("hostname", e))?;
     }
+    // createContainer hooks: mounts in place, before pivot_root, chrooted into the rootfs so
+    // their paths resolve there (without a mount namespace: in the guest's filesystem).
+    let hooks = cfg.hooks.as_ref();
     if let Some(plan) = &cfg.rootfs {
-        mounts::setup_rootfs(&sys, plan)?;
+        mounts::prepare_rootfs(&sys, plan)?;
+        if let Some(h) = hooks {
+            h.run(Kind::CreateContainer, Some(&plan.rootfs))?;
+        }
+        mounts::enter_rootfs(&sys, plan)?;
+    } else if let Some(h) = hooks {
+        h.run(Kind::CreateContainer, None)?;
     }
     let filter = cfg
         .seccomp
@@ -122,6 +138,11 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
         std::process::exit(125);
     }
     reset_signals();
+    // startContainer hooks: after pivot_root, with the process' credentials and cwd, right
+    // before the exec (runc's order).
+    if let Some(h) = hooks {
+        h.run(Kind::StartContainer, None)?;
+    }
     if let (true, Some(f)) = (nnp, &filter) {
         f.install()?;
     }
@@ -148,23 +169,34 @@ fn mark_fds_cloexec() {
 
 /// Enters the joined pid namespace: fork, report the child's pid (as the agent sees it, since
 /// the agent's pid namespace is an ancestor), and let the parent exit; the agent, a
-/// subreaper, inherits the child.
-fn fork_into_pid_ns(writer: &mut UnixStream) -> Result<(), InitError> {
+/// subreaper, inherits the child. Returns that pid in the child (for the hooks' state).
+fn fork_into_pid_ns(writer: &mut UnixStream) -> Result<i32, InitError> {
     let (rd, wr) = nix::unistd::pipe().map_err(|e| field("linux.namespaces", e))?;
     // SAFETY: this process is single-threaded (a fresh exec), so fork is safe.
     match unsafe { nix::unistd::fork() }.map_err(|e| field("linux.namespaces", e))? {
         nix::unistd::ForkResult::Parent { child } => {
             let _ = writeln!(writer, "pid {child}");
+            let _ = nix::unistd::write(wr, &child.as_raw().to_le_bytes());
             let _ = nix::unistd::close(wr);
             std::process::exit(0);
         }
         nix::unistd::ForkResult::Child => {
             let _ = nix::unistd::close(wr);
-            let mut b = [0u8; 1];
-            // Wait until the parent has reported our pid (EOF when it closes the pipe).
-            let _ = nix::unistd::read(rd, &mut b);
+            let mut b = [0u8; 4];
+            // Wait until the parent has reported our pid; it sends it, then closes the pipe.
+            let mut got = 0;
+            while got < b.len() {
+                match nix::unistd::read(rd, &mut b[got..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
             let _ = nix::unistd::close(rd);
-            Ok(())
+            Ok(if got == b.len() {
+                i32::from_le_bytes(b)
+            } else {
+                0
+            })
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod cgroup;
 pub mod client;
 pub mod container;
 pub mod convert;
+pub mod hooks;
 pub mod init;
 pub mod logbuf;
 pub mod mounts;

@@ -169,6 +169,13 @@ fn is_bind(m: &Mount, opts: &MountOptions) -> bool {
 
 /// Sets up the container's filesystem and pivots into it. Must run in a new mount namespace.
 pub fn setup_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountError> {
+    prepare_rootfs(sys, plan)?;
+    enter_rootfs(sys, plan)
+}
+
+/// The first half of `setup_rootfs`: propagation, the rootfs bind, spec mounts and devices,
+/// everything before pivot_root (where the createContainer hooks run).
+pub fn prepare_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountError> {
     let step = |field: &'static str| move |source| MountError::Step { field, source };
     let root_prop = match plan.propagation.as_deref() {
         None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
@@ -210,7 +217,12 @@ pub fn setup_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountErr
     for d in &plan.devices {
         create_device(sys, &plan.rootfs, d).map_err(step("linux.devices"))?;
     }
+    Ok(())
+}
 
+/// The second half of `setup_rootfs`: pivot_root, sysctls, read-only and masked paths.
+pub fn enter_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountError> {
+    let step = |field: &'static str| move |source| MountError::Step { field, source };
     pivot(sys, &plan.rootfs).map_err(step("root.path (pivot_root)"))?;
 
     for (k, v) in &plan.sysctl {

@@ -152,7 +152,13 @@ impl pb::AgentService for AgentService {
         let storages = convert::storages(&req.storages).map_err(|e| status(e.into()))?;
         let rootfs = (!req.rootfs.is_empty()).then(|| Path::new(&req.rootfs));
         self.sandbox
-            .create_container(&req.container_id, &req.oci_spec_json, &storages, rootfs)
+            .create_container(
+                &req.container_id,
+                &req.oci_spec_json,
+                &storages,
+                rootfs,
+                &req.bundle,
+            )
             .map_err(status)?;
         Ok(pb::Empty::new())
     }

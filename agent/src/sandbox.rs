@@ -231,6 +231,7 @@ impl Sandbox {
         spec_json: &str,
         storages: &[Storage],
         rootfs: Option<&Path>,
+        bundle: &str,
     ) -> Result<()> {
         valid_id(id)?;
         if self
@@ -242,7 +243,7 @@ impl Sandbox {
             return Err(SandboxError::Exists(id.into()));
         }
         let mounted = self.mount_storages("storages", storages)?;
-        let result = self.create_container_inner(id, spec_json, rootfs);
+        let result = self.create_container_inner(id, spec_json, rootfs, bundle);
         match result {
             Ok(()) => {
                 self.container_storages
@@ -265,6 +266,7 @@ impl Sandbox {
         id: &str,
         spec_json: &str,
         rootfs: Option<&Path>,
+        bundle: &str,
     ) -> Result<()> {
         // Reserve the id first so concurrent creates of one id cannot both proceed.
         if self
@@ -275,7 +277,7 @@ impl Sandbox {
         {
             return Err(SandboxError::Exists(id.into()));
         }
-        let c = Container::create(&self.rt, id, spec_json, rootfs)?;
+        let c = Container::create(&self.rt, id, spec_json, rootfs, bundle)?;
         let events = c.cgroup().path().join("memory.events");
         if !self.oom.watch(id, events) {
             tracing::debug!(container = id, "no memory.events: no OOM events for it");

@@ -119,7 +119,6 @@ pub fn launch(
 ) -> Result<ReadyStage, SpawnError> {
     let (agent_end, stage_end) =
         UnixStream::pair().map_err(|e| SpawnError::Setup(e.to_string()))?;
-    let json = serde_json::to_string(cfg).map_err(|e| SpawnError::Setup(e.to_string()))?;
     let argv0 = CString::new("husk-agent").expect("static");
     let argv1 = CString::new("init").expect("static");
     let argv = [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()];
@@ -160,6 +159,18 @@ pub fn launch(
             .map_err(|e| fail(SpawnError::Stage(format!("linux.uidMappings: {e}"))))?;
     }
     cgroup.add(pid).map_err(|e| fail(e.into()))?;
+    // The hooks' state carries the init's pid as the agent sees it (a stage that forks into
+    // a joined pid namespace replaces it with its child's).
+    let json = if cfg.hooks.is_some() {
+        let mut cfg = cfg.clone();
+        if let Some(h) = cfg.hooks.as_mut() {
+            h.state.pid = pid;
+        }
+        serde_json::to_string(&cfg)
+    } else {
+        serde_json::to_string(cfg)
+    }
+    .map_err(|e| fail(SpawnError::Setup(e.to_string())))?;
     let mut writer = agent_end
         .try_clone()
         .map_err(|e| fail(SpawnError::Setup(e.to_string())))?;

@@ -347,8 +347,25 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
     if linux.mount_label().as_ref().is_some_and(|s| !s.is_empty()) {
         warnings.push("linux.mountLabel: SELinux is not available in the guest; ignored".into());
     }
-    if spec.hooks().is_some() {
-        warnings.push("hooks: run by the host runtime, not inside the guest; ignored".into());
+    // createContainer/startContainer run here (`hooks`); the runtime-namespace kinds are the
+    // host runtime's.
+    if let Some(h) = spec.hooks() {
+        let host = [
+            h.prestart(),
+            h.create_runtime(),
+            h.poststart(),
+            h.poststop(),
+        ];
+        if host
+            .iter()
+            .any(|l| l.as_ref().is_some_and(|l| !l.is_empty()))
+        {
+            warnings.push(
+                "hooks: prestart, createRuntime, poststart and poststop are run by the host \
+                 runtime, not inside the guest; ignored"
+                    .into(),
+            );
+        }
     }
     let rootfs = RootfsPlan {
         rootfs: rootfs_path,

@@ -7,7 +7,8 @@
 //! `warn <message>\n` (logged by the agent: what runc only warns about, such as an ambient
 //! capability that cannot be raised), for a terminal process `console\n` with the pty master
 //! attached (SCM_RIGHTS; the pty is the container's own, from its /dev/pts/ptmx), then
-//! `ready\n` or `error <message>\n`; after `start`, either EOF (the exec succeeded) or
+//! `ready\n` or `error <message>\n` (a failed createContainer hook is one); after `start`,
+//! either EOF (the startContainer hooks passed and the exec succeeded) or
 //! `error <message>\n`. The agent reads with recvmsg so that the attached fd is kept.
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use oci_spec::runtime::Process;
 use serde::{Deserialize, Serialize};
 
+use crate::hooks::ContainerHooks;
 use crate::mounts::RootfsPlan;
 use crate::namespaces::NamespacePlan;
 
@@ -32,4 +34,8 @@ pub struct StageConfig {
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
     /// Where the container's /etc/passwd lives relative to the process' root ("/" after pivot).
     pub root_for_users: PathBuf,
+    /// The createContainer/startContainer hooks the stage runs (None for exec and for a spec
+    /// without them); `launch` fills in the state's pid.
+    #[serde(default)]
+    pub hooks: Option<ContainerHooks>,
 }

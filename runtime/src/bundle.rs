@@ -164,24 +164,14 @@ const HOOK_KINDS: [&str; 6] = [
     "poststop",
 ];
 
-/// Hooks that run in the container's namespaces, i.e. in the guest; the agent does not run
-/// them yet, so a spec with any is refused rather than run without them.
-const GUEST_HOOKS: [&str; 2] = ["createContainer", "startContainer"];
-
-/// Each hook's `path` is absolute and its `timeout` positive (the spec's MUSTs); guest hooks
-/// are refused.
+/// Each hook's `path` is absolute and its `timeout` positive (the spec's MUSTs). The
+/// container-namespace hooks (createContainer, startContainer) go to the agent, which runs
+/// them in the guest with paths resolved in the container's rootfs.
 fn check_hooks(v: &Value) -> Result<(), BundleError> {
     for kind in HOOK_KINDS {
         let Some(Value::Array(list)) = v.get(kind) else {
             continue;
         };
-        if GUEST_HOOKS.contains(&kind) && !list.is_empty() {
-            return Err(field(
-                format!("hooks.{kind}"),
-                "not supported: these hooks run in the container's namespaces, inside the \
-                 guest, and husk's guest agent does not run hooks yet",
-            ));
-        }
         for (i, h) in list.iter().enumerate() {
             let at = format!("hooks.{kind}[{i}]");
             match h.get("path") {
@@ -274,25 +264,35 @@ mod tests {
     }
 
     #[test]
-    fn container_namespace_hooks_are_refused_until_the_agent_runs_them() {
-        for kind in ["createContainer", "startContainer"] {
-            let mut v = base();
-            v["hooks"] = serde_json::json!({ kind: [{"path": "/bin/true"}] });
-            let e = err(&v);
-            assert!(
-                e.starts_with(&format!("config.json: hooks.{kind}: not supported")),
-                "{e}"
-            );
-        }
+    fn all_six_hook_kinds_are_accepted_and_checked() {
         let mut v = base();
         v["hooks"] = serde_json::json!({
             "prestart": [{"path": "/bin/true"}],
             "createRuntime": [{"path": "/bin/true", "args": ["true"], "timeout": 3}],
+            "createContainer": [{"path": "/bin/true", "timeout": 1}],
+            "startContainer": [{"path": "/bin/hook", "args": ["hook", "x"], "env": ["A=1"]}],
             "poststart": [{"path": "/bin/true"}],
             "poststop": [{"path": "/bin/true", "env": ["A=1"]}],
-            "createContainer": [],
         });
-        parse_spec(&v.to_string()).unwrap();
+        let spec = parse_spec(&v.to_string()).unwrap();
+        let hooks = spec.hooks().as_ref().unwrap();
+        assert_eq!(hooks.start_container().as_ref().unwrap().len(), 1);
+        for kind in ["createContainer", "startContainer"] {
+            let mut v = base();
+            v["hooks"] = serde_json::json!({ kind: [{"path": "bin/hook"}] });
+            assert_eq!(
+                err(&v),
+                format!("config.json: hooks.{kind}[0].path: \"bin/hook\" must be an absolute path")
+            );
+            v["hooks"] = serde_json::json!({ kind: [{"path": "/bin/hook", "timeout": 0}] });
+            assert_eq!(
+                err(&v),
+                format!(
+                    "config.json: hooks.{kind}[0].timeout: must be a number of seconds greater \
+                     than zero"
+                )
+            );
+        }
     }
 
     fn base() -> Value {

@@ -6,8 +6,13 @@
 #     args (args[0] is argv0) and exactly their env; poststart runs after start (status
 #     running), poststop after delete (status stopped);
 #   - a failing createRuntime hook fails `create` naming the hook and leaves nothing (state,
-#     host cgroup, processes), after running poststop; createContainer hooks (guest side,
-#     not run by the agent yet) and --preserve-fds are refused by name;
+#     host cgroup, processes), after running poststop; --preserve-fds is refused by name;
+#   - hooks in the guest, from the container's rootfs (busybox sh scripts the host does not
+#     have at that path): createContainer (status creating) and startContainer (status
+#     created) get the state JSON (id, bundle, annotations, the init's guest pid), which the
+#     container prints; a failing startContainer hook fails `start` naming the hook and the
+#     process never runs; a createContainer hook past its timeout is killed and fails `create`,
+#     leaving nothing;
 #   - `out=$(husk run -d ...)` returns once the container closed its stdout, not when it exits;
 #   - linux.resources.cpu.cpus "0-1" gives the guest 2 vCPUs (seen in the container);
 #   - the supervisor and its VMM run in the host cgroup linux.cgroupsPath names, with the memory
@@ -15,7 +20,7 @@
 #   - delete without --force of a running container fails and leaves it running;
 #   - a container with its own user namespace and uid/gid mappings (0 -> 100000, 65536) sets
 #     its hostname and mounts a tmpfs; /dev's nodes are the guest's, bind-mounted.
-# Three guest boots.
+# Five guest boots.
 #
 # usage: tests/e2e/conformance.sh [--prepare]
 #   --prepare  build husk (release) and the agent initramfs on the host
@@ -87,18 +92,20 @@ make_config() { # ARGS FILTER [JQ-OPTIONS...]
         "$work/spec.json" >"$bundle/config.json"
 }
 
+# Guest hooks: busybox sh scripts in the container's rootfs (/hooks is not on the host). The
+# root is read-only by then (husk spec's default), so they write to the /dev/shm tmpfs.
+mkdir -p "$bundle/rootfs/hooks"
+printf '#!/bin/sh\ncat >/dev/shm/%s.json\n' cc >"$bundle/rootfs/hooks/cc.sh"
+printf '#!/bin/sh\ncat >/dev/shm/%s.json\n' sc >"$bundle/rootfs/hooks/sc.sh"
+printf '#!/bin/sh\necho start-hook-says-no >&2\nexit 3\n' >"$bundle/rootfs/hooks/fail.sh"
+chmod +x "$bundle/rootfs/hooks/"*.sh
+
 echo "--- refused before anything is made"
-make_config '["true"]' '.hooks.createContainer = [$h]' --argjson h "$(hook cc)"
-err=$(H create -b "$bundle" r1 2>&1)
-rc=$?
-check "a createContainer hook is refused (rc=$rc)" test $rc -ne 0
-case $err in *"hooks.createContainer: not supported"*) ok "the error names hooks.createContainer" ;;
-*) bad "the error names hooks.createContainer" "$err" ;; esac
 make_config '["true"]' '.'
 err=$(H run -d --preserve-fds 1 -b "$bundle" r2 2>&1)
 case $err in *"--preserve-fds 1: not supported"*) ok "--preserve-fds 1 is refused by name" ;;
 *) bad "--preserve-fds 1 is refused by name" "$err" ;; esac
-check "nothing left of r1/r2" test -z "$(ls -A "$state" 2>/dev/null)"
+check "nothing left of r2" test -z "$(ls -A "$state" 2>/dev/null)"
 
 echo "--- boot 1: hooks, run -d, vCPUs from the cpuset, host cgroup"
 shares=512
@@ -109,6 +116,8 @@ jq --argjson args '["sh", "-c", "echo hi; exec 1>&-; sleep 600"]' \
     .hooks.prestart = [$pre] | .hooks.createRuntime = [$cr] |
     .hooks.poststart = [$pre | .args[2] = "poststart"] |
     .hooks.poststop = [$pre | .args[2] = "poststop"] |
+    .hooks.createContainer = [{path: "/hooks/cc.sh", timeout: 30}] |
+    .hooks.startContainer = [{path: "/hooks/sc.sh", args: ["sc"], env: ["A=1"]}] |
     .annotations = {"org.example.test": "conformance"} |
     .linux.cgroupsPath = $cg |
     .linux.resources.cpu = {"cpus": "0-1", "shares": $shares} |
@@ -147,6 +156,19 @@ fi
 check "createRuntime ran with status creating" test "$(jq -r .status "$work/hooks/createRuntime.json" 2>/dev/null)" = creating
 check "poststart ran with status running" test "$(jq -r .status "$work/hooks/poststart.json" 2>/dev/null)" = running
 check "poststop has not run yet" test ! -e "$work/hooks/poststop.json"
+
+echo "--- hooks in the guest, printed by the container"
+cc=$(H exec c1 cat /dev/shm/cc.json 2>&1)
+sc=$(H exec c1 cat /dev/shm/sc.json 2>&1)
+jqs() { printf '%s' "$1" | jq -r "$2" 2>/dev/null; }
+check "createContainer state: id c1 ($cc)" test "$(jqs "$cc" .id)" = c1
+check "createContainer state: status creating" test "$(jqs "$cc" .status)" = creating
+check "createContainer state: bundle is the host's" test "$(jqs "$cc" .bundle)" = "$bundle"
+check "startContainer state: id c1 ($sc)" test "$(jqs "$sc" .id)" = c1
+check "startContainer state: status created" test "$(jqs "$sc" .status)" = created
+check "startContainer state: annotations" test "$(jqs "$sc" '.annotations["org.example.test"]')" = conformance
+check "startContainer state: ociVersion" test "$(jqs "$sc" .ociVersion)" = "$(jq -r .ociVersion "$pre")"
+check "both hooks got the init's guest pid ($(jqs "$sc" .pid))" test "$(jqs "$sc" .pid)" -gt 0 -a "$(jqs "$sc" .pid)" = "$(jqs "$cc" .pid)"
 
 echo "--- vCPUs from linux.resources.cpu.cpus"
 online=$(H exec c1 cat /sys/devices/system/cpu/online 2>&1)
@@ -236,6 +258,36 @@ case $out in *"0 *100000 *65536"*|*"0"*"100000"*"65536"*) ok "uid_map shows 0 ->
 *) bad "uid_map shows 0 -> 100000 (65536)" "$out" ;; esac
 case $out in *null-ok*) ok "/dev/null works (the guest's node, bind-mounted)" ;;
 *) bad "/dev/null works (the guest's node, bind-mounted)" "$out" ;; esac
+
+echo "--- boot 4: a failing startContainer hook"
+make_config '["sh", "-c", "echo process-ran"]' '.hooks.startContainer = [{path: "/hooks/fail.sh"}]'
+timeout -k 5 180 "$husk" --root "$state" create -b "$bundle" c3 >"$work/c3.out" 2>"$work/c3.err" </dev/null
+rc=$?
+check "create c3 (rc=$rc: $(cat "$work/c3.err"))" test $rc -eq 0
+err=$(timeout -k 5 60 "$husk" --root "$state" start c3 2>&1)
+rc=$?
+check "start fails (rc=$rc)" test $rc -ne 0 -a $rc -ne 124
+case $err in *"hooks.startContainer[0] (/hooks/fail.sh): exit status 3: start-hook-says-no"*) ok "the error names the startContainer hook and quotes it" ;;
+*) bad "the error names the startContainer hook and quotes it" "$err" ;; esac
+for _ in $(seq 50); do [ "$(status_of c3)" = stopped ] && break; sleep 0.2; done
+check "c3 is stopped (got $(status_of c3))" test "$(status_of c3)" = stopped
+H delete c3
+check "delete c3" test $? -eq 0
+check "the process never ran" test -z "$(grep process-ran "$work/c3.out")"
+check "no state of c3" test ! -e "$state/c3"
+
+echo "--- boot 5: a createContainer hook past its timeout"
+make_config '["true"]' '.hooks.createContainer = [{path: "/bin/sleep", args: ["sleep", "60"], timeout: 2}]'
+t0=$SECONDS
+err=$(timeout -k 5 180 "$husk" --root "$state" create -b "$bundle" c4 2>&1 </dev/null)
+rc=$?
+check "create fails (rc=$rc)" test $rc -ne 0 -a $rc -ne 124
+case $err in *"hooks.createContainer[0] (/bin/sleep): timed out after 2 s (killed)"*) ok "the error names the timed-out createContainer hook" ;;
+*) bad "the error names the timed-out createContainer hook" "$err" ;; esac
+check "create did not wait for the hook's 60 s ($((SECONDS - t0)) s)" test $((SECONDS - t0)) -lt 55
+check "no state of c4" test ! -e "$state/c4"
+left=$(pgrep -f -- "--root $state" || true)
+check "no husk process of this root left" test -z "$left"
 
 echo "conformance: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -1,8 +1,8 @@
 //! `husk features`: what husk implements, as runc's `features` JSON (4-space indent). The
 //! lists are what the guest agent applies, not what the host kernel has: everything of a
-//! container happens in the guest. `hooks` lists the hooks husk runs (on the host: prestart,
-//! createRuntime, poststart, poststop); createContainer and startContainer, which would run in
-//! the guest, are left out because a spec with them is refused (`bundle.rs`).
+//! container happens in the guest. `hooks` lists the hooks husk runs: all six, prestart,
+//! createRuntime, poststart and poststop on the host, createContainer and startContainer in
+//! the guest (the agent's init stage, in the container's namespaces).
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -48,8 +48,15 @@ const MOUNT_OPTIONS: [&str; 31] = [
     "unbindable",
 ];
 
-/// The hooks husk runs, in runc's order (runc lists all six).
-const HOOKS: [&str; 4] = ["prestart", "createRuntime", "poststart", "poststop"];
+/// The hooks husk runs, in runc's order (runc lists all six too).
+const HOOKS: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
 
 /// The features object.
 pub fn features() -> Value {
@@ -109,7 +116,14 @@ mod tests {
             .all(|a| a != "SCMP_ACT_NOTIFY"));
         assert_eq!(
             f["hooks"],
-            serde_json::json!(["prestart", "createRuntime", "poststart", "poststop"])
+            serde_json::json!([
+                "prestart",
+                "createRuntime",
+                "createContainer",
+                "startContainer",
+                "poststart",
+                "poststop"
+            ])
         );
     }
 }

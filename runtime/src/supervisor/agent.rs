@@ -170,19 +170,21 @@ impl AgentClient {
         Ok(())
     }
 
-    /// CreateContainer.
+    /// CreateContainer. `bundle` is the host's bundle directory (the guest hooks' state).
     pub fn create_container(
         &self,
         id: &str,
         spec_json: &str,
         storages: Vec<pb::Storage>,
         rootfs: &str,
+        bundle: &Path,
     ) -> Result<(), AgentError> {
         let req = pb::CreateContainerRequest {
             container_id: id.into(),
             oci_spec_json: spec_json.into(),
             storages,
             rootfs: rootfs.into(),
+            bundle: bundle.to_string_lossy().into_owned(),
             ..Default::default()
         };
         self.inner.create_container(ctx(), &req)?;

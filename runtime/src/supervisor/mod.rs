@@ -283,7 +283,7 @@ fn setup(
             serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
         spec["root"]["path"] = bundle.rootfs.to_string_lossy().into();
         agent
-            .create_container(id, &spec.to_string(), Vec::new(), "")
+            .create_container(id, &spec.to_string(), Vec::new(), "", &bundle.dir)
             .map_err(|e| e.to_string())?;
     }
 
@@ -397,14 +397,14 @@ fn create_in_guest(
     };
     spec["root"]["path"] = root.clone().into();
     network::map_spec(&mut spec);
-    // The host ran (or will run) the runtime-namespace hooks; the container-namespace ones
-    // were refused by `bundle.rs` until the agent runs them.
+    // The host ran (or will run) the runtime-namespace hooks; the agent runs the
+    // container-namespace ones (createContainer, startContainer).
     if let Some(h) = spec.get_mut("hooks").and_then(|h| h.as_object_mut()) {
         for k in ["prestart", "createRuntime", "poststart", "poststop"] {
             h.remove(k);
         }
     }
-    a.create_container(id, &spec.to_string(), storages, &root)
+    a.create_container(id, &spec.to_string(), storages, &root, &bundle.dir)
         .map_err(|e| e.to_string())
 }
 
