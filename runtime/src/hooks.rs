@@ -10,8 +10,8 @@
 //! poststart and poststop failures are warnings. `create` saves the hooks in
 //! `<root>/<id>/hooks.json`, so the later verbs need not read the bundle again.
 //!
-//! The container-namespace hooks (`createContainer`, `startContainer`) would run in the guest;
-//! the agent does not run them yet, so `bundle.rs` refuses a spec that has any.
+//! The container-namespace hooks (`createContainer`, `startContainer`) run in the guest: the
+//! agent's init stage runs them in the container's namespaces (agent/src/hooks.rs).
 //!
 //! Owns: running one kind of hook and saving/loading the hooks. Does not decide when.
 
