@@ -168,7 +168,6 @@ fn share_container(
     dir: &Path,
     cfg: &HuskConfig,
     rootfs: &Rootfs,
-    readonly: bool,
     spec: &mut serde_json::Value,
 ) -> Result<(Share, Option<String>, Virtiofsd), String> {
     let bin = virtiofsd::find(cfg.virtiofsd.as_deref()).map_err(|e| e.to_string())?;
@@ -178,7 +177,7 @@ fn share_container(
         Rootfs::Block { .. } => None,
     };
     let guest_root = share
-        .add_container(&args.id, dir_rootfs, readonly, &args.bundle, spec)
+        .add_container(&args.id, dir_rootfs, &args.bundle, spec)
         .map_err(|e| e.to_string())?;
     let log = crate::perms::append_file(&dir.join("supervisor.log"))
         .map_err(|e| format!("{}: {e}", dir.join("supervisor.log").display()))?;
@@ -212,15 +211,9 @@ fn setup(
             let mut spec: serde_json::Value =
                 serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
             let rootfs = Rootfs::inspect(&bundle.rootfs).map_err(|e| e.to_string())?;
-            let readonly = bundle
-                .spec
-                .root()
-                .as_ref()
-                .and_then(|r| r.readonly())
-                .unwrap_or(false);
             let t0 = Instant::now();
-            let (share, guest_root, fsd) =
-                share_container(args, dir, &cfg, &rootfs, readonly, &mut spec)?;
+            let (share, guest_root, mut fsd) =
+                share_container(args, dir, &cfg, &rootfs, &mut spec)?;
             let share_ms = t0.elapsed().as_millis() as u64;
             tracing::info!(ms = share_ms, "share mounted and virtiofsd started");
             let _ = write_atomic(
@@ -255,8 +248,12 @@ fn setup(
                 Ok(x) => x,
                 Err(e) => {
                     vm.shut_down(Duration::ZERO);
+                    let vfsd = match fsd.exited() {
+                        Some(s) => format!("; virtiofsd exited ({s}, see supervisor.log)"),
+                        None => String::new(),
+                    };
                     return Err(format!(
-                        "{e} (guest console: {})",
+                        "{e} (guest console: {}){vfsd}",
                         dir.join("console.log").display()
                     ));
                 }
@@ -269,7 +266,6 @@ fn setup(
             let place = Placement {
                 rootfs: &rootfs,
                 guest_root,
-                readonly,
                 net: &guest_net,
             };
             create_in_guest(&a, id, &bundle, spec, place).inspect_err(|_| {
@@ -342,14 +338,14 @@ struct Placement<'a> {
     rootfs: &'a Rootfs,
     /// The rootfs's guest path in the share (a directory rootfs).
     guest_root: Option<String>,
-    readonly: bool,
     net: &'a network::GuestNet,
 }
 
 /// CreateSandbox with the share as the sandbox's storage (it outlives any one container: a
 /// pod's later containers come through it too), then CreateContainer of `spec` (its bind
 /// sources already rewritten to the share) with its rootfs in the share, or on the block
-/// device as the container's storage.
+/// device as the container's storage. Either is writable: the agent creates missing mount
+/// points in it, then applies `root.readonly` itself, as runc does.
 fn create_in_guest(
     a: &AgentClient,
     id: &str,
@@ -360,7 +356,6 @@ fn create_in_guest(
     let Placement {
         rootfs,
         guest_root,
-        readonly,
         net,
     } = place;
     use husk_agent::protocol::Storage;
@@ -382,11 +377,6 @@ fn create_in_guest(
                 driver: "virtio-blk".into(),
                 source: vm::ROOTFS_SERIAL.into(),
                 fstype: (*fstype).into(),
-                options: if readonly {
-                    vec!["ro".into()]
-                } else {
-                    Vec::new()
-                },
                 mount_point: root.clone(),
                 ..Default::default()
             };

@@ -6,9 +6,14 @@
 //!
 //! ```text
 //! <state>/share/                  served by virtiofsd as tag `husk-share`, at /run/husk/share
-//!   <id>/rootfs                   rbind of the bundle's rootfs (read-only when root.readonly)
+//!   <id>/rootfs                   rbind of the bundle's rootfs
 //!   <id>/mounts/<i>               mounts[i]'s source, bind or rbind, read-only when `ro`
 //! ```
+//!
+//! `root.readonly` is applied by the agent, as runc applies it: the rootfs stays writable on
+//! the host because the agent first creates the spec's missing mount points in it (runc does
+//! the same on the host), and a later read-only remount on the host would not reach
+//! virtiofsd's copy of the mount (mount flags do not propagate).
 //!
 //! What the guest writes there lands in the host's files: nothing is copied or packed, and
 //! there is no size limit. The share's own directories are read-only to the guest (only the
@@ -179,7 +184,6 @@ impl Share {
         &self,
         id: &str,
         rootfs: Option<&Path>,
-        readonly: bool,
         bundle: &Path,
         spec: &mut Value,
     ) -> Result<Option<String>> {
@@ -188,9 +192,6 @@ impl Share {
             Some(src) => {
                 let target = self.stub_dir(&format!("{id}/rootfs"))?;
                 mount_bind(src, &target, true)?;
-                if readonly {
-                    make_read_only(&target, true)?;
-                }
                 Some(format!("{GUEST_DIR}/{id}/rootfs"))
             }
             None => None,

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 pub const SOCKET: &str = "virtiofsd.sock";
 
 /// Where virtiofsd is looked for after the configuration and `HUSK_VIRTIOFSD`: distribution
-/// packages, then `/usr/local/bin`, then `PATH`, then `cargo install`'s directory.
+/// packages, then `/usr/local/bin`, then `PATH`, then `cargo install`'s directory. Only the
+/// Rust virtiofsd (1.x) is taken: QEMU's older C one (Debian 12's qemu-system-common ships it
+/// as /usr/lib/qemu/virtiofsd) has other options (no `--fd`, `--sandbox`, `--announce-submounts`).
 const PACKAGED: [&str; 3] = [
     "/usr/libexec/virtiofsd",
     "/usr/lib/qemu/virtiofsd",
@@ -56,6 +58,19 @@ pub enum VirtiofsdError {
         "virtiofsd {0} (from /etc/husk/config.toml or HUSK_VIRTIOFSD) is not an executable file"
     )]
     NotExecutable(PathBuf),
+    /// The binary is not the Rust virtiofsd.
+    #[error(
+        "{path} is not the Rust virtiofsd (its --version says {version:?}); QEMU's C virtiofsd \
+         lacks the options husk uses: install the Rust one (`cargo install virtiofsd`, or the \
+         distribution's virtiofsd package) or name it with virtiofsd in /etc/husk/config.toml \
+         or HUSK_VIRTIOFSD"
+    )]
+    Unsupported {
+        /// The binary.
+        path: PathBuf,
+        /// The first line of its `--version`.
+        version: String,
+    },
     /// Binding the socket or spawning the process.
     #[error("starting virtiofsd: {what}: {source}")]
     Start {
@@ -71,15 +86,42 @@ fn executable(p: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// The first line of `bin --version`, if it is the Rust virtiofsd's (`virtiofsd 1.14.0`; the
+/// C one says `virtiofsd version 7.2.22 ...`).
+fn check_version(bin: &Path) -> Result<(), VirtiofsdError> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|source| VirtiofsdError::Start {
+            what: format!("{} --version", bin.display()),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or("").trim();
+    let rust = first
+        .strip_prefix("virtiofsd ")
+        .is_some_and(|v| v.starts_with(|c: char| c.is_ascii_digit()));
+    if rust {
+        Ok(())
+    } else {
+        Err(VirtiofsdError::Unsupported {
+            path: bin.to_path_buf(),
+            version: first.to_string(),
+        })
+    }
+}
+
 /// The virtiofsd binary: `configured` (the config key or `HUSK_VIRTIOFSD`) if given, else the
-/// first executable of the search list.
+/// first Rust virtiofsd of the search list.
 pub fn find(configured: Option<&Path>) -> Result<PathBuf, VirtiofsdError> {
     if let Some(p) = configured {
-        return if executable(p) {
-            Ok(p.to_path_buf())
-        } else {
-            Err(VirtiofsdError::NotExecutable(p.to_path_buf()))
-        };
+        if !executable(p) {
+            return Err(VirtiofsdError::NotExecutable(p.to_path_buf()));
+        }
+        check_version(p)?;
+        return Ok(p.to_path_buf());
     }
     let path_dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| {
@@ -94,13 +136,19 @@ pub fn find(configured: Option<&Path>) -> Result<PathBuf, VirtiofsdError> {
         .chain(path_dirs)
         .chain([PathBuf::from(CARGO_INSTALLED)])
         .collect();
-    candidates
-        .iter()
-        .find(|p| executable(p))
-        .cloned()
-        .ok_or_else(|| VirtiofsdError::NotFound {
-            looked: [PACKAGED.join(", ").as_str(), "PATH", CARGO_INSTALLED].join(", "),
-        })
+    let mut unsupported = None;
+    for p in candidates.iter().filter(|p| executable(p)) {
+        match check_version(p) {
+            Ok(()) => return Ok(p.clone()),
+            Err(e) => {
+                tracing::debug!("{e}");
+                unsupported.get_or_insert(e);
+            }
+        }
+    }
+    Err(unsupported.unwrap_or_else(|| VirtiofsdError::NotFound {
+        looked: [PACKAGED.join(", ").as_str(), "PATH", CARGO_INSTALLED].join(", "),
+    }))
 }
 
 /// A running virtiofsd.
@@ -166,6 +214,13 @@ impl Virtiofsd {
         Ok(Virtiofsd { child: Some(child) })
     }
 
+    /// How virtiofsd ended, if it has (to explain a VMM that could not connect).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
     /// Waits up to `grace` for virtiofsd to exit (it does when the VMM disconnects), then
     /// SIGTERM (its namespace child follows), and SIGKILL 2 s later; reaps it.
     pub fn stop(mut self, grace: Duration) {
@@ -213,14 +268,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_configured_binary_must_be_executable() {
+    fn a_configured_binary_must_be_the_rust_virtiofsd() {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("virtiofsd");
-        std::fs::write(&p, "#!/bin/sh\n").unwrap();
+        std::fs::write(&p, "#!/bin/sh\necho virtiofsd 1.14.0\n").unwrap();
         let e = find(Some(&p)).unwrap_err().to_string();
         assert!(e.contains("is not an executable file"), "{e}");
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(find(Some(&p)).unwrap(), p);
+        let c = t.path().join("qemu-virtiofsd");
+        std::fs::write(&c, "#!/bin/sh\necho virtiofsd version 7.2.22 '(Debian)'\n").unwrap();
+        std::fs::set_permissions(&c, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let e = find(Some(&c)).unwrap_err().to_string();
+        assert!(
+            e.contains("not the Rust virtiofsd") && e.contains("7.2.22"),
+            "{e}"
+        );
         let e = find(Some(&t.path().join("missing")))
             .unwrap_err()
             .to_string();
