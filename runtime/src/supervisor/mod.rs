@@ -225,7 +225,7 @@ fn setup(
                 Rootfs::Dir(_) => None,
             };
             // The VMM connects from its jail directory (`<state>/vm`, its cwd until it
-            // confines itself): `../virtiofsd.sock` fits sun_path whatever the state path.
+            // confines itself): `../vfs.sock` fits sun_path whatever the state path.
             let fs = vec![VmmFs {
                 socket: Path::new("..").join(virtiofsd::SOCKET),
                 tag: share::TAG.into(),

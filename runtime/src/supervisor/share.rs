@@ -27,7 +27,7 @@
 //! virtiofsd (`virtiofsd`) or talk to the guest.
 
 use std::fs::File;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
@@ -360,7 +360,7 @@ fn make_read_only(target: &Path, recursive: bool) -> Result<()> {
 
 /// Removes `<state>/share` as `husk delete` finds it, never descending through a mount: it
 /// refuses while anything at or below it is mounted in the caller's namespace (mountinfo, and
-/// every entry's device must be the share's), and removes only the layout's empty stubs, with
+/// every entry's mount id must be the share's), and removes only the layout's empty stubs, with
 /// `rmdir` and `unlink`: a stub that is not empty fails the removal rather than being emptied.
 pub fn remove(state_dir: &Path) -> Result<()> {
     let share = state_dir.join(SHARE_DIR);
@@ -380,13 +380,13 @@ pub fn remove(state_dir: &Path) -> Result<()> {
     {
         return Err(ShareError::StillMounted(p));
     }
-    let dev = md.dev();
+    let mnt = mount_id(&share)?;
     // <share>/<id>/{rootfs, mounts/<i>}: two levels of directories, then the stubs.
-    for c in entries(&share, dev)? {
+    for c in entries(&share, mnt)? {
         if c.1 {
-            for e in entries(&c.0, dev)? {
+            for e in entries(&c.0, mnt)? {
                 if e.1 && e.0.file_name().is_some_and(|n| n == "mounts") {
-                    for stub in entries(&e.0, dev)? {
+                    for stub in entries(&e.0, mnt)? {
                         remove_stub(&stub)?;
                     }
                 }
@@ -398,14 +398,47 @@ pub fn remove(state_dir: &Path) -> Result<()> {
     std::fs::remove_dir(&share).map_err(sys(format!("rmdir {}", share.display())))
 }
 
-/// The entries of `dir` as (path, is a directory), each checked to be on `dev`.
-fn entries(dir: &Path, dev: u64) -> Result<Vec<(PathBuf, bool)>> {
+/// The id of the mount `path` is on (not following a symlink). Unlike `st_dev` (which
+/// overlayfs reports per layer for files), it tells a mount point from what is beside it.
+fn mount_id(path: &Path) -> Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let what = || path.display().to_string();
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| sys(what())(std::io::ErrorKind::InvalidInput.into()))?;
+    let mut stx = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `c` is NUL-terminated and `stx` is a zeroed statx the kernel writes, both alive
+    // for the call.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_MNT_ID,
+            stx.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(sys(what())(std::io::Error::last_os_error()));
+    }
+    // SAFETY: statx succeeded and filled the struct (it was zeroed before, so every field is
+    // initialized either way).
+    let stx = unsafe { stx.assume_init() };
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(sys(what())(std::io::Error::other(
+            "the kernel gives no mount id (statx STATX_MNT_ID, Linux 5.8)",
+        )));
+    }
+    Ok(stx.stx_mnt_id)
+}
+
+/// The entries of `dir` as (path, is a directory), each checked to be on mount `mnt`.
+fn entries(dir: &Path, mnt: u64) -> Result<Vec<(PathBuf, bool)>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).map_err(sys(dir.display().to_string()))? {
         let e = e.map_err(sys(dir.display().to_string()))?;
         let path = e.path();
         let md = std::fs::symlink_metadata(&path).map_err(sys(path.display().to_string()))?;
-        if md.dev() != dev {
+        if mount_id(&path)? != mnt {
             return Err(ShareError::StillMounted(path));
         }
         out.push((path, md.is_dir()));

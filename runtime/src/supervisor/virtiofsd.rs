@@ -3,7 +3,7 @@
 //! the VMM process, and sandboxes itself: `--sandbox namespace` (its own mount, PID and
 //! network namespaces, the share as its root), `--seccomp kill`, its capabilities dropped.
 //!
-//! The supervisor binds the listening socket itself (`<state>/virtiofsd.sock`, 0600, any path
+//! The supervisor binds the listening socket itself (`<state>/vfs.sock`, 0600, any path
 //! length) and hands it over with `--fd`: no pid file beside it, nothing to wait for (the
 //! VMM's connect is queued until virtiofsd accepts). The VMM connects when it builds the VM.
 //! virtiofsd gets `PR_SET_PDEATHSIG` SIGKILL, and its namespace child gets SIGTERM when it
@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The listening socket, relative to the container's state directory.
-pub const SOCKET: &str = "virtiofsd.sock";
+/// The listening socket, relative to the container's state directory (no longer than
+/// `control.sock`, the longest name `sockpath` makes room for).
+pub const SOCKET: &str = "vfs.sock";
 
 /// Where virtiofsd is looked for after the configuration and `HUSK_VIRTIOFSD`: distribution
 /// packages, then `/usr/local/bin`, then `PATH`, then `cargo install`'s directory. Only the

@@ -120,7 +120,7 @@ pub struct VmmJob {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmmFs {
     /// The backend's vhost-user socket as the VMM reaches it before its jail: a relative
-    /// path is taken from the jail directory (its cwd), so `../virtiofsd.sock` is a socket in
+    /// path is taken from the jail directory (its cwd), so `../vfs.sock` is a socket in
     /// the state directory, whatever that directory's length.
     pub socket: PathBuf,
     /// The mount tag.
