@@ -57,17 +57,17 @@ pub fn run(_: &Ctx, _: Args) -> anyhow::Result<i32> {
                 "guest size",
                 &format!("{} vCPU, {} MiB", cfg.vcpus, cfg.memory_mib),
             );
+            match crate::supervisor::virtiofsd::find(cfg.virtiofsd.as_deref()) {
+                Ok(p) => r.line(
+                    true,
+                    "virtiofsd (the virtio-fs share)",
+                    &p.display().to_string(),
+                ),
+                Err(e) => r.line(false, "virtiofsd (the virtio-fs share)", &e.to_string()),
+            }
         }
         Err(e) => r.line(false, "configuration", &e.to_string()),
     }
-    let mkfs = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"]
-        .iter()
-        .find(|p| Path::new(p).exists());
-    r.line(
-        mkfs.is_some(),
-        "mkfs.ext4 (packs rootfs directories)",
-        mkfs.copied().unwrap_or("missing: apt install e2fsprogs"),
-    );
     // Not needed yet (no networking), reported for what comes next.
     let tun = Path::new("/dev/net/tun").exists();
     println!(
