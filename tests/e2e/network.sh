@@ -251,8 +251,8 @@ fi
 
 echo "--- 3. podman with CNI (boots 6-8)"
 mkdir -p "$work/storage" && mount -t tmpfs tmpfs "$work/storage" || { echo "network: no tmpfs for podman"; exit 1; }
-# A short husk --root: <root>/<64-hex id>/virtiofsd.sock must fit sun_path (107 bytes), which
-# husk does not get around for virtiofsd's socket yet.
+# A short husk --root keeps <root>/<64-hex id>/<socket> well inside sun_path (107 bytes): with
+# $work/husk-root, virtiofsd's socket (then virtiofsd.sock) did not fit.
 proot=$(mktemp -d /run/hk.XXXX)
 cat >"$work/husk" <<EOF
 #!/bin/sh
