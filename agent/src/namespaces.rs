@@ -78,7 +78,16 @@ pub struct NamespacePlan {
     pub new_mount: bool,
     pub new_ipc: bool,
     pub new_net: bool,
+    /// The container uses the sandbox's network namespace ([`SANDBOX_NET`]): the guest's own,
+    /// where the runtime wired the caller's interfaces. Its own as far as sysctls go.
+    #[serde(default)]
+    pub sandbox_net: bool,
 }
+
+/// The network namespace path the runtime gives a container that uses the sandbox's network
+/// (the guest's initial namespace, PID 1's: the agent's), into which it wired the caller's
+/// interfaces. The one namespace path accepted here: it names no namespace of the host.
+pub const SANDBOX_NET: &str = "/proc/1/ns/net";
 
 impl NamespacePlan {
     /// Plans a container's init from the spec's namespace list. A type the list leaves out is
@@ -99,11 +108,16 @@ impl NamespacePlan {
                 return Err(NamespaceError::Unsupported(name));
             }
             match ns.path() {
+                // The sandbox's network namespace: the agent's own, which the container's
+                // init inherits; nothing to join.
+                Some(p) if t == LinuxNamespaceType::Network && p == Path::new(SANDBOX_NET) => {
+                    plan.sandbox_net = true;
+                }
                 // A path is a file in the caller's (the host's) /proc or /run/netns: nothing
                 // of the host can be joined from inside the VM. Where husk itself maps a
                 // path to a namespace of the sandbox (say a pod's shared namespaces, given
                 // as the sandbox container's path), that path would be accepted here and
-                // become a `Join` of the guest-side namespace; none is mapped yet.
+                // become a `Join` of the guest-side namespace; the network namespace is mapped to [`SANDBOX_NET`] above.
                 Some(p) if !p.as_os_str().is_empty() => {
                     return Err(NamespaceError::HostPath(i, p.clone()));
                 }
@@ -224,6 +238,18 @@ mod tests {
             Call::Setns("/proc/7/ns/user".into(), CloneFlags::CLONE_NEWUSER)
         );
         assert_eq!(calls.len(), 2);
+    }
+
+    #[test]
+    fn the_sandbox_network_is_shared_not_joined() {
+        let plan = NamespacePlan::for_create(&[ns(LinuxNamespaceType::Network, Some(SANDBOX_NET))])
+            .unwrap();
+        assert!(plan.sandbox_net && !plan.new_net && plan.join.is_empty());
+        assert_eq!(plan.clone_flags, 0);
+        // Only for the network namespace.
+        let err = NamespacePlan::for_create(&[ns(LinuxNamespaceType::Ipc, Some("/proc/1/ns/ipc"))])
+            .unwrap_err();
+        assert_eq!(err, NamespaceError::HostPath(0, "/proc/1/ns/ipc".into()));
     }
 
     #[test]

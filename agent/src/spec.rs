@@ -162,7 +162,7 @@ fn check_sysctl_namespace(key: &str, ns: &NamespacePlan, hostname: bool) -> Resu
             return Err(conflict("ipc"));
         }
     } else if key.starts_with("net.") {
-        if !ns.new_net {
+        if !ns.new_net && !ns.sandbox_net {
             return Err(conflict("network"));
         }
     } else if key == "kernel.hostname" || key == "kernel.domainname" {
@@ -484,6 +484,18 @@ mod tests {
                 "{err}"
             );
         }
+        // The sandbox's network namespace (the caller's, wired into the guest) is the
+        // container's as runc would join it: its net.* sysctls are allowed (podman's default
+        // net.ipv4.ping_group_range on a bridge network).
+        let sandbox: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","root":{"path":"/"},
+            "process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+            "linux":{"namespaces":[{"type":"mount"},{"type":"network","path":"/proc/1/ns/net"}],
+            "sysctl":{"net.ipv4.ping_group_range":"0 0"}}}"#,
+        )
+        .unwrap();
+        let v = validate(&sandbox, None).unwrap();
+        assert!(v.ns.sandbox_net && !v.ns.new_net);
         // The VM's own, not any container's: allowed (runc refuses them on a shared host).
         assert!(validate(
             &with_namespaces(&["mount"], r#","sysctl":{"vm.swappiness":"1"}"#),

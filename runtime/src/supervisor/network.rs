@@ -4,8 +4,8 @@
 //! undo, hands the guest the interfaces' MACs, addresses, MTUs, routes and neighbours through
 //! the agent, and rewrites the spec so the container uses the guest namespace that holds them.
 //!
-//! - A `network` namespace with a `path`: wired; the container joins the sandbox's (guest's
-//!   initial) network namespace, where the NICs are.
+//! - A `network` namespace with a `path`: wired; the container uses the sandbox's (guest's
+//!   initial) network namespace, where the NICs are (its path becomes [`SANDBOX_NET`]).
 //! - A `network` namespace without a path (`--network none`, runc's default spec): nothing is
 //!   wired; the container gets a namespace of its own in the guest, loopback only.
 //! - No `network` namespace (host network, `podman --network host`): a VM cannot share the
@@ -143,9 +143,14 @@ pub fn teardown_recorded(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The spec the agent gets: with the caller's namespace wired, the container shares the
-/// guest's initial network namespace (where the NICs are), so the `network` entry goes; a
-/// path-less entry stays (a private namespace in the guest).
+/// The agent's name for the sandbox's network namespace: the guest's initial one (its PID
+/// 1's), where the NICs are (`husk_agent::namespaces::SANDBOX_NET`).
+pub const SANDBOX_NET: &str = "/proc/1/ns/net";
+
+/// The spec the agent gets: with the caller's namespace wired, the container uses the guest's
+/// initial network namespace (where the NICs are), so the entry's path becomes
+/// [`SANDBOX_NET`] (the container has the caller's namespace as runc would join it: its
+/// `net.*` sysctls apply there); a path-less entry stays (a private namespace in the guest).
 pub fn map_spec(spec: &mut Value) {
     let Some(nss) = spec
         .pointer_mut("/linux/namespaces")
@@ -153,9 +158,11 @@ pub fn map_spec(spec: &mut Value) {
     else {
         return;
     };
-    nss.retain(|ns| {
-        !(ns["type"] == "network" && ns["path"].as_str().is_some_and(|p| !p.is_empty()))
-    });
+    for ns in nss.iter_mut() {
+        if ns["type"] == "network" && ns["path"].as_str().is_some_and(|p| !p.is_empty()) {
+            ns["path"] = SANDBOX_NET.into();
+        }
+    }
 }
 
 /// Makes the guest's NICs what the host's interfaces were: each NIC (found by the MAC the VMM
@@ -292,7 +299,7 @@ mod tests {
     }
 
     #[test]
-    fn only_a_wired_network_entry_leaves_the_spec() {
+    fn a_wired_network_entry_names_the_sandbox_namespace() {
         let mut spec = json!({"linux": {"namespaces": [
             {"type": "network", "path": "/run/netns/cni-1"},
             {"type": "ipc", "path": "/proc/1/ns/ipc"},
@@ -301,8 +308,13 @@ mod tests {
         map_spec(&mut spec);
         assert_eq!(
             spec["linux"]["namespaces"],
-            json!([{"type": "ipc", "path": "/proc/1/ns/ipc"}, {"type": "pid"}])
+            json!([
+                {"type": "network", "path": SANDBOX_NET},
+                {"type": "ipc", "path": "/proc/1/ns/ipc"},
+                {"type": "pid"}
+            ])
         );
+        assert_eq!(SANDBOX_NET, husk_agent::namespaces::SANDBOX_NET);
         let mut private = json!({"linux": {"namespaces": [{"type": "network"}]}});
         map_spec(&mut private);
         assert_eq!(private["linux"]["namespaces"], json!([{"type": "network"}]));
