@@ -48,8 +48,6 @@ else
 fi
 echo "net: $where"
 export HUSK_INITRD="${HUSK_AGENT_INITRD:-$target/guest-image/initramfs.cpio}"
-# The Rust virtiofsd, not QEMU's C one (see tests/e2e/network.sh).
-[ -z "${HUSK_VIRTIOFSD:-}" ] && [ -x /usr/local/bin/virtiofsd ] && export HUSK_VIRTIOFSD=/usr/local/bin/virtiofsd
 for c in runc python3 ip; do
     command -v $c >/dev/null || { echo "net: $c missing (tests/setup)"; exit 1; }
 done

@@ -38,9 +38,6 @@ fi
 
 export HUSK_INITRD="${HUSK_AGENT_INITRD:-$target/guest-image/initramfs.cpio}"
 export HUSK_KERNEL="${HUSK_KERNEL:-$("$root/kernel-config/build" | tail -n1)}"
-# The Rust virtiofsd (tests/setup installs it there), not QEMU's older C one in
-# /usr/lib/qemu, which husk's search finds first and which has no --fd.
-[ -z "${HUSK_VIRTIOFSD:-}" ] && [ -x /usr/local/bin/virtiofsd ] && export HUSK_VIRTIOFSD=/usr/local/bin/virtiofsd
 for f in "$husk" "$HUSK_KERNEL" "$HUSK_INITRD" /bin/busybox; do
     [ -e "$f" ] || { echo "network: $f missing (run tests/e2e/network.sh --prepare on the host)"; exit 1; }
 done
@@ -256,7 +253,7 @@ mkdir -p "$work/storage" && mount -t tmpfs tmpfs "$work/storage" || { echo "netw
 proot=$(mktemp -d /run/hk.XXXX)
 cat >"$work/husk" <<EOF
 #!/bin/sh
-export HUSK_KERNEL='$HUSK_KERNEL' HUSK_INITRD='$HUSK_INITRD' HUSK_VIRTIOFSD='${HUSK_VIRTIOFSD:-}'
+export HUSK_KERNEL='$HUSK_KERNEL' HUSK_INITRD='$HUSK_INITRD'
 exec '$husk' --root '$proot' "\$@"
 EOF
 chmod +x "$work/husk"
@@ -273,12 +270,6 @@ podman_done() {
 }
 podman_cleanup=podman_done
 opts=(--ulimit nofile=20000:20000 --ulimit nproc=32768:32768)
-# podman's default sysctl net.ipv4.ping_group_range: the agent refuses net.* sysctls for a
-# container without a network namespace of its own, which a wired container is (it shares the
-# guest's, which holds the NICs); cleared here until the agent accepts them (see
-# docs/networking.md).
-printf '[containers]\ndefault_sysctls = []\n' >"$work/containers.conf"
-export CONTAINERS_CONF="$work/containers.conf"
 plogs() { # the newest husk container's logs
     local d
     d=$(ls -td "$proot"/*/ 2>/dev/null | head -n1)
