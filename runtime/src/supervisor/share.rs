@@ -39,10 +39,25 @@ pub const SHARE_DIR: &str = "share";
 pub const TAG: &str = "husk-share";
 /// Where the guest mounts the share.
 pub const GUEST_DIR: &str = "/run/husk/share";
-/// Mode of the share's directories. The host's privacy comes from `<root>/<id>` (0700); the
-/// guest sees these modes, and a container with its own user namespace (its root is not the
-/// guest's) must still traverse them to its rootfs and mounts.
+/// Mode of the share's own directories (`share`, `<id>`, `<id>/mounts`; set explicitly, past
+/// husk's umask of 077). The host's privacy comes from `<root>/<id>` (0700); the guest sees
+/// these modes, and a container with its own user namespace (its root is not the guest's)
+/// must traverse them to its rootfs and mounts (with 0700: `root.path: mount
+/// /run/husk/share/<id>/rootfs: EACCES`). The stubs that mounts cover stay 0700.
 const DIR_MODE: u32 = 0o711;
+/// Mode of a directory stub (hidden by its mount).
+const STUB_MODE: u32 = 0o700;
+
+/// Makes directory `path` with `mode` exactly (whatever the umask); an existing directory
+/// is taken as it is.
+fn make_dir(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && path.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
 
 /// Errors setting up or removing the share.
 #[derive(Debug, thiserror::Error)]
@@ -122,10 +137,15 @@ impl Share {
     /// Makes `<state>/share` and bind-mounts it onto itself, read-only and shared.
     pub fn create(state_dir: &Path) -> Result<Share> {
         let dir = state_dir.join(SHARE_DIR);
-        std::fs::DirBuilder::new()
-            .mode(DIR_MODE)
-            .create(&dir)
-            .map_err(sys(format!("{}", dir.display())))?;
+        match std::fs::symlink_metadata(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => {
+                return Err(sys(dir.display().to_string())(
+                    std::io::ErrorKind::AlreadyExists.into(),
+                ))
+            }
+        }
+        make_dir(&dir, DIR_MODE).map_err(sys(dir.display().to_string()))?;
         let base = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -155,13 +175,10 @@ impl Share {
         PathBuf::from(format!("/proc/self/fd/{}/{rel}", self.base.as_raw_fd()))
     }
 
-    fn stub_dir(&self, rel: &str) -> Result<PathBuf> {
-        let under = self.under(rel);
-        match std::fs::DirBuilder::new().mode(DIR_MODE).create(&under) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && under.is_dir() => {}
-            Err(e) => return Err(sys(self.dir.join(rel).display().to_string())(e)),
-        }
+    /// Makes `rel` in the share (`mode`: [`DIR_MODE`] for a directory the guest traverses,
+    /// [`STUB_MODE`] for one a mount covers).
+    fn stub_dir(&self, rel: &str, mode: u32) -> Result<PathBuf> {
+        make_dir(&self.under(rel), mode).map_err(sys(self.dir.join(rel).display().to_string()))?;
         Ok(self.dir.join(rel))
     }
 
@@ -187,10 +204,10 @@ impl Share {
         bundle: &Path,
         spec: &mut Value,
     ) -> Result<Option<String>> {
-        self.stub_dir(id)?;
+        self.stub_dir(id, DIR_MODE)?;
         let guest_root = match rootfs {
             Some(src) => {
-                let target = self.stub_dir(&format!("{id}/rootfs"))?;
+                let target = self.stub_dir(&format!("{id}/rootfs"), STUB_MODE)?;
                 mount_bind(src, &target, true)?;
                 Some(format!("{GUEST_DIR}/{id}/rootfs"))
             }
@@ -222,10 +239,10 @@ impl Share {
             let src = bundle.join(src);
             let md = std::fs::metadata(&src).map_err(|e| at(format!("{}: {e}", src.display())))?;
             let rel = format!("{id}/mounts/{index}");
-            self.stub_dir(&format!("{id}/mounts"))
+            self.stub_dir(&format!("{id}/mounts"), DIR_MODE)
                 .map_err(|e| at(e.to_string()))?;
             let target = if md.is_dir() {
-                self.stub_dir(&rel)
+                self.stub_dir(&rel, STUB_MODE)
             } else if md.is_file() {
                 self.stub_file(&rel)
             } else {
