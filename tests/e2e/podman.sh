@@ -122,6 +122,14 @@ P exec d1 sh -c 'exit 3' 2>/dev/null
 check "exec propagates the exit code (3)" test $? -eq 3
 out=$(P exec d1 ps 2>&1)
 check "exec sees the container's processes" grep -q 'sleep 600' <<<"$out"
+# podman stats reads the host cgroup (linux.cgroupsPath) that holds the supervisor, the VMM
+# (guest memory and vCPUs) and virtiofsd: a busy loop in the guest shows as host CPU.
+P exec -d d1 sh -c 'end=$(($(date +%s) + 20)); while [ $(date +%s) -lt $end ]; do :; done' >/dev/null 2>&1
+sleep 3
+out=$(P stats --no-stream --format '{{.CPUPerc}} {{.MemUsage}}' d1 2>&1)
+cpu=${out%% *}
+check "podman stats: non-zero CPU ($cpu)" bash -c "[[ '$cpu' =~ ^[0-9.]+%$ && '$cpu' != 0.00% ]]" || echo "     $out"
+check "podman stats: non-zero memory" bash -c "[[ '$out' =~ %\ [1-9][0-9.]*[kMG]B ]]" || echo "     $out"
 P stop -t 2 d1 >/dev/null 2>&1
 check "stop" test $? -eq 0
 st=$(P ps -a --format '{{.Names}} {{.Status}}' 2>/dev/null)
