@@ -94,7 +94,8 @@ fn unlisted_namespaces_are_shared_not_refused() {
 }
 
 /// A namespace `path` names a namespace of the host, which a process in the VM cannot join:
-/// refused naming the entry, nothing left behind.
+/// refused naming the entry, nothing left behind. (The one path accepted, `/proc/1/ns/net`,
+/// is the sandbox's network namespace: namespaces.rs tests it.)
 #[test]
 fn namespace_paths_are_refused_naming_the_entry() {
     require_host_mode!();
@@ -103,7 +104,7 @@ fn namespace_paths_are_refused_naming_the_entry() {
     let mut s = spec(&root, &["true"]);
     s["linux"]["namespaces"] = serde_json::json!([
         {"type": "mount"}, {"type": "pid"}, {"type": "uts"},
-        {"type": "network", "path": "/proc/1/ns/net"}
+        {"type": "network", "path": "/var/run/netns/cni-1"}
     ]);
     let (c, msg) = code(a.create("nspath", &s).unwrap_err());
     assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
