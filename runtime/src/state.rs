@@ -50,9 +50,6 @@ pub enum StateError {
         /// Why.
         source: serde_json::Error,
     },
-    /// The sandbox's share could not be removed (something is still mounted in it).
-    #[error(transparent)]
-    Share(#[from] crate::supervisor::share::ShareError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
@@ -298,16 +295,11 @@ impl Root {
         })
     }
 
-    /// Removes everything of a container: its network wiring, its virtio-fs share without
-    /// ever descending through a mount (`share::remove`), then the rest.
+    /// Removes a container's state directory. The caller first undoes what lives outside it
+    /// or must not be descended through (`cli::delete::remove_state`: the network wiring, the
+    /// virtio-fs share's stubs).
     pub fn remove(&self, id: &str) -> Result<(), StateError> {
         let dir = self.container_dir(id);
-        // The TAPs and tc filters in the caller's network namespace (the namespace is the
-        // caller's and stays). A failure is logged, not fatal: the state must still go.
-        if let Err(e) = crate::supervisor::network::teardown_recorded(&dir) {
-            tracing::warn!("{id}: network teardown: {e}");
-        }
-        crate::supervisor::share::remove(&dir)?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -70,7 +70,9 @@ impl Drop for Cleanup<'_> {
             if let Err(e) = hostcg::remove(&self.cgroups, CGROUP_PATIENCE) {
                 self.ctx.log.warn(&e.to_string());
             }
-            let _ = self.ctx.root.remove(self.id);
+            if let Err(e) = super::delete::remove_state(self.ctx, self.id) {
+                self.ctx.log.warn(&e.to_string());
+            }
         }
     }
 }

@@ -32,7 +32,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         Err(StateError::NotFound) => {
             // A create that died before writing state.json may have left the directory.
             if crate::state::Root::check_id(&a.id).is_ok() {
-                let _ = ctx.root.remove(&a.id);
+                let _ = remove_state(ctx, &a.id);
             }
             if a.force {
                 return Ok(0);
@@ -60,6 +60,20 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// Removes a container's state with what it left outside: the TAPs and tc filters in the
+/// caller's network namespace (the namespace is the caller's and stays; a failure is logged,
+/// not fatal), then the virtio-fs share's stubs, never descending through a mount (a share
+/// still mounted fails the delete), then the state directory.
+pub fn remove_state(ctx: &Ctx, id: &str) -> anyhow::Result<()> {
+    let dir = ctx.root.container_dir(id);
+    if let Err(e) = crate::supervisor::network::teardown_recorded(&dir) {
+        ctx.log.warn(&format!("{id}: network teardown: {e}"));
+    }
+    crate::supervisor::share::remove(&dir)?;
+    ctx.root.remove(id)?;
+    Ok(())
+}
+
 /// Removes a container whose supervisor is gone: its host cgroup (a cgroup that will not go
 /// fails the delete and keeps the state, so it can be retried), its state, then runs its
 /// `poststop` hooks (failures are warnings).
@@ -71,7 +85,7 @@ pub fn remove_container(ctx: &Ctx, rec: &Record) -> anyhow::Result<()> {
     });
     hostcg::remove(&hostcg::load(&dir), super::create::CGROUP_PATIENCE)
         .map_err(|e| anyhow::anyhow!("{e}; the container's state is kept"))?;
-    ctx.root.remove(&rec.id)?;
+    remove_state(ctx, &rec.id)?;
     if let Some(h) = saved_hooks {
         for w in hooks::run_all(Kind::Poststop, &h, &HookState::of(rec, Status::Stopped)) {
             ctx.log.warn(&w.to_string());
