@@ -234,28 +234,13 @@ fn run_one(
         }
     }
     let mut child = cmd.spawn().map_err(|e| spawn_err(e.to_string()))?;
-    let deadline = hook
-        .timeout()
-        .filter(|t| *t > 0)
-        .map(|t| Instant::now() + Duration::from_secs(t.unsigned_abs()));
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Ok(s),
-            Ok(None) => {}
-            Err(e) => break Err(e),
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            timed_out = true;
-            // The hook leads its own group: whatever it started goes with it.
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(child.id() as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            break child.wait();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let (status, timed_out) = wait_with_timeout(&mut child, hook.timeout(), |c| {
+        // The hook leads its own group: whatever it started goes with it.
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(c.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    });
     let why = match status {
         Ok(s) if s.success() && !timed_out => return Ok(()),
         _ if timed_out => format!(
@@ -299,6 +284,31 @@ fn describe(s: ExitStatus) -> String {
         (Some(c), _) => format!("exit status {c}"),
         (_, Some(sig)) => format!("killed by signal {sig}"),
         _ => "failed".into(),
+    }
+}
+
+/// Waits for a hook's process; past `timeout` seconds (a hook's `timeout`, none or 0: no
+/// limit) calls `kill` on it and reaps it. Returns the wait's result and whether it timed out.
+/// The host's hooks (runtime/src/hooks.rs) wait the same way.
+pub fn wait_with_timeout(
+    child: &mut std::process::Child,
+    timeout: Option<i64>,
+    kill: impl FnOnce(&mut std::process::Child),
+) -> (std::io::Result<std::process::ExitStatus>, bool) {
+    let deadline = timeout
+        .filter(|t| *t > 0)
+        .map(|t| Instant::now() + Duration::from_secs(t.unsigned_abs()));
+    loop {
+        match child.try_wait() {
+            Ok(Some(s)) => return (Ok(s), false),
+            Ok(None) => {}
+            Err(e) => return (Err(e), false),
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            kill(child);
+            return (child.wait(), true);
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

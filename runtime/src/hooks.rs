@@ -226,24 +226,10 @@ fn run_one(
             .take()
             .map(|s| Box::new(s) as Box<dyn Read + Send>),
     );
-    let deadline = hook
-        .timeout()
-        .filter(|t| *t > 0)
-        .map(|t| Instant::now() + Duration::from_secs(t.unsigned_abs()));
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Ok(s),
-            Ok(None) => {}
-            Err(e) => break Err(e),
-        }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let (status, timed_out) =
+        husk_agent::hooks::wait_with_timeout(&mut child, hook.timeout(), |c| {
+            let _ = c.kill();
+        });
     if let Some(f) = feeder {
         let _ = f.join();
     }
