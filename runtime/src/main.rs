@@ -1,27 +1,7 @@
-//! husk: the runc-compatible CLI over KVM microVMs.
-//!
-//! Layout: `cli` (one module per verb) over `state` (the root directory, status, locks),
-//! `bundle` (config.json checks), `control` (the supervisor's socket protocol), `rootfs`
-//! (packing the rootfs into a disk image), `sockpath` (socket paths of any length), `config` (/etc/husk/config.toml) and `supervisor`
-//! (the per-sandbox process that holds the VM). `anyhow` only here and in the verbs.
-
-mod bundle;
-mod cli;
-mod config;
-mod control;
-mod hooks;
-mod hostcg;
-mod logger;
-mod net;
-mod perms;
-mod rootfs;
-mod sockpath;
-mod state;
-mod supervisor;
-mod timefmt;
-mod tty;
+//! husk: the runc-compatible CLI over KVM microVMs (the library is `husk`, src/lib.rs).
 
 use clap::Parser;
+use husk::{cli, perms};
 
 fn main() {
     // Before anything is created: what husk makes is private whatever the caller's umask.
