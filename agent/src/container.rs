@@ -146,17 +146,19 @@ impl Container {
     /// Validates the spec, creates the cgroup and the init stage (which runs the
     /// createContainer hooks; `bundle`, the host's bundle directory, is in their state), and
     /// leaves the container `Created`, its process waiting for `start` (which runs the
-    /// startContainer hooks).
+    /// startContainer hooks). `init_pid_of` resolves the other containers of the sandbox
+    /// whose namespaces the spec may name (`namespaces::CONTAINER_NS_DIR`).
     pub fn create(
         rt: &Runtime,
         id: &str,
         spec_json: &str,
         rootfs: Option<&Path>,
         bundle: &str,
+        init_pid_of: crate::namespaces::InitPidOf<'_>,
     ) -> Result<Arc<Self>> {
         let (spec, parse_warnings) =
             spec::parse_spec(spec_json).map_err(|e| ContainerError::BadJson(e.to_string()))?;
-        let mut v = spec::validate(&spec, rootfs)?;
+        let mut v = spec::validate_in(&spec, rootfs, init_pid_of)?;
         v.warnings.splice(0..0, parse_warnings);
         for w in &v.warnings {
             tracing::warn!(container = id, "{w}");

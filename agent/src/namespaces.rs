@@ -22,6 +22,11 @@ pub enum NamespaceError {
     HostPath(usize, PathBuf),
     #[error("linux.namespaces: {0} namespaces are not supported")]
     Unsupported(String),
+    #[error(
+        "linux.namespaces[{0}].path: {1:?} names container {2:?}, which this sandbox does not \
+         run (or whose init has exited)"
+    )]
+    NoContainer(usize, PathBuf, String),
 }
 
 /// The `/proc/<pid>/ns/<name>` file name of a namespace type.
@@ -84,6 +89,30 @@ pub struct NamespacePlan {
     pub sandbox_net: bool,
 }
 
+/// Where the runtime names the namespaces of another container of this sandbox:
+/// `CONTAINER_NS_DIR/<container id>/ns/<name>` (`<name>` as in `/proc/<pid>/ns`). A pod's
+/// later containers get the sandbox container's namespaces this way (the host's CRI paths
+/// `/proc/<sandbox pid>/ns/<name>` mapped by the supervisor); the agent joins
+/// `/proc/<that container's init pid>/ns/<name>`. Nothing is ever created at this path.
+pub const CONTAINER_NS_DIR: &str = "/run/husk/containers";
+
+/// The init pid of a container this sandbox runs (None: no such container, or its init has
+/// exited), for resolving [`CONTAINER_NS_DIR`] paths.
+pub type InitPidOf<'a> = &'a dyn Fn(&str) -> Option<i32>;
+
+/// The container id in a [`CONTAINER_NS_DIR`] path for a namespace of type `t`
+/// (`<dir>/<id>/ns/<proc name of t>`); None for any other path.
+pub fn container_of_ns_path(p: &Path, t: LinuxNamespaceType) -> Option<&str> {
+    let rest = p.strip_prefix(CONTAINER_NS_DIR).ok()?;
+    let mut parts = rest.components().map(|c| match c {
+        std::path::Component::Normal(s) => s.to_str(),
+        _ => None,
+    });
+    let id = parts.next()??;
+    let (ns, name, end) = (parts.next()??, parts.next()??, parts.next());
+    (ns == "ns" && name == proc_name(t) && end.is_none() && !id.is_empty()).then_some(id)
+}
+
 /// The network namespace path the runtime gives a container that uses the sandbox's network
 /// (the guest's initial namespace, PID 1's: the agent's), into which it wired the caller's
 /// interfaces. The one namespace path accepted here: it names no namespace of the host.
@@ -93,8 +122,19 @@ impl NamespacePlan {
     /// Plans a container's init from the spec's namespace list. A type the list leaves out is
     /// shared with the runtime, which in a VM means the guest's (the sandbox's) namespace; a
     /// listed one without a path is new. In a new user namespace clone(2) creates the user
-    /// namespace first, so it owns the others created with it.
+    /// namespace first, so it owns the others created with it. No other container's
+    /// namespaces can be named ([`NamespacePlan::for_create_in`] can).
     pub fn for_create(list: &[LinuxNamespace]) -> Result<Self, NamespaceError> {
+        Self::for_create_in(list, &|_| None)
+    }
+
+    /// [`NamespacePlan::for_create`] in a sandbox whose containers' init pids `init_pid_of`
+    /// gives: a [`CONTAINER_NS_DIR`] path of one of them becomes a join of its init's
+    /// namespace.
+    pub fn for_create_in(
+        list: &[LinuxNamespace],
+        init_pid_of: InitPidOf<'_>,
+    ) -> Result<Self, NamespaceError> {
         let mut seen = HashSet::new();
         let mut plan = NamespacePlan::default();
         let mut clone = CloneFlags::empty();
@@ -113,11 +153,24 @@ impl NamespacePlan {
                 Some(p) if t == LinuxNamespaceType::Network && p == Path::new(SANDBOX_NET) => {
                     plan.sandbox_net = true;
                 }
-                // A path is a file in the caller's (the host's) /proc or /run/netns: nothing
-                // of the host can be joined from inside the VM. Where husk itself maps a
-                // path to a namespace of the sandbox (say a pod's shared namespaces, given
-                // as the sandbox container's path), that path would be accepted here and
-                // become a `Join` of the guest-side namespace; the network namespace is mapped to [`SANDBOX_NET`] above.
+                // Another container of this sandbox (a pod's shared namespaces, which the
+                // supervisor maps from the sandbox container's host path): joined through
+                // its init's /proc entry.
+                Some(p) if container_of_ns_path(p, t).is_some() => {
+                    let cid = container_of_ns_path(p, t).unwrap_or_default();
+                    let pid = init_pid_of(cid).ok_or_else(|| {
+                        NamespaceError::NoContainer(i, p.clone(), cid.to_string())
+                    })?;
+                    plan.join.push(Join {
+                        flag: flag(t).bits(),
+                        path: PathBuf::from(format!("/proc/{pid}/ns/{name}")),
+                    });
+                    if t == LinuxNamespaceType::Pid {
+                        plan.join_pid = true;
+                    }
+                }
+                // Any other path is a file in the caller's (the host's) /proc or /run/netns:
+                // nothing of the host can be joined from inside the VM.
                 Some(p) if !p.as_os_str().is_empty() => {
                     return Err(NamespaceError::HostPath(i, p.clone()));
                 }
@@ -159,6 +212,14 @@ impl NamespacePlan {
 
     pub fn clone_flags(&self) -> CloneFlags {
         CloneFlags::from_bits_truncate(self.clone_flags)
+    }
+
+    /// A namespace of type `flag` is joined (another container's): the container has it as
+    /// its own as far as runc's rules go (sysctls, hostname), as with a joined path in runc.
+    pub fn joins(&self, flag: CloneFlags) -> bool {
+        self.join
+            .iter()
+            .any(|j| CloneFlags::from_bits_truncate(j.flag) == flag)
     }
 }
 
@@ -250,6 +311,71 @@ mod tests {
         let err = NamespacePlan::for_create(&[ns(LinuxNamespaceType::Ipc, Some("/proc/1/ns/ipc"))])
             .unwrap_err();
         assert_eq!(err, NamespaceError::HostPath(0, "/proc/1/ns/ipc".into()));
+    }
+
+    #[test]
+    fn another_containers_namespaces_are_joined_through_its_init() {
+        let known = |id: &str| (id == "sb").then_some(42);
+        let dir = |id: &str, name: &str| format!("{CONTAINER_NS_DIR}/{id}/ns/{name}");
+        let plan = NamespacePlan::for_create_in(
+            &[
+                ns(LinuxNamespaceType::Mount, None),
+                ns(LinuxNamespaceType::Ipc, Some(&dir("sb", "ipc"))),
+                ns(LinuxNamespaceType::Pid, Some(&dir("sb", "pid"))),
+                ns(LinuxNamespaceType::Network, Some(SANDBOX_NET)),
+                ns(LinuxNamespaceType::Uts, Some(&dir("sb", "uts"))),
+            ],
+            &known,
+        )
+        .unwrap();
+        let paths: Vec<_> = plan.join.iter().map(|j| j.path.clone()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                PathBuf::from("/proc/42/ns/ipc"),
+                PathBuf::from("/proc/42/ns/pid"),
+                PathBuf::from("/proc/42/ns/uts"),
+            ]
+        );
+        assert!(plan.join_pid && plan.new_mount && plan.sandbox_net);
+        assert!(!plan.new_ipc && !plan.new_pid && !plan.new_uts);
+        assert!(plan.joins(CloneFlags::CLONE_NEWIPC) && !plan.joins(CloneFlags::CLONE_NEWNET));
+        assert_eq!(plan.clone_flags(), CloneFlags::CLONE_NEWNS);
+
+        // A container the sandbox does not run.
+        let err = NamespacePlan::for_create_in(
+            &[ns(LinuxNamespaceType::Ipc, Some(&dir("other", "ipc")))],
+            &known,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            NamespaceError::NoContainer(0, dir("other", "ipc").into(), "other".into())
+        );
+        assert!(err.to_string().starts_with("linux.namespaces[0].path: "));
+        // Without a sandbox to ask (a plain create), and for paths of another shape: refused
+        // as host paths.
+        let err =
+            NamespacePlan::for_create(&[ns(LinuxNamespaceType::Ipc, Some(&dir("sb", "ipc")))])
+                .unwrap_err();
+        assert!(matches!(err, NamespaceError::NoContainer(0, _, _)));
+        for bad in [
+            dir("sb", "net"),
+            format!("{CONTAINER_NS_DIR}/sb/ipc"),
+            format!("{CONTAINER_NS_DIR}/sb/ns/ipc/x"),
+            format!("{CONTAINER_NS_DIR}/../sb/ns/ipc"),
+            format!("{CONTAINER_NS_DIR}//ns/ipc"),
+            "/proc/42/ns/ipc".into(),
+        ] {
+            let err =
+                NamespacePlan::for_create_in(&[ns(LinuxNamespaceType::Ipc, Some(&bad))], &known)
+                    .unwrap_err();
+            assert_eq!(
+                err,
+                NamespaceError::HostPath(0, bad.clone().into()),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

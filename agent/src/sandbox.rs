@@ -200,6 +200,13 @@ impl Sandbox {
             .ok_or_else(|| SandboxError::NotFound(id.to_string()))
     }
 
+    /// The init pid of container `id` while its init has not exited: its namespaces are what
+    /// a later container of the pod may join (`namespaces::CONTAINER_NS_DIR`).
+    pub fn running_init_pid(&self, id: &str) -> Option<i32> {
+        let c = self.container(id).ok()?;
+        c.init.exit_status().is_none().then_some(c.init.pid)
+    }
+
     pub fn setup(&self, hostname: &str, dns: &[String]) -> Result<()> {
         if self.cfg.host_mode {
             tracing::info!("host mode: not changing hostname or resolv.conf");
@@ -277,7 +284,8 @@ impl Sandbox {
         {
             return Err(SandboxError::Exists(id.into()));
         }
-        let c = Container::create(&self.rt, id, spec_json, rootfs, bundle)?;
+        let init_pid_of = |cid: &str| self.running_init_pid(cid);
+        let c = Container::create(&self.rt, id, spec_json, rootfs, bundle, &init_pid_of)?;
         let events = c.cgroup().path().join("memory.events");
         if !self.oom.watch(id, events) {
             tracing::debug!(container = id, "no memory.events: no OOM events for it");

@@ -10,6 +10,7 @@ use crate::caps::CapMasks;
 use crate::mounts::{join_rootfs, RootfsPlan};
 use crate::namespaces::{NamespaceError, NamespacePlan};
 use crate::spawn::IdMaps;
+use crate::syscall::CloneFlags;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("invalid spec: {field}: {reason}")]
@@ -158,15 +159,15 @@ fn check_sysctl_namespace(key: &str, ns: &NamespacePlan, hostname: bool) -> Resu
         )
     };
     if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
-        if !ns.new_ipc {
+        if !ns.new_ipc && !ns.joins(CloneFlags::CLONE_NEWIPC) {
             return Err(conflict("ipc"));
         }
     } else if key.starts_with("net.") {
-        if !ns.new_net && !ns.sandbox_net {
+        if !ns.new_net && !ns.sandbox_net && !ns.joins(CloneFlags::CLONE_NEWNET) {
             return Err(conflict("network"));
         }
     } else if key == "kernel.hostname" || key == "kernel.domainname" {
-        if !ns.new_uts {
+        if !ns.new_uts && !ns.joins(CloneFlags::CLONE_NEWUTS) {
             return Err(conflict("uts"));
         }
         if key == "kernel.hostname" && hostname {
@@ -183,6 +184,16 @@ fn check_sysctl_namespace(key: &str, ns: &NamespacePlan, hostname: bool) -> Resu
 
 /// Validates `spec`. `rootfs` overrides a relative `root.path` (the bundle is on the host).
 pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecError> {
+    validate_in(spec, rootfs, &|_| None)
+}
+
+/// [`validate`] in a sandbox whose other containers' namespaces the spec may name
+/// (`namespaces::CONTAINER_NS_DIR` paths, resolved through `init_pid_of`).
+pub fn validate_in(
+    spec: &Spec,
+    rootfs: Option<&Path>,
+    init_pid_of: crate::namespaces::InitPidOf<'_>,
+) -> Result<ValidSpec, SpecError> {
     let mut warnings = Vec::new();
     let root = spec
         .root()
@@ -214,7 +225,7 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
         .clone()
         .ok_or_else(|| bad("linux", "required"))?;
     let namespaces = linux.namespaces().clone().unwrap_or_default();
-    let ns = NamespacePlan::for_create(&namespaces)?;
+    let ns = NamespacePlan::for_create_in(&namespaces, init_pid_of)?;
 
     let mounts = spec.mounts().clone().unwrap_or_default();
     for (i, m) in mounts.iter().enumerate() {
@@ -261,7 +272,7 @@ pub fn validate(spec: &Spec, rootfs: Option<&Path>) -> Result<ValidSpec, SpecErr
     }
 
     let hostname = spec.hostname().clone().filter(|h| !h.is_empty());
-    if hostname.is_some() && !ns.new_uts {
+    if hostname.is_some() && !ns.new_uts && !ns.joins(CloneFlags::CLONE_NEWUTS) {
         // runc's rule and text.
         return Err(bad(
             "hostname",
@@ -496,6 +507,23 @@ mod tests {
         .unwrap();
         let v = validate(&sandbox, None).unwrap();
         assert!(v.ns.sandbox_net && !v.ns.new_net);
+        // Another container's namespaces, joined (a pod): its own as runc counts them, so
+        // their sysctls and a hostname are allowed (runc allows them in a joined namespace).
+        let pod: Spec = serde_json::from_str(
+            r#"{"ociVersion":"1.0.2","root":{"path":"/"},"hostname":"h",
+            "process":{"args":["sh"],"cwd":"/","user":{"uid":0,"gid":0}},
+            "linux":{"namespaces":[{"type":"mount"},
+                {"type":"ipc","path":"/run/husk/containers/sb/ns/ipc"},
+                {"type":"uts","path":"/run/husk/containers/sb/ns/uts"},
+                {"type":"network","path":"/run/husk/containers/sb/ns/net"}],
+            "sysctl":{"kernel.shmmax":"1","net.core.somaxconn":"1"}}}"#,
+        )
+        .unwrap();
+        let v = validate_in(&pod, None, &|id| (id == "sb").then_some(7)).unwrap();
+        assert_eq!(v.ns.join.len(), 3);
+        assert!(v.ns.joins(CloneFlags::CLONE_NEWUTS) && !v.ns.new_uts);
+        let err = validate(&pod, None).unwrap_err();
+        assert_eq!(err.field, "linux.namespaces[1].path", "{err}");
         // The VM's own, not any container's: allowed (runc refuses them on a shared host).
         assert!(validate(
             &with_namespaces(&["mount"], r#","sysctl":{"vm.swappiness":"1"}"#),

@@ -364,6 +364,86 @@ fn namespaces_follow_the_spec() {
     a.remove("h").unwrap();
 }
 
+/// A pod's later container names the sandbox container's namespaces as
+/// `CONTAINER_NS_DIR/<id>/ns/<name>` (the supervisor's mapping of CRI's `/proc/<pid>/ns/*`):
+/// accepted for a container the agent runs (joined through its init), refused for one it
+/// does not run.
+#[test]
+fn pod_containers_join_the_sandbox_containers_namespaces() {
+    use husk_agent::namespaces::CONTAINER_NS_DIR;
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    a.create("sb", &spec(&root, &["sleep", "100"])).unwrap();
+    a.start_c("sb").unwrap();
+    let sb = a.pids("sb")[0];
+    let ns_of = |pid: i32, n: &str| std::fs::read_link(format!("/proc/{pid}/ns/{n}")).unwrap();
+    let joined = |id: &str, names: &[&str]| {
+        let mut s = spec(&root, &["sleep", "100"]);
+        s.as_object_mut().unwrap().remove("hostname");
+        let mut nss = vec![serde_json::json!({"type": "mount"})];
+        for n in names {
+            let t = match *n {
+                "net" => "network",
+                other => other,
+            };
+            nss.push(
+                serde_json::json!({"type": t, "path": format!("{CONTAINER_NS_DIR}/{id}/ns/{n}")}),
+            );
+        }
+        s["linux"]["namespaces"] = serde_json::Value::Array(nss);
+        s
+    };
+    a.create("pc", &joined("sb", &["ipc", "uts", "net", "pid"]))
+        .unwrap();
+    a.start_c("pc").unwrap();
+    let pc = a.pids("pc")[0];
+    for n in ["ipc", "uts", "net", "pid"] {
+        assert_eq!(ns_of(pc, n), ns_of(sb, n), "{n} namespace joined");
+    }
+    assert_ne!(
+        ns_of(pc, "mnt"),
+        ns_of(sb, "mnt"),
+        "its own mount namespace"
+    );
+    // In the sandbox's pid namespace: the sandbox container's init is pid 1 there.
+    let (c, out) = {
+        let req = pb::ExecProcessRequest {
+            container_id: "pc".into(),
+            exec_id: "x".into(),
+            process_json: serde_json::json!({
+                "args": ["cat", "/proc/1/cmdline"], "cwd": "/", "env": ["PATH=/bin"],
+                "user": {"uid": 0, "gid": 0}
+            })
+            .to_string(),
+            ..Default::default()
+        };
+        a.client.exec_process(ctx(), &req).unwrap();
+        (a.wait("pc", "x"), a.read_all("pc", "x", false))
+    };
+    assert_eq!(c, 0);
+    // The pc's own /proc is mounted in a new mount namespace but the joined pid namespace:
+    // pid 1 is the sandbox's sleep.
+    assert_eq!(out.replace('\0', " ").trim(), "sleep 100");
+
+    // A container the agent does not run: refused, naming the entry.
+    let err = a.create("bad", &joined("nope", &["ipc"])).unwrap_err();
+    let (c, msg) = code(err);
+    assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
+    assert!(
+        msg.contains("linux.namespaces[1].path") && msg.contains("\"nope\""),
+        "{msg}"
+    );
+    // And the plain host path CRI would give, unmapped: refused as a host namespace.
+    let mut s = spec(&root, &["sleep", "100"]);
+    s["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "ipc", "path": format!("/proc/{sb}/ns/ipc")}]);
+    let (c, msg) = code(a.create("bad2", &s).unwrap_err());
+    assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT);
+    assert!(msg.contains("names a namespace of the host"), "{msg}");
+    a.remove("pc").unwrap();
+    a.remove("sb").unwrap();
+}
+
 #[test]
 fn bad_specs_are_rejected_naming_the_field_and_leave_nothing() {
     require_host_mode!();
