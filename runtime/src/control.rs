@@ -3,13 +3,18 @@
 //! its request (SCM_RIGHTS), so the supervisor relays the process straight to them, and gets
 //! two answers: `started` once the process runs, then its exit status.
 //!
+//! A request travels in an [`Envelope`] that may name a container of the sandbox (a pod's
+//! later containers, added with `add_container`): `{"op":"start","container":"c2"}`. Without
+//! `container` it addresses the sandbox's own container, so a message of a caller that never
+//! names one is what it always was.
+//!
 //! Owns: the wire format and both ends' framing. The supervisor's handlers live in
 //! `supervisor::server`.
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
@@ -71,6 +76,51 @@ pub enum Request {
         /// The count the caller has seen.
         after: Option<u64>,
     },
+    /// Create container `id` in the sandbox's VM (a pod container); its stdio fds (stdin,
+    /// stdout, stderr; with `process.terminal` all three are the pty slave) travel with the
+    /// request. The spec's sources are already guest paths (the CLI attached them to the
+    /// share); the supervisor maps its namespaces and network, the agent creates it with its
+    /// rootfs at `guest_root`. `<root>/<id>` must exist: its `status` is written there.
+    AddContainer {
+        /// The new container's id.
+        id: String,
+        /// Its OCI spec (config.json), sources rewritten to the guest.
+        spec_json: String,
+        /// Its rootfs's guest path.
+        guest_root: String,
+        /// Its bundle directory on the host (the guest hooks' state).
+        bundle: PathBuf,
+    },
+    /// Answered (`status`) once the container's init has exited, at once if it has; 255 when
+    /// the sandbox went down first. The connection stays open until then.
+    Wait,
+    /// Remove a pod container in the guest: a created or stopped one, or with `force` a
+    /// running or paused one (killed first). Refused for the sandbox's own container.
+    RemoveContainer {
+        /// Kill it first if it runs.
+        force: bool,
+    },
+}
+
+/// A request on the wire: `container` beside `op`, None (absent) for the sandbox's own.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The container addressed (None: the sandbox's own container).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// What is asked.
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+impl Envelope {
+    /// `request` for `container`.
+    pub fn new(container: Option<&str>, request: Request) -> Envelope {
+        Envelope {
+            container: container.map(str::to_string),
+            request,
+        }
+    }
 }
 
 /// The supervisor's answer.
@@ -171,16 +221,28 @@ pub fn recv<T: for<'de> Deserialize<'de>>(
     Ok((serde_json::from_slice(&body)?, fds))
 }
 
-/// Sends `req` to the supervisor at `sock_path` and waits up to `timeout` (None: forever).
+/// Sends `req` for the sandbox's own container to the supervisor at `sock_path` and waits up
+/// to `timeout` (None: forever).
 pub fn call(
     sock_path: &Path,
     req: &Request,
     fds: &[RawFd],
     timeout: Option<Duration>,
 ) -> Result<Response, ControlError> {
+    call_in(sock_path, None, req, fds, timeout)
+}
+
+/// [`call`] for `container` of the sandbox (None: the sandbox's own container).
+pub fn call_in(
+    sock_path: &Path,
+    container: Option<&str>,
+    req: &Request,
+    fds: &[RawFd],
+    timeout: Option<Duration>,
+) -> Result<Response, ControlError> {
     let sock = crate::sockpath::connect(sock_path)?;
     sock.set_read_timeout(timeout)?;
-    send(&sock, req, fds)?;
+    send(&sock, &Envelope::new(container, req.clone()), fds)?;
     answer(&sock)
 }
 
@@ -193,15 +255,29 @@ pub fn answer(sock: &UnixStream) -> Result<Response, ControlError> {
     }
 }
 
-/// Sends an `exec` request with `fds` and waits for its first answer (`started`); the
-/// connection then carries the exit status (`answer`).
+/// Sends an `exec` request (the sandbox's own container) with `fds` and waits for its first
+/// answer (`started`); the connection then carries the exit status (`answer`).
 pub fn start_exec(
     sock_path: &Path,
     process_json: String,
     fds: &[RawFd],
 ) -> Result<UnixStream, ControlError> {
+    start_exec_in(sock_path, None, process_json, fds)
+}
+
+/// [`start_exec`] in `container` of the sandbox (None: the sandbox's own container).
+pub fn start_exec_in(
+    sock_path: &Path,
+    container: Option<&str>,
+    process_json: String,
+    fds: &[RawFd],
+) -> Result<UnixStream, ControlError> {
     let sock = crate::sockpath::connect(sock_path)?;
-    send(&sock, &Request::Exec { process_json }, fds)?;
+    send(
+        &sock,
+        &Envelope::new(container, Request::Exec { process_json }),
+        fds,
+    )?;
     answer(&sock)?;
     Ok(sock)
 }
@@ -240,5 +316,106 @@ mod tests {
         send(&a, &exited, &[]).unwrap();
         assert!(answer(&b).unwrap().started);
         assert_eq!(answer(&b).unwrap().status, Some(7));
+    }
+
+    #[test]
+    fn the_envelope_names_a_container_beside_op() {
+        // What callers sent before envelopes (and still send for the sandbox's container).
+        for (old, want) in [
+            (r#"{"op":"start"}"#, "Start"),
+            (r#"{"op":"kill","signal":9,"all":false}"#, "Kill"),
+            (r#"{"op":"oom","after":null}"#, "Oom"),
+        ] {
+            let e: Envelope = serde_json::from_str(old).unwrap();
+            assert_eq!(e.container, None, "{old}");
+            assert!(format!("{:?}", e.request).starts_with(want), "{old}");
+        }
+        let e = Envelope::new(None, Request::Start);
+        assert_eq!(serde_json::to_string(&e).unwrap(), r#"{"op":"start"}"#);
+        let e = Envelope::new(
+            Some("c2"),
+            Request::Kill {
+                signal: 15,
+                all: true,
+            },
+        );
+        let text = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            text,
+            r#"{"container":"c2","op":"kill","signal":15,"all":true}"#
+        );
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.container.as_deref(), Some("c2"));
+        assert!(matches!(
+            back.request,
+            Request::Kill {
+                signal: 15,
+                all: true
+            }
+        ));
+        // The new requests.
+        let add = Envelope::new(
+            None,
+            Request::AddContainer {
+                id: "c2".into(),
+                spec_json: "{}".into(),
+                guest_root: "/run/husk/share/c2/rootfs".into(),
+                bundle: "/b".into(),
+            },
+        );
+        let v = serde_json::to_value(&add).unwrap();
+        assert_eq!(v["op"], "add_container");
+        assert_eq!(v["bundle"], "/b");
+        let back: Envelope = serde_json::from_value(v).unwrap();
+        assert!(matches!(back.request, Request::AddContainer { ref id, .. } if id == "c2"));
+        let w: Envelope = serde_json::from_str(r#"{"op":"wait","container":"c2"}"#).unwrap();
+        assert!(matches!(w.request, Request::Wait));
+        assert_eq!(w.container.as_deref(), Some("c2"));
+        let r: Envelope =
+            serde_json::from_str(r#"{"container":"c2","op":"remove_container","force":true}"#)
+                .unwrap();
+        assert!(matches!(
+            r.request,
+            Request::RemoveContainer { force: true }
+        ));
+        assert!(serde_json::from_str::<Envelope>(r#"{"op":"bogus"}"#).is_err());
+    }
+
+    #[test]
+    fn call_in_and_start_exec_in_carry_the_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for _ in 0..3 {
+                let (conn, _) = listener.accept().unwrap();
+                let (e, fds): (Envelope, _) = recv(&conn).unwrap();
+                seen.push((e.container.clone(), fds.len()));
+                if let Request::Exec { .. } = e.request {
+                    let started = Response {
+                        started: true,
+                        ..Default::default()
+                    };
+                    send(&conn, &started, &[]).unwrap();
+                }
+                let done = Response {
+                    status: Some(3),
+                    ..Default::default()
+                };
+                send(&conn, &done, &[]).unwrap();
+            }
+            seen
+        });
+        let r = call_in(&path, Some("c2"), &Request::Wait, &[], None).unwrap();
+        assert_eq!(r.status, Some(3));
+        call(&path, &Request::Start, &[], None).unwrap();
+        let devnull = std::fs::File::open("/dev/null").unwrap();
+        let conn = start_exec_in(&path, Some("c3"), "{}".into(), &[devnull.as_raw_fd()]).unwrap();
+        assert_eq!(answer(&conn).unwrap().status, Some(3));
+        assert_eq!(
+            server.join().unwrap(),
+            vec![(Some("c2".into()), 0), (None, 0), (Some("c3".into()), 1)]
+        );
     }
 }

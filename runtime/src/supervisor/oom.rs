@@ -1,6 +1,6 @@
-//! OOM kills of the container: one thread asks the agent's `GetOomEvent` for the whole
-//! sandbox (the agent keeps one queue, so a single reader must take the events) and counts
-//! the ones for this container; `events` callers wait on the count through the control
+//! OOM kills of the sandbox's containers: one thread asks the agent's `GetOomEvent` for the
+//! whole sandbox (the agent keeps one queue, so a single reader must take the events) and
+//! counts each on its container's count; `events` callers wait on the count through the control
 //! socket, each from the count it has already seen, so several can watch at once.
 //!
 //! Owns: the count and its waiters. Knows nothing of the control wire format.
@@ -63,9 +63,13 @@ impl OomCount {
 }
 
 /// Starts the thread that reads the sandbox's OOM events (on its own agent connection,
-/// since `GetOomEvent` blocks) and counts those of container `id`. It ends when the agent
-/// goes away or has no `GetOomEvent`.
-pub fn watch(agent: &AgentClient, id: &str, count: Arc<OomCount>) {
+/// since `GetOomEvent` blocks) and counts each on the count `route` gives for its container
+/// (the sandbox's containers: its own and a pod's later ones). It ends when the agent goes
+/// away or has no `GetOomEvent`.
+pub fn watch<F>(agent: &AgentClient, route: F)
+where
+    F: Fn(&str) -> Option<Arc<OomCount>> + Send + 'static,
+{
     let agent = match agent.another() {
         Ok(a) => a,
         Err(e) => {
@@ -73,16 +77,17 @@ pub fn watch(agent: &AgentClient, id: &str, count: Arc<OomCount>) {
             return;
         }
     };
-    let id = id.to_string();
     let _ = std::thread::Builder::new()
         .name("oom-events".into())
         .spawn(move || loop {
             match agent.oom_event() {
-                Ok(c) if c == id => {
-                    tracing::warn!("the container's cgroup OOM-killed a process");
-                    count.record();
-                }
-                Ok(other) => tracing::debug!(container = %other, "OOM event of another container"),
+                Ok(c) => match route(&c) {
+                    Some(count) => {
+                        tracing::warn!(container = %c, "the container's cgroup OOM-killed a process");
+                        count.record();
+                    }
+                    None => tracing::debug!(container = %c, "OOM event of an unknown container"),
+                },
                 Err(e) => {
                     tracing::debug!("OOM events end: {e}");
                     break;

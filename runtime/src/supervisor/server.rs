@@ -1,46 +1,56 @@
-//! The control socket server: one thread per connection, each request forwarded to the agent.
+//! The control socket server: one thread per connection, each request forwarded to the agent
+//! for the container it names. The sandbox holds a table of containers: its own (created at
+//! start-up) and a pod's later ones (`add_container`), each with its status, OOM count, exec
+//! numbering and exit status; a later container's init has a waiter thread that records its
+//! exit and answers its `wait` callers.
 //!
-//! Owns: the meaning of each control request and the container's status transitions after
-//! creation. The wire format is `control`'s.
+//! Owns: the meaning of each control request, the container table and every container's
+//! status transitions after creation. The wire format is `control`'s.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-use super::agent::AgentClient;
+use super::agent::{AgentClient, AgentError};
 use super::oom::OomCount;
 use super::stdio;
-use crate::control::{self, Request, Response};
+use crate::control::{self, Envelope, Request, Response};
 use crate::state::{write_atomic, Status};
 
-/// What every handler shares.
-pub struct Shared {
+/// Exit status recorded for a container whose sandbox went down before its init exited.
+pub const EXIT_SANDBOX_DOWN: i32 = 255;
+
+/// One container of the sandbox.
+pub struct Container {
     /// Container id.
     pub id: String,
-    /// `<root>/<id>`.
-    pub dir: std::path::PathBuf,
-    /// Control-plane connection to the agent.
-    pub agent: AgentClient,
+    /// `<root>/<id>`: its `status` and `exit_status` are written there.
+    pub dir: PathBuf,
     /// Current status (also written to `<dir>/status`).
-    pub status: Mutex<Status>,
+    status: Mutex<Status>,
     /// OOM kills so far (`events`).
     pub oom: Arc<OomCount>,
     exec_seq: AtomicU64,
+    /// The init's exit status, once recorded.
+    exit: Mutex<Option<i32>>,
+    exited: Condvar,
 }
 
-impl Shared {
-    /// Shared state for a created container.
-    pub fn new(id: String, dir: std::path::PathBuf, agent: AgentClient) -> Shared {
-        Shared {
+impl Container {
+    fn new(id: String, dir: PathBuf) -> Container {
+        Container {
             id,
             dir,
-            agent,
             status: Mutex::new(Status::Creating),
             oom: Arc::new(OomCount::default()),
             exec_seq: AtomicU64::new(0),
+            exit: Mutex::new(None),
+            exited: Condvar::new(),
         }
     }
 
@@ -49,20 +59,176 @@ impl Shared {
         let mut g = self.status.lock().unwrap_or_else(|e| e.into_inner());
         *g = s;
         if let Err(e) = write_atomic(&self.dir.join("status"), s.as_str().as_bytes()) {
-            tracing::warn!("recording status {}: {e}", s.as_str());
+            tracing::warn!(container = %self.id, "recording status {}: {e}", s.as_str());
         }
         if s == Status::Stopped {
             self.oom.close();
         }
     }
 
-    fn status(&self) -> Status {
+    /// The current status.
+    pub fn status(&self) -> Status {
         *self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the init's exit: `<dir>/exit_status`, status stopped, `wait` callers answered.
+    /// The first record wins (a later one, say the sandbox going down after the init's own
+    /// exit, changes nothing); whether this one did.
+    pub fn record_exit(&self, status: i32) -> bool {
+        let mut g = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_some() {
+            return false;
+        }
+        if let Err(e) = write_atomic(&self.dir.join("exit_status"), status.to_string().as_bytes()) {
+            tracing::warn!(container = %self.id, "recording the exit status: {e}");
+        }
+        self.set_status(Status::Stopped);
+        *g = Some(status);
+        self.exited.notify_all();
+        true
+    }
+
+    /// Waits until the init's exit is recorded (at most `timeout`; None: no limit).
+    pub fn wait_exit(&self, timeout: Option<Duration>) -> Option<i32> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut g = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        while g.is_none() {
+            g = match deadline {
+                None => self.exited.wait(g).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    self.exited
+                        .wait_timeout(g, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+        }
+        *g
+    }
+}
+
+/// What every handler shares: the sandbox and its containers.
+pub struct Shared {
+    /// The sandbox's own container's id (the sandbox's id).
+    pub id: String,
+    /// `--root`: a container's state is `<root>/<id>`.
+    pub root: PathBuf,
+    /// `<root>/<id>` of the sandbox's own container.
+    pub dir: PathBuf,
+    /// Control-plane connection to the agent.
+    pub agent: AgentClient,
+    /// The caller's network namespace the sandbox's network was wired from, if it was.
+    pub wired_netns: Option<PathBuf>,
+    containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// The sandbox's own init exited: no containers are added any more.
+    down: AtomicBool,
+    /// `wait` answers not yet sent (the supervisor lets them go out before it exits).
+    waiting: AtomicUsize,
+}
+
+impl Shared {
+    /// Shared state of a sandbox whose own container `id` (state `<root>/<id>`) is being
+    /// created.
+    pub fn new(
+        id: String,
+        root: PathBuf,
+        agent: AgentClient,
+        wired_netns: Option<PathBuf>,
+    ) -> Shared {
+        let dir = root.join(&id);
+        let own = Arc::new(Container::new(id.clone(), dir.clone()));
+        Shared {
+            containers: Mutex::new(HashMap::from([(id.clone(), own)])),
+            id,
+            root,
+            dir,
+            agent,
+            wired_netns,
+            down: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
+        self.containers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The sandbox's own container.
+    pub fn own(&self) -> Arc<Container> {
+        match self.table().get(&self.id) {
+            Some(c) => Arc::clone(c),
+            // Never removed from the table; a fresh record keeps callers simple.
+            None => Arc::new(Container::new(self.id.clone(), self.dir.clone())),
+        }
+    }
+
+    /// The container a request names (None: the sandbox's own).
+    pub fn container(&self, id: Option<&str>) -> Result<Arc<Container>, String> {
+        let id = id.unwrap_or(&self.id);
+        self.table()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| format!("container {id} is not in sandbox {}", self.id))
+    }
+
+    /// Records a status transition of the sandbox's own container.
+    pub fn set_status(&self, s: Status) {
+        self.own().set_status(s);
+    }
+
+    /// The OOM count of container `id`, if the sandbox has it.
+    pub fn oom_of(&self, id: &str) -> Option<Arc<OomCount>> {
+        self.table().get(id).map(|c| Arc::clone(&c.oom))
+    }
+
+    /// The sandbox goes down (its own init exited): every other container whose init has not
+    /// exited is recorded stopped with status 255 and its `wait` callers answered; no
+    /// container is added any more. The ids of those containers.
+    pub fn sandbox_down(&self) -> Vec<String> {
+        self.down.store(true, Ordering::SeqCst);
+        let others: Vec<Arc<Container>> = self
+            .table()
+            .values()
+            .filter(|c| c.id != self.id)
+            .cloned()
+            .collect();
+        let mut stopped = Vec::new();
+        for c in others {
+            if c.record_exit(EXIT_SANDBOX_DOWN) {
+                tracing::info!(container = %c.id, "the sandbox went down: recorded stopped");
+                stopped.push(c.id.clone());
+            }
+        }
+        stopped
+    }
+
+    /// The ids of the containers other than the sandbox's own.
+    pub fn pod_containers(&self) -> Vec<String> {
+        self.table()
+            .keys()
+            .filter(|k| **k != self.id)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits (at most `timeout`) until every `wait` answer has been sent.
+    pub fn drain_waits(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.waiting.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
 /// Longest an `oom` request waits before answering with the count unchanged.
 const OOM_WAIT: Duration = Duration::from_secs(10);
+
+/// How long `remove_container` waits for the killed init's exit to be recorded.
+const REMOVE_WAIT: Duration = Duration::from_secs(5);
 
 /// Serves `listener` until the process exits.
 pub fn serve(listener: UnixListener, shared: Arc<Shared>) {
@@ -75,16 +241,20 @@ pub fn serve(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
-fn handle(conn: UnixStream, shared: &Shared) {
-    let (req, fds): (Request, Vec<OwnedFd>) = match control::recv(&conn) {
+fn handle(conn: UnixStream, shared: &Arc<Shared>) {
+    let (env, fds): (Envelope, Vec<OwnedFd>) = match control::recv(&conn) {
         Ok(r) => r,
         Err(e) => {
             let _ = control::send(&conn, &Response::error(e), &[]);
             return;
         }
     };
-    tracing::info!(?req, "control request");
-    let resp = match dispatch(req, fds, &conn, shared) {
+    tracing::info!(container = ?env.container, req = ?env.request, "control request");
+    let is_wait = matches!(env.request, Request::Wait);
+    if is_wait {
+        shared.waiting.fetch_add(1, Ordering::SeqCst);
+    }
+    let resp = match dispatch(env, fds, &conn, shared) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("control request failed: {e}");
@@ -92,80 +262,244 @@ fn handle(conn: UnixStream, shared: &Shared) {
         }
     };
     let _ = control::send(&conn, &resp, &[]);
+    if is_wait {
+        shared.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn dispatch(
-    req: Request,
+    env: Envelope,
     fds: Vec<OwnedFd>,
     conn: &UnixStream,
-    s: &Shared,
+    s: &Arc<Shared>,
 ) -> Result<Response, String> {
     let ok = Response::default();
-    match req {
+    let Envelope { container, request } = env;
+    if let Request::AddContainer {
+        id,
+        spec_json,
+        guest_root,
+        bundle,
+    } = request
+    {
+        if container.as_deref().is_some_and(|c| c != s.id) {
+            return Err("add_container names the sandbox, not a container".into());
+        }
+        let add = AddContainer {
+            id: &id,
+            spec_json: &spec_json,
+            guest_root: &guest_root,
+            bundle: &bundle,
+        };
+        return add_container(s, add, fds).map(|()| ok);
+    }
+    let c = s.container(container.as_deref())?;
+    match request {
+        Request::AddContainer { .. } => unreachable!("handled above"),
         Request::Start => {
-            match s.status() {
+            match c.status() {
                 Status::Created => {}
                 Status::Stopped => return Err("cannot start a container that has stopped".into()),
                 _ => return Err("cannot start an already running container".into()),
             }
-            s.agent.start(&s.id).map_err(|e| e.to_string())?;
-            s.set_status(Status::Running);
+            s.agent.start(&c.id).map_err(|e| e.to_string())?;
+            c.set_status(Status::Running);
             Ok(ok)
         }
         Request::Kill { signal, all } => {
-            if s.status() == Status::Stopped {
+            if c.status() == Status::Stopped {
                 return Err("container not running".into());
             }
             s.agent
-                .signal(&s.id, "", signal, all)
+                .signal(&c.id, "", signal, all)
                 .map_err(|e| e.to_string())?;
             Ok(ok)
         }
         Request::Ps => Ok(Response {
-            pids: s.agent.ps(&s.id).map_err(|e| e.to_string())?,
+            pids: s.agent.ps(&c.id).map_err(|e| e.to_string())?,
             ..ok
         }),
         Request::Stats => Ok(Response {
             stats: Some(runc_stats(
-                &s.agent.stats(&s.id).map_err(|e| e.to_string())?,
+                &s.agent.stats(&c.id).map_err(|e| e.to_string())?,
             )),
             ..ok
         }),
         Request::Pause => {
-            if s.status() != Status::Running {
+            if c.status() != Status::Running {
                 return Err("container not running".into());
             }
-            s.agent.pause(&s.id).map_err(|e| e.to_string())?;
-            s.set_status(Status::Paused);
+            s.agent.pause(&c.id).map_err(|e| e.to_string())?;
+            c.set_status(Status::Paused);
             Ok(ok)
         }
         Request::Resume => {
-            if s.status() != Status::Paused {
+            if c.status() != Status::Paused {
                 return Err("container not paused".into());
             }
-            s.agent.resume(&s.id).map_err(|e| e.to_string())?;
-            s.set_status(Status::Running);
+            s.agent.resume(&c.id).map_err(|e| e.to_string())?;
+            c.set_status(Status::Running);
             Ok(ok)
         }
-        Request::Exec { process_json } => exec(s, &process_json, fds, conn),
+        Request::Exec { process_json } => exec(s, &c, &process_json, fds, conn),
         Request::Update { resources_json } => {
-            if s.status() == Status::Stopped {
+            if c.status() == Status::Stopped {
                 return Err("container not running".into());
             }
             s.agent
-                .update(&s.id, &resources_json)
+                .update(&c.id, &resources_json)
                 .map_err(|e| e.to_string())?;
             Ok(ok)
         }
         Request::Oom { after } => {
-            let (count, stopped) = s.oom.wait(after, OOM_WAIT);
+            let (count, stopped) = c.oom.wait(after, OOM_WAIT);
             Ok(Response {
                 oom_count: Some(count),
                 stopped,
                 ..ok
             })
         }
+        Request::Wait => Ok(Response {
+            status: c.wait_exit(None),
+            ..ok
+        }),
+        Request::RemoveContainer { force } => remove_container(s, &c, force).map(|()| ok),
     }
+}
+
+/// An `add_container` request.
+struct AddContainer<'a> {
+    id: &'a str,
+    spec_json: &'a str,
+    guest_root: &'a str,
+    bundle: &'a Path,
+}
+
+/// A container id as runc takes it (and as safe in a path under `--root`).
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 256
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// Creates a pod container in the sandbox's VM: the spec's namespaces and network mapped to
+/// the sandbox's, the runtime-namespace hooks left to the host, the agent's CreateContainer
+/// with the rootfs at `guest_root`; then its relay to `fds`, its init waiter and status
+/// `created`.
+fn add_container(s: &Arc<Shared>, add: AddContainer<'_>, fds: Vec<OwnedFd>) -> Result<(), String> {
+    let AddContainer {
+        id,
+        spec_json,
+        guest_root,
+        bundle,
+    } = add;
+    if s.down.load(Ordering::SeqCst) || s.own().status() == Status::Stopped {
+        return Err(format!("sandbox {} has stopped", s.id));
+    }
+    if !valid_id(id) {
+        return Err(format!(
+            "container id {id:?} must be 1-256 of [A-Za-z0-9_.-]"
+        ));
+    }
+    if s.table().contains_key(id) {
+        return Err(format!("container {id} already exists in sandbox {}", s.id));
+    }
+    let dir = s.root.join(id);
+    if !dir.is_dir() {
+        return Err(format!("{}: not a directory", dir.display()));
+    }
+    if !guest_root.starts_with('/') {
+        return Err(format!(
+            "guest_root {guest_root:?}: must be an absolute guest path"
+        ));
+    }
+    let mut spec: serde_json::Value =
+        serde_json::from_str(spec_json).map_err(|e| format!("spec_json: {e}"))?;
+    if !spec.is_object() {
+        return Err("spec_json: not a JSON object".into());
+    }
+    super::pod_spec(
+        &mut spec,
+        guest_root,
+        std::process::id(),
+        &s.id,
+        s.wired_netns.as_deref(),
+    );
+    let terminal = spec
+        .pointer("/process/terminal")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    // Before the create, so a failure leaves nothing in the guest to undo.
+    let waiter = s.agent.another().map_err(|e| e.to_string())?;
+    s.agent
+        .create_container(id, &spec.to_string(), Vec::new(), guest_root, bundle)
+        .map_err(|e| e.to_string())?;
+    let c = Arc::new(Container::new(id.to_string(), dir));
+    c.set_status(Status::Created);
+    s.table().insert(id.to_string(), Arc::clone(&c));
+    let mut fds = fds.into_iter().map(File::from);
+    let stdio = [fds.next(), fds.next(), fds.next()];
+    let relay = stdio::Relay::start(&s.agent, id, "", stdio, terminal);
+    let waited = Arc::clone(&c);
+    let spawned = std::thread::Builder::new()
+        .name("pod-init-wait".into())
+        .spawn(move || {
+            let status = waiter.wait(&waited.id, "");
+            // The output first: a caller that exits with the status (the stand-in) has all
+            // of it by then.
+            relay.finish(Duration::from_secs(2));
+            let status = status.unwrap_or_else(|e| {
+                tracing::warn!(container = %waited.id, "waiting for init: {e}");
+                EXIT_SANDBOX_DOWN
+            });
+            if waited.record_exit(status) {
+                tracing::info!(container = %waited.id, status, "init exited");
+            }
+        });
+    if let Err(e) = spawned {
+        s.table().remove(id);
+        let _ = s.agent.remove_container(id);
+        return Err(format!("waiter thread: {e}"));
+    }
+    tracing::info!(container = id, "pod container created");
+    Ok(())
+}
+
+/// Removes a pod container in the guest: a created or stopped one, a running or paused one
+/// only with `force` (the agent kills it first).
+fn remove_container(s: &Shared, c: &Arc<Container>, force: bool) -> Result<(), String> {
+    if c.id == s.id {
+        return Err(format!(
+            "container {} is the sandbox's own: deleting it (husk delete) stops the sandbox",
+            s.id
+        ));
+    }
+    let status = c.status();
+    if matches!(status, Status::Running | Status::Paused) && !force {
+        return Err(format!(
+            "cannot delete container {} that is not stopped: {}",
+            c.id,
+            status.as_str()
+        ));
+    }
+    match s.agent.remove_container(&c.id) {
+        Ok(()) => {}
+        Err(AgentError::Rpc {
+            code: ttrpc::Code::NOT_FOUND,
+            ..
+        }) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    // The waiter records the killed init's status; a created container's init never ran.
+    if c.wait_exit(Some(REMOVE_WAIT)).is_none() {
+        c.record_exit(128 + libc::SIGKILL);
+    }
+    s.table().remove(&c.id);
+    tracing::info!(container = %c.id, "pod container removed");
+    Ok(())
 }
 
 /// Microseconds as nanoseconds; a guest's absurd counter saturates instead of overflowing.
@@ -224,11 +558,12 @@ pub fn runc_stats(st: &husk_agent::protocol::StatsContainerResponse) -> serde_js
 /// returns its exit status (the second answer).
 fn exec(
     s: &Shared,
+    c: &Container,
     process_json: &str,
     fds: Vec<OwnedFd>,
     conn: &UnixStream,
 ) -> Result<Response, String> {
-    match s.status() {
+    match c.status() {
         Status::Created | Status::Running => {}
         Status::Paused => return Err("cannot exec in a paused container".into()),
         _ => return Err("cannot exec in a stopped container".into()),
@@ -236,14 +571,14 @@ fn exec(
     let process: serde_json::Value =
         serde_json::from_str(process_json).map_err(|e| format!("process: {e}"))?;
     let terminal = process["terminal"].as_bool().unwrap_or(false);
-    let exec_id = format!("exec-{}", s.exec_seq.fetch_add(1, Ordering::Relaxed) + 1);
+    let exec_id = format!("exec-{}", c.exec_seq.fetch_add(1, Ordering::Relaxed) + 1);
     let waiter = s.agent.another().map_err(|e| e.to_string())?;
     s.agent
-        .exec(&s.id, &exec_id, process_json)
+        .exec(&c.id, &exec_id, process_json)
         .map_err(|e| e.to_string())?;
     let mut fds = fds.into_iter().map(File::from);
     let stdio = [fds.next(), fds.next(), fds.next()];
-    let relay = stdio::Relay::start(&s.agent, &s.id, &exec_id, stdio, terminal);
+    let relay = stdio::Relay::start(&s.agent, &c.id, &exec_id, stdio, terminal);
     let started = Response {
         started: true,
         ..Default::default()
@@ -251,9 +586,9 @@ fn exec(
     if control::send(conn, &started, &[]).is_err() {
         tracing::debug!(exec = %exec_id, "the exec caller left; the process runs on");
     }
-    let status = waiter.wait(&s.id, &exec_id);
+    let status = waiter.wait(&c.id, &exec_id);
     relay.finish(Duration::from_secs(2));
-    tracing::info!(exec = %exec_id, ?status, "exec exited");
+    tracing::info!(container = %c.id, exec = %exec_id, ?status, "exec exited");
     Ok(Response {
         status: Some(status.map_err(|e| e.to_string())?),
         ..Default::default()
@@ -262,7 +597,43 @@ fn exec(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use husk_agent::protocol as pb;
+
+    #[test]
+    fn an_exit_is_recorded_once_and_answers_every_waiter() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(Container::new("c2".into(), dir.path().to_path_buf()));
+        c.set_status(Status::Running);
+        assert_eq!(c.wait_exit(Some(Duration::from_millis(10))), None);
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let c = Arc::clone(&c);
+                std::thread::spawn(move || c.wait_exit(None))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(c.record_exit(3));
+        // The sandbox going down afterwards changes nothing.
+        assert!(!c.record_exit(EXIT_SANDBOX_DOWN));
+        for w in waiters {
+            assert_eq!(w.join().unwrap(), Some(3));
+        }
+        assert_eq!(c.wait_exit(Some(Duration::ZERO)), Some(3));
+        assert_eq!(c.status(), Status::Stopped);
+        let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert_eq!(read("exit_status"), "3");
+        assert_eq!(read("status"), "stopped");
+        assert_eq!(c.oom.wait(Some(0), Duration::from_secs(5)), (0, true));
+    }
+
+    #[test]
+    fn container_ids_are_checked_before_they_name_a_directory() {
+        assert!(valid_id("c-2_x.y"));
+        for bad in ["", "../x", "a/b", ".x", "a b", &"x".repeat(257)] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn stats_from_the_guest_never_overflow() {
