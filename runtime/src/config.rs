@@ -25,6 +25,13 @@
 //! `guest_overhead_mib`; never below `vcpus`/`memory_mib`, clamped to the host's maxima; the
 //! `io.husk.*` annotations override that.
 //!
+//! A Kubernetes pod's VM (the sandbox container's spec) is sized for the whole pod when the
+//! CRI annotations containerd 1.7+ puts on the sandbox spec are there (1.6 sets none):
+//! `io.kubernetes.cri.sandbox-cpu-quota` / `-cpu-period` (the pod's containers' CPU limits
+//! together) and `io.kubernetes.cri.sandbox-memory` (their memory limits, bytes), by the same
+//! rules as `linux.resources` ([`HuskConfig::with_pod_annotations`]); the larger of the two
+//! sizings wins, and `io.husk.*` still overrides.
+//!
 //! Owns: reading and checking the settings. Does not boot anything.
 
 use std::collections::HashMap;
@@ -107,6 +114,13 @@ pub struct HuskConfig {
     /// MiB added to the guest's memory for the host cgroup's limit (VMM, supervisor).
     pub host_overhead_mib: u64,
 }
+
+/// The pod's containers' CPU quota together (µs per period), on a CRI sandbox spec.
+pub const CRI_SANDBOX_CPU_QUOTA: &str = "io.kubernetes.cri.sandbox-cpu-quota";
+/// The period of [`CRI_SANDBOX_CPU_QUOTA`] (µs).
+pub const CRI_SANDBOX_CPU_PERIOD: &str = "io.kubernetes.cri.sandbox-cpu-period";
+/// The pod's containers' memory limits together (bytes), on a CRI sandbox spec.
+pub const CRI_SANDBOX_MEMORY: &str = "io.kubernetes.cri.sandbox-memory";
 
 /// Default `max_memory_mib`.
 pub const DEFAULT_MAX_MEMORY_MIB: u64 = 16384;
@@ -251,11 +265,59 @@ impl HuskConfig {
         Ok(cfg)
     }
 
-    /// One container's settings: sized from its spec's resources, then its annotations.
+    /// One container's settings: sized from its spec's resources and (a pod's sandbox) the
+    /// CRI pod annotations, then its `io.husk.*` annotations.
     pub fn for_container(self, spec: &oci_spec::runtime::Spec) -> Result<HuskConfig, ConfigError> {
         let resources = spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+        let annotations = spec.annotations().clone().unwrap_or_default();
         self.with_resources(resources)?
-            .with_annotations(&spec.annotations().clone().unwrap_or_default())
+            .with_pod_annotations(&annotations)?
+            .with_annotations(&annotations)
+    }
+
+    /// Sizes a pod's VM from the CRI sandbox annotations (containerd 1.7+:
+    /// [`CRI_SANDBOX_CPU_QUOTA`], [`CRI_SANDBOX_CPU_PERIOD`], [`CRI_SANDBOX_MEMORY`]), by
+    /// `linux.resources`' rules: vCPUs `quota / period` rounded up (period 100000 µs when
+    /// absent or 0), memory the limit plus `guest_overhead_mib`; each never below what is
+    /// already chosen, within the maxima. A quota or limit of 0 or below means unlimited:
+    /// nothing changes. Absent annotations (containerd 1.6) change nothing.
+    pub fn with_pod_annotations(
+        mut self,
+        annotations: &HashMap<String, String>,
+    ) -> Result<HuskConfig, ConfigError> {
+        fn parse<T: std::str::FromStr>(
+            annotations: &HashMap<String, String>,
+            key: &str,
+        ) -> Result<Option<T>, ConfigError> {
+            annotations
+                .get(key)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .map(|v| {
+                    v.parse::<T>().map_err(|_| ConfigError::Annotation {
+                        key: key.into(),
+                        message: format!("{v:?} is not a number"),
+                    })
+                })
+                .transpose()
+        }
+        let quota: Option<i64> = parse(annotations, CRI_SANDBOX_CPU_QUOTA)?;
+        let period: Option<u64> = parse(annotations, CRI_SANDBOX_CPU_PERIOD)?;
+        let memory: Option<i64> = parse(annotations, CRI_SANDBOX_MEMORY)?;
+        if let Some(q) = quota.filter(|q| *q > 0) {
+            let period = period.filter(|p| *p > 0).unwrap_or(100_000);
+            let n = q.unsigned_abs().div_ceil(period);
+            let n = u8::try_from(n.min(u64::from(self.max_vcpus))).unwrap_or(self.max_vcpus);
+            self.vcpus = self.vcpus.max(n);
+        }
+        if let Some(limit) = memory.filter(|m| *m > 0) {
+            let mib = limit
+                .unsigned_abs()
+                .div_ceil(1 << 20)
+                .saturating_add(self.guest_overhead_mib);
+            self.memory_mib = self.memory_mib.max(mib.min(self.max_memory_mib));
+        }
+        Ok(self)
     }
 
     /// Sizes the VM from `linux.resources`: never below the defaults, within the maxima.
@@ -613,6 +675,86 @@ mod tests {
             )
             .unwrap();
         assert_eq!(c.memory_mib, 1024 + 32);
+    }
+
+    #[test]
+    fn a_pods_vm_is_sized_from_the_cri_sandbox_annotations() {
+        let host = HuskConfig {
+            max_vcpus: 8,
+            max_memory_mib: 4096,
+            ..HuskConfig::default()
+        };
+        let size = |r: serde_json::Value, a: serde_json::Value| {
+            host.clone()
+                .for_container(&spec(r, a))
+                .map(|c| (c.vcpus, c.memory_mib))
+        };
+        let none = serde_json::json!({});
+        // containerd 1.6: no annotations, the defaults.
+        assert_eq!(size(none.clone(), none.clone()).unwrap(), (1, 256));
+        // Two containers limited to 1.5 and 1 CPUs, 512 and 256 MiB.
+        let pod = serde_json::json!({
+            "io.kubernetes.cri.sandbox-cpu-quota": "250000",
+            "io.kubernetes.cri.sandbox-cpu-period": "100000",
+            "io.kubernetes.cri.sandbox-memory": (768_u64 << 20).to_string(),
+            "io.kubernetes.cri.sandbox-cpu-shares": "2",
+        });
+        assert_eq!(
+            size(none.clone(), pod.clone()).unwrap(),
+            (3, 768 + DEFAULT_OVERHEAD_MIB)
+        );
+        // Period absent or 0: 100 ms. Unlimited (0, -1): nothing changes.
+        let a = |q: &str, p: &str, m: &str| {
+            serde_json::json!({
+                CRI_SANDBOX_CPU_QUOTA: q, CRI_SANDBOX_CPU_PERIOD: p, CRI_SANDBOX_MEMORY: m,
+            })
+        };
+        assert_eq!(size(none.clone(), a("200000", "0", "0")).unwrap(), (2, 256));
+        assert_eq!(
+            size(none.clone(), a("-1", "100000", "-1")).unwrap(),
+            (1, 256)
+        );
+        assert_eq!(
+            size(none.clone(), a("50000", "", "1048576")).unwrap(),
+            (1, 256),
+            "never below the defaults"
+        );
+        // Within the maxima.
+        assert_eq!(
+            size(
+                none.clone(),
+                a("6400000", "100000", &(1_u64 << 40).to_string())
+            )
+            .unwrap(),
+            (8, 4096)
+        );
+        // The larger of the pod's and the sandbox spec's own resources.
+        assert_eq!(
+            size(
+                serde_json::json!({"cpu": {"cpus": "0-3"}, "memory": {"limit": 128 << 20}}),
+                a("100000", "100000", &(1_u64 << 30).to_string())
+            )
+            .unwrap(),
+            (4, 1024 + DEFAULT_OVERHEAD_MIB)
+        );
+        // io.husk.* still wins.
+        let mut both = pod.clone();
+        both["io.husk.vcpus"] = "1".into();
+        both["io.husk.memory_mib"] = "300".into();
+        assert_eq!(size(none.clone(), both).unwrap(), (1, 300));
+        // A malformed value names its annotation.
+        let e = size(none.clone(), a("lots", "100000", "0"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "annotations.io.kubernetes.cri.sandbox-cpu-quota: \"lots\" is not a number"
+        );
+        let e = size(none, a("0", "0", "1Gi")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("annotations.io.kubernetes.cri.sandbox-memory: "),
+            "{e}"
+        );
     }
 
     #[test]
