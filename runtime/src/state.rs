@@ -1,7 +1,8 @@
 //! Container state on the host: `<root>/<id>/` holds `state.json` (what `husk state` reports),
 //! `status` (written by the supervisor at each transition), `exit_status`, the control socket,
 //! the rootfs image and the supervisor's logs. A `flock` on the directory serializes husk calls
-//! that change a container.
+//! that change a container. A pod container (`husk create --sandbox`) has a directory of its
+//! own too, whose record names its sandbox; the sandbox's supervisor writes its `status`.
 //!
 //! Owns: the layout of the root directory and the status a caller sees. Does not talk to the
 //! supervisor (see `control`).
@@ -117,6 +118,25 @@ pub struct Record {
     /// The spec's annotations.
     #[serde(default)]
     pub annotations: HashMap<String, String>,
+    /// For a pod container (`create --sandbox`): the id of the sandbox container whose VM it
+    /// runs in; its `pid` is then a host stand-in that exits with the container's status,
+    /// and every verb goes to the sandbox's control socket naming this container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+}
+
+impl Record {
+    /// The control socket that serves this container and the container to name there: the
+    /// sandbox's socket with this id for a pod container, its own socket and none otherwise.
+    pub fn control(&self, root: &Root) -> (PathBuf, Option<String>) {
+        match &self.sandbox {
+            Some(s) => (
+                root.container_dir(s).join("control.sock"),
+                Some(self.id.clone()),
+            ),
+            None => (root.container_dir(&self.id).join("control.sock"), None),
+        }
+    }
 }
 
 /// runc's `state` output.
@@ -460,6 +480,7 @@ mod tests {
                 rootfs: "/b/rootfs".into(),
                 created: String::new(),
                 annotations: HashMap::new(),
+                sandbox: None,
             })
             .unwrap();
             write_atomic(&dir.join("status"), b"created").unwrap();
@@ -549,6 +570,32 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_containers_record_names_its_sandbox_and_its_socket() {
+        let root = Root::new("/r".into());
+        // A record written before pods existed reads as a sandbox's own container.
+        let old = r#"{"id":"c","pid":1,"pid_start":2,"bundle":"/b","rootfs":"/b/rootfs",
+            "created":"","annotations":{}}"#;
+        let rec: Record = serde_json::from_str(old).unwrap();
+        assert_eq!(rec.sandbox, None);
+        assert!(!serde_json::to_string(&rec).unwrap().contains("sandbox"));
+        assert_eq!(
+            rec.control(&root),
+            (PathBuf::from("/r/c/control.sock"), None)
+        );
+        let pod = Record {
+            id: "c2".into(),
+            sandbox: Some("c".into()),
+            ..rec
+        };
+        let back: Record = serde_json::from_str(&serde_json::to_string(&pod).unwrap()).unwrap();
+        assert_eq!(back.sandbox.as_deref(), Some("c"));
+        assert_eq!(
+            back.control(&root),
+            (PathBuf::from("/r/c/control.sock"), Some("c2".into()))
+        );
+    }
+
+    #[test]
     fn create_lock_read_remove() {
         let tmp = std::env::temp_dir().join(format!("husk-state-test-{}", std::process::id()));
         let root = Root::new(tmp.clone());
@@ -563,6 +610,7 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             created: "2019-05-21T08:35:51Z".into(),
             annotations: HashMap::new(),
+            sandbox: None,
         };
         root.write_record(&rec).unwrap();
         drop(lock);

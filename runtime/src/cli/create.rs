@@ -51,6 +51,10 @@ pub struct CreateArgs {
     /// yet, so anything but 0 is refused.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub preserve_fds: u32,
+    /// Create the container in the running VM of this (sandbox) container instead of a VM of
+    /// its own: a pod's later container (see docs/pods.md).
+    #[arg(long, value_name = "SANDBOX_ID")]
+    pub sandbox: Option<String>,
     /// Container id.
     pub id: String,
 }
@@ -133,6 +137,7 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
         rootfs: bundle.rootfs.clone(),
         created: timefmt::rfc3339_nanos(SystemTime::now()),
         annotations: bundle.annotations(),
+        sandbox: None,
     };
     ctx.root.write_record(&rec)?;
     let hooks = bundle.spec.hooks().clone().unwrap_or_default();
@@ -271,6 +276,10 @@ fn wait_ready(listener: &UnixListener, child: &mut Child) -> anyhow::Result<()> 
 
 /// The verb.
 pub fn run(ctx: &Ctx, a: CreateArgs) -> anyhow::Result<i32> {
+    if let Some(sandbox) = &a.sandbox {
+        super::pod::create(ctx, &a, sandbox)?;
+        return Ok(0);
+    }
     create(ctx, &a, true)?;
     Ok(0)
 }

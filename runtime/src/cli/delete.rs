@@ -4,6 +4,11 @@
 //! stopped while its guest ignores the teardown) is killed, identified by the pid and start
 //! time `create` recorded, and waited for, before the state goes. Then the host cgroup is
 //! removed and the `poststop` hooks run (on the host; failures are warnings).
+//!
+//! A pod container (`create --sandbox`) is removed through its sandbox (`pod::delete`). A
+//! sandbox's delete (with `--force` while it runs) stops its VM whatever pod containers it
+//! still has; their records stay, stopped (their stand-ins exit with 255), for their own
+//! `delete`, which then only removes what is left on the host.
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +47,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         Err(e) => return Err(e.into()),
     };
     let rec = ctx.root.read_record(&a.id)?;
+    if let Some(sandbox) = &rec.sandbox {
+        super::pod::delete(ctx, &rec, sandbox, a.force)?;
+        return Ok(0);
+    }
     let status = ctx.root.status(&rec);
     match status {
         Status::Stopped => {}
@@ -55,7 +64,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     }
     // Whatever the status file says: a supervisor that still lives (a guest that never
     // answers its teardown, or one that is still powering off) goes before its state does.
-    end_supervisor(ctx, &a.id, rec.pid, rec.pid_start)?;
+    end_process(
+        ctx,
+        "supervisor",
+        &a.id,
+        rec.pid,
+        rec.pid_start,
+        TEARDOWN_GRACE,
+    )?;
     remove_container(ctx, &rec)?;
     Ok(0)
 }
@@ -118,14 +134,21 @@ fn stop(ctx: &Ctx, id: &str, pid: i32, start: u64) {
     }
 }
 
-/// Ends the supervisor recorded at create (pid and start time, so a recycled pid is never
-/// signalled): a short grace, then SIGKILL, then waits until it is gone. Fails, keeping the
-/// state, if it outlives even that.
-fn end_supervisor(ctx: &Ctx, id: &str, pid: i32, start: u64) -> anyhow::Result<()> {
-    if wait_gone(pid, start, TEARDOWN_GRACE) {
+/// Ends the process recorded at create (the supervisor, or a pod container's stand-in; pid
+/// and start time, so a recycled pid is never signalled): `grace`, then SIGKILL, then waits
+/// until it is gone. Fails, keeping the state, if it outlives even that.
+pub fn end_process(
+    ctx: &Ctx,
+    what: &str,
+    id: &str,
+    pid: i32,
+    start: u64,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    if wait_gone(pid, start, grace) {
         return Ok(());
     }
-    ctx.log.debug(&format!("killing supervisor {pid} of {id}"));
+    ctx.log.debug(&format!("killing {what} {pid} of {id}"));
     // Checked just before the signal; a pid reused within this window would need the
     // supervisor to exit and the kernel to wrap its pid space in between.
     if process_alive(pid, start) {
@@ -135,7 +158,7 @@ fn end_supervisor(ctx: &Ctx, id: &str, pid: i32, start: u64) -> anyhow::Result<(
         );
     }
     if !wait_gone(pid, start, KILL_WAIT) {
-        bail!("supervisor {pid} of container {id} did not exit after SIGKILL; its state is kept");
+        bail!("{what} {pid} of container {id} did not exit after SIGKILL; its state is kept");
     }
     Ok(())
 }
@@ -186,6 +209,7 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             created: String::new(),
             annotations: HashMap::new(),
+            sandbox: None,
         };
         ctx.root.write_record(&rec).unwrap();
         write_atomic(&dir.join("status"), b"stopped").unwrap();

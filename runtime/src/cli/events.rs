@@ -47,10 +47,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// Prints an `oom` event for each OOM kill after the first answer, until the container
 /// stops or the supervisor goes away.
-fn watch_oom(sock: PathBuf, id: String) {
+fn watch_oom(sock: PathBuf, container: Option<String>, id: String) {
     let ask = |after| {
-        control::call(
+        control::call_in(
             &sock,
+            container.as_deref(),
             &Request::Oom { after },
             &[],
             Some(Duration::from_secs(60)),
@@ -76,13 +77,12 @@ fn watch_oom(sock: PathBuf, id: String) {
 
 /// The verb.
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
-    let sock = ctx.root.container_dir(&a.id).join("control.sock");
+    let (sock, container) = ctx.root.read_record(&a.id)?.control(&ctx.root);
     if !a.stats {
-        ctx.root.read_record(&a.id)?;
-        let (sock, id) = (sock.clone(), a.id.clone());
+        let (sock, container, id) = (sock.clone(), container.clone(), a.id.clone());
         std::thread::Builder::new()
             .name("oom".into())
-            .spawn(move || watch_oom(sock, id))?;
+            .spawn(move || watch_oom(sock, container, id))?;
     }
     loop {
         let rec = ctx.root.read_record(&a.id)?;
@@ -92,7 +92,13 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
             }
             return Ok(0);
         }
-        let resp = control::call(&sock, &Request::Stats, &[], Some(Duration::from_secs(30)))?;
+        let resp = control::call_in(
+            &sock,
+            container.as_deref(),
+            &Request::Stats,
+            &[],
+            Some(Duration::from_secs(30)),
+        )?;
         let event = serde_json::json!({
             "type": "stats",
             "id": a.id,

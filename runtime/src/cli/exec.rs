@@ -179,8 +179,8 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     };
     // A foreground terminal on the caller's own tty: raw, as runc makes it.
     let _raw = (terminal && pty.is_none()).then(RawGuard::stdin);
-    let sock = ctx.root.container_dir(&a.id).join("control.sock");
-    let conn = control::start_exec(&sock, process_json, &fds)?;
+    let (sock, container) = rec.control(&ctx.root);
+    let conn = control::start_exec_in(&sock, container.as_deref(), process_json, &fds)?;
     if let (Some(p), Some(path)) = (pty, &a.console_socket) {
         p.send_master(path)?;
     }

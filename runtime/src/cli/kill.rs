@@ -34,9 +34,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     if ctx.root.status(&rec) == Status::Stopped {
         bail!("container not running");
     }
-    let sock = ctx.root.container_dir(&a.id).join("control.sock");
-    control::call(
+    let (sock, container) = rec.control(&ctx.root);
+    control::call_in(
         &sock,
+        container.as_deref(),
         &Request::Kill { signal, all: a.all },
         &[],
         Some(Duration::from_secs(30)),

@@ -10,6 +10,7 @@ pub mod features;
 pub mod kill;
 pub mod list;
 pub mod pause;
+pub mod pod;
 pub mod ps;
 pub mod run;
 pub mod spec;
@@ -99,6 +100,9 @@ pub enum Cmd {
     /// Internal: a detached exec's host stand-in (see `exec`).
     #[command(hide = true)]
     ExecWait,
+    /// Internal: attaches (detaches) a pod container's files in its sandbox's mount namespace.
+    #[command(hide = true)]
+    PodShare,
     /// Internal: the sandbox's jailed VMM process the supervisor starts.
     #[command(hide = true)]
     Vmm,
@@ -165,6 +169,7 @@ pub fn dispatch(ctx: &Ctx, cmd: Cmd) -> anyhow::Result<i32> {
         Cmd::Restore(a) => unsupported::run("restore", a),
         Cmd::Supervise(a) => supervise::run(ctx, a),
         Cmd::ExecWait => exec::wait_standin(),
+        Cmd::PodShare => pod::share_verb(),
         Cmd::Vmm => vmm::run(),
     }
 }
@@ -228,6 +233,17 @@ mod tests {
             ],
             &["husk", "update", "-r", "-", "c"],
             &["husk", "features"],
+            &[
+                "husk",
+                "create",
+                "--sandbox",
+                "pause",
+                "--bundle",
+                "/b",
+                "--pid-file",
+                "/p",
+                "c2",
+            ],
         ] {
             super::Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         }

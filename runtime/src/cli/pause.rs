@@ -15,12 +15,19 @@ pub struct Args {
 /// The verb; `pause` true to freeze.
 pub fn run(ctx: &Ctx, a: Args, pause: bool) -> anyhow::Result<i32> {
     let _lock = ctx.root.lock(&a.id)?;
-    let sock = ctx.root.container_dir(&a.id).join("control.sock");
+    let rec = ctx.root.read_record(&a.id)?;
+    let (sock, container) = rec.control(&ctx.root);
     let req = if pause {
         Request::Pause
     } else {
         Request::Resume
     };
-    control::call(&sock, &req, &[], Some(Duration::from_secs(30)))?;
+    control::call_in(
+        &sock,
+        container.as_deref(),
+        &req,
+        &[],
+        Some(Duration::from_secs(30)),
+    )?;
     Ok(0)
 }

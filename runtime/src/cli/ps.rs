@@ -22,10 +22,16 @@ pub struct Args {
 
 /// The verb.
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
-    ctx.root.read_record(&a.id)?;
-    let sock = ctx.root.container_dir(&a.id).join("control.sock");
-    let resp = control::call(&sock, &Request::Ps, &[], Some(Duration::from_secs(30)))
-        .map_err(|e| anyhow::anyhow!("container {} is not running: {e}", a.id))?;
+    let rec = ctx.root.read_record(&a.id)?;
+    let (sock, container) = rec.control(&ctx.root);
+    let resp = control::call_in(
+        &sock,
+        container.as_deref(),
+        &Request::Ps,
+        &[],
+        Some(Duration::from_secs(30)),
+    )
+    .map_err(|e| anyhow::anyhow!("container {} is not running: {e}", a.id))?;
     match a.format {
         Format::Json => println!("{}", serde_json::to_string(&resp.pids)?),
         Format::Table => {

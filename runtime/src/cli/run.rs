@@ -38,6 +38,11 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     if !a.detach {
         let _ = crate::supervisor::forwarded_signals().thread_block();
     }
+    if let Some(s) = &a.create.sandbox {
+        anyhow::bail!(
+            "--sandbox {s}: husk run makes a sandbox of its own; use create --sandbox and start"
+        );
+    }
     let mut child = create(ctx, &a.create, a.detach)?;
     // A foreground terminal on the caller's own tty: raw while the container runs, as runc.
     let terminal = !a.detach && a.create.console_socket.is_none() && wants_terminal(&a.create);

@@ -1,4 +1,5 @@
-//! `husk start`: the supervisor starts the created container's process; then the `poststart`
+//! `husk start`: the supervisor starts the created container's process (a pod container's is
+//! its sandbox's supervisor); then the `poststart`
 //! hooks run here, on the host (a failing one is a warning, as the spec says).
 
 use std::time::Duration;
@@ -26,8 +27,14 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         }
         Status::Creating | Status::Created => {}
     }
-    let sock = ctx.root.container_dir(&a.id).join("control.sock");
-    control::call(&sock, &Request::Start, &[], Some(Duration::from_secs(60)))?;
+    let (sock, container) = rec.control(&ctx.root);
+    control::call_in(
+        &sock,
+        container.as_deref(),
+        &Request::Start,
+        &[],
+        Some(Duration::from_secs(60)),
+    )?;
     poststart(ctx, &rec);
     Ok(0)
 }

@@ -154,9 +154,15 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     if ctx.root.status(&rec) == crate::state::Status::Stopped {
         bail!("container {} is not running", a.id);
     }
-    let sock = ctx.root.container_dir(&a.id).join("control.sock");
+    let (sock, container) = rec.control(&ctx.root);
     let req = Request::Update { resources_json };
-    control::call(&sock, &req, &[], Some(Duration::from_secs(30)))?;
+    control::call_in(
+        &sock,
+        container.as_deref(),
+        &req,
+        &[],
+        Some(Duration::from_secs(30)),
+    )?;
     Ok(0)
 }
 

@@ -62,9 +62,9 @@ fn make_dir(path: &Path, mode: u32) -> std::io::Result<()> {
 /// Errors setting up or removing the share.
 #[derive(Debug, thiserror::Error)]
 pub enum ShareError {
-    /// The supervisor had threads when it entered its mount namespace (only the calling thread
+    /// The process had threads when it entered a mount namespace (only the calling thread
     /// would have moved).
-    #[error("entering a private mount namespace: the supervisor has {0} threads, not 1")]
+    #[error("entering a mount namespace: the process has {0} threads, not 1")]
     Threaded(usize),
     /// A system call failed.
     #[error("{what}: {source}")]
@@ -74,13 +74,11 @@ pub enum ShareError {
         /// Why.
         source: std::io::Error,
     },
-    /// A bind mount of the spec could not be set up.
-    #[error("mounts[{index}] ({destination}): {message}")]
+    /// The rootfs or a bind mount of the spec could not be set up.
+    #[error("{what}: {message}")]
     Mount {
-        /// Index in the spec's mounts.
-        index: usize,
-        /// The mount's destination.
-        destination: String,
+        /// `root.path`, or `mounts[i] (destination)`.
+        what: String,
         /// What is wrong.
         message: String,
     },
@@ -106,12 +104,7 @@ fn errno(e: nix::errno::Errno) -> std::io::Error {
 /// `unshare(CLONE_NEWNS)` moves only the calling thread, so every later thread and child
 /// inherits it only if it is the process's one thread.
 pub fn enter_private_mount_namespace() -> Result<()> {
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map_err(sys("/proc/self/task"))?
-        .count();
-    if threads != 1 {
-        return Err(ShareError::Threaded(threads));
-    }
+    single_threaded()?;
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| sys("unshare(CLONE_NEWNS)")(errno(e)))?;
     nix::mount::mount(
@@ -175,28 +168,12 @@ impl Share {
         PathBuf::from(format!("/proc/self/fd/{}/{rel}", self.base.as_raw_fd()))
     }
 
-    /// Makes `rel` in the share (`mode`: [`DIR_MODE`] for a directory the guest traverses,
-    /// [`STUB_MODE`] for one a mount covers).
-    fn stub_dir(&self, rel: &str, mode: u32) -> Result<PathBuf> {
-        make_dir(&self.under(rel), mode).map_err(sys(self.dir.join(rel).display().to_string()))?;
-        Ok(self.dir.join(rel))
-    }
-
-    fn stub_file(&self, rel: &str) -> Result<PathBuf> {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(self.under(rel))
-            .map_err(sys(self.dir.join(rel).display().to_string()))?;
-        Ok(self.dir.join(rel))
-    }
-
     /// Mounts container `id`'s rootfs (a directory; `None` for a block device, which the VM
     /// gets as a disk) at `<share>/<id>/rootfs` and every bind mount of `spec` at
     /// `<share>/<id>/mounts/<i>`, rewriting each source to the guest's path of it. Relative
     /// sources are taken from `bundle`. Returns the guest path of the rootfs, if mounted.
+    /// The layout and the rules are [`plan`]'s, shared with a pod's later containers
+    /// ([`attach_in_namespace`]).
     pub fn add_container(
         &self,
         id: &str,
@@ -204,67 +181,152 @@ impl Share {
         bundle: &Path,
         spec: &mut Value,
     ) -> Result<Option<String>> {
-        self.stub_dir(id, DIR_MODE)?;
-        let guest_root = match rootfs {
-            Some(src) => {
-                let target = self.stub_dir(&format!("{id}/rootfs"), STUB_MODE)?;
-                mount_bind(src, &target, true)?;
-                Some(format!("{GUEST_DIR}/{id}/rootfs"))
+        let (guest_root, attaches) = plan(id, rootfs, bundle, spec)?;
+        make_stubs(|rel| self.under(rel), id, &attaches)?;
+        for a in &attaches {
+            let target = self.dir.join(&a.rel);
+            mount_bind(&a.source, &target, a.recursive).map_err(|e| a.error(e))?;
+            if a.read_only {
+                make_read_only(&target, a.recursive).map_err(|e| a.error(e))?;
             }
-            None => None,
-        };
-        let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
-            return Ok(guest_root);
-        };
-        for (index, m) in mounts.iter_mut().enumerate() {
-            if !is_bind(m) {
-                continue;
-            }
-            let destination = m["destination"].as_str().unwrap_or("?").to_string();
-            let at = |message: String| ShareError::Mount {
-                index,
-                destination: destination.clone(),
-                message,
-            };
-            if destination.trim_end_matches('/') == "/dev/shm" {
-                // POSIX shared memory is the guest's own: a host tmpfs (podman's shm) seen
-                // through virtio-fs would only be slower, and shared with nothing (Kata does
-                // the same).
-                *m = guest_tmpfs(m, &destination);
-                continue;
-            }
-            let Some(src) = m["source"].as_str().map(PathBuf::from) else {
-                return Err(at("a bind mount needs a source".into()));
-            };
-            let src = bundle.join(src);
-            let md = std::fs::metadata(&src).map_err(|e| at(format!("{}: {e}", src.display())))?;
-            let rel = format!("{id}/mounts/{index}");
-            self.stub_dir(&format!("{id}/mounts"), DIR_MODE)
-                .map_err(|e| at(e.to_string()))?;
-            let target = if md.is_dir() {
-                self.stub_dir(&rel, STUB_MODE)
-            } else if md.is_file() {
-                self.stub_file(&rel)
-            } else {
-                return Err(at(format!(
-                    "{}: only files and directories can be bind mounted into a husk sandbox \
-                     (this is a {})",
-                    src.display(),
-                    kind(&md)
-                )));
-            }
-            .map_err(|e| at(e.to_string()))?;
-            let opts = options(m);
-            let recursive = opts.contains(&"rbind");
-            mount_bind(&src, &target, recursive).map_err(|e| at(e.to_string()))?;
-            if opts.contains(&"ro") {
-                make_read_only(&target, recursive).map_err(|e| at(e.to_string()))?;
-            }
-            m["source"] = format!("{GUEST_DIR}/{rel}").into();
-            tracing::info!(source = %src.display(), %destination, "bind source in the share");
+            tracing::info!(source = %a.source.display(), what = %a.what(), "in the share");
         }
         Ok(guest_root)
     }
+}
+
+/// One host file or directory a container needs in the share.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Attach {
+    /// Index in the spec's mounts; `None` for the rootfs.
+    pub index: Option<usize>,
+    /// The mount's destination in the container (`/` for the rootfs).
+    pub destination: String,
+    /// The host path.
+    pub source: PathBuf,
+    /// Where it goes, relative to the share (`<id>/rootfs`, `<id>/mounts/<i>`).
+    pub rel: String,
+    /// A directory (else a file).
+    pub dir: bool,
+    /// With the mounts below it (the rootfs, `rbind`).
+    pub recursive: bool,
+    /// Read-only (`ro` in the mount's options).
+    pub read_only: bool,
+}
+
+impl Attach {
+    /// What an error names: `root.path` or `mounts[i] (destination)`.
+    pub fn what(&self) -> String {
+        match self.index {
+            None => "root.path".into(),
+            Some(i) => format!("mounts[{i}] ({})", self.destination),
+        }
+    }
+
+    /// `e` as an error naming this entry.
+    fn error(&self, e: impl ToString) -> ShareError {
+        ShareError::Mount {
+            what: self.what(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// What container `id` needs in the share: its rootfs (when a directory) and each bind mount
+/// of `spec` (relative sources from `bundle`), with the spec rewritten to the guest paths
+/// (`/dev/shm` becomes a guest tmpfs). Checks each source (a file or a directory) and names
+/// `mounts[i]` when one is wrong; mounts nothing. Returns the rootfs's guest path.
+pub fn plan(
+    id: &str,
+    rootfs: Option<&Path>,
+    bundle: &Path,
+    spec: &mut Value,
+) -> Result<(Option<String>, Vec<Attach>)> {
+    let mut out = Vec::new();
+    let guest_root = rootfs.map(|src| {
+        out.push(Attach {
+            index: None,
+            destination: "/".into(),
+            source: src.to_path_buf(),
+            rel: format!("{id}/rootfs"),
+            dir: true,
+            recursive: true,
+            read_only: false,
+        });
+        format!("{GUEST_DIR}/{id}/rootfs")
+    });
+    let Some(mounts) = spec.get_mut("mounts").and_then(Value::as_array_mut) else {
+        return Ok((guest_root, out));
+    };
+    for (index, m) in mounts.iter_mut().enumerate() {
+        if !is_bind(m) {
+            continue;
+        }
+        let destination = m["destination"].as_str().unwrap_or("?").to_string();
+        let at = |message: String| ShareError::Mount {
+            what: format!("mounts[{index}] ({destination})"),
+            message,
+        };
+        if destination.trim_end_matches('/') == "/dev/shm" {
+            // POSIX shared memory is the guest's own: a host tmpfs (podman's shm) seen
+            // through virtio-fs would only be slower, and shared with nothing (Kata does
+            // the same).
+            *m = guest_tmpfs(m, &destination);
+            continue;
+        }
+        let Some(src) = m["source"].as_str().map(PathBuf::from) else {
+            return Err(at("a bind mount needs a source".into()));
+        };
+        let src = bundle.join(src);
+        let md = std::fs::metadata(&src).map_err(|e| at(format!("{}: {e}", src.display())))?;
+        if !md.is_dir() && !md.is_file() {
+            return Err(at(format!(
+                "{}: only files and directories can be bind mounted into a husk sandbox \
+                 (this is a {})",
+                src.display(),
+                kind(&md)
+            )));
+        }
+        let opts = options(m);
+        let rel = format!("{id}/mounts/{index}");
+        out.push(Attach {
+            index: Some(index),
+            destination: destination.clone(),
+            source: src,
+            rel: rel.clone(),
+            dir: md.is_dir(),
+            recursive: opts.contains(&"rbind"),
+            read_only: opts.contains(&"ro"),
+        });
+        m["source"] = format!("{GUEST_DIR}/{rel}").into();
+    }
+    Ok((guest_root, out))
+}
+
+/// Makes `<id>` ([`DIR_MODE`]), `<id>/mounts` when needed, and each entry's stub ([`STUB_MODE`]
+/// directory, or an empty 0600 file), `path` mapping a share-relative name to where it is made.
+pub fn make_stubs(path: impl Fn(&str) -> PathBuf, id: &str, attaches: &[Attach]) -> Result<()> {
+    make_dir(&path(id), DIR_MODE).map_err(sys(path(id).display().to_string()))?;
+    for a in attaches {
+        let at = path(&a.rel);
+        if a.index.is_some() {
+            let mounts = format!("{id}/mounts");
+            make_dir(&path(&mounts), DIR_MODE).map_err(|e| a.error(e))?;
+        }
+        let made = if a.dir {
+            make_dir(&at, STUB_MODE)
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&at)
+                .map(drop)
+        };
+        made.map_err(|e| a.error(format!("{}: {e}", a.rel)))?;
+    }
+    Ok(())
 }
 
 fn options(m: &Value) -> Vec<&str> {
@@ -398,21 +460,210 @@ pub fn remove(state_dir: &Path) -> Result<()> {
         return Err(ShareError::StillMounted(p));
     }
     let mnt = mount_id(&share)?;
-    // <share>/<id>/{rootfs, mounts/<i>}: two levels of directories, then the stubs.
     for c in entries(&share, mnt)? {
-        if c.1 {
-            for e in entries(&c.0, mnt)? {
-                if e.1 && e.0.file_name().is_some_and(|n| n == "mounts") {
-                    for stub in entries(&e.0, mnt)? {
-                        remove_stub(&stub)?;
-                    }
-                }
-                remove_stub(&e)?;
-            }
-        }
-        remove_stub(&c)?;
+        remove_container_tree(&c, mnt)?;
     }
     std::fs::remove_dir(&share).map_err(sys(format!("rmdir {}", share.display())))
+}
+
+/// Removes `<share>/<id>` (`{rootfs, mounts/<i>}`: two levels of directories, then the
+/// stubs), each entry checked to be on mount `mnt`, with `rmdir` and `unlink` only.
+fn remove_container_tree(c: &(PathBuf, bool), mnt: u64) -> Result<()> {
+    if c.1 {
+        for e in entries(&c.0, mnt)? {
+            if e.1 && e.0.file_name().is_some_and(|n| n == "mounts") {
+                for stub in entries(&e.0, mnt)? {
+                    remove_stub(&stub)?;
+                }
+            }
+            remove_stub(&e)?;
+        }
+    }
+    remove_stub(c)
+}
+
+/// Removes one pod container's stubs, `<share_dir>/<id>`, as [`remove`] does for the whole
+/// share (never through a mount: anything still mounted there in the caller's namespace
+/// fails it). The mounts in the supervisor's namespace go first ([`detach_in_namespace`]).
+pub fn remove_container_stubs(share_dir: &Path, id: &str) -> Result<()> {
+    let top = share_dir.join(id);
+    let md = match std::fs::symlink_metadata(&top) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(sys(top.display().to_string())(e)),
+    };
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(sys("/proc/self/mountinfo"))?;
+    if let Some(p) = mount_points(&mountinfo)
+        .into_iter()
+        .find(|p| p.starts_with(&top))
+    {
+        return Err(ShareError::StillMounted(p));
+    }
+    let mnt = mount_id(share_dir)?;
+    remove_container_tree(&(top, md.is_dir()), mnt)
+}
+
+/// Checks that the calling process has one thread: `setns(CLONE_NEWNS)` and
+/// `unshare(CLONE_NEWNS)` need it.
+fn single_threaded() -> Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task")
+        .map_err(sys("/proc/self/task"))?
+        .count();
+    if threads != 1 {
+        return Err(ShareError::Threaded(threads));
+    }
+    Ok(())
+}
+
+/// Enters the mount namespace of process `pid` (the supervisor's).
+fn enter_namespace_of(pid: i32) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let path = format!("/proc/{pid}/ns/mnt");
+    let ns = File::open(&path).map_err(sys(path.clone()))?;
+    nix::sched::setns(ns.as_raw_fd(), nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| sys(format!("setns {path}"))(errno(e)))
+}
+
+/// A pod's later container's files, attached to the sandbox's share by a process of its own
+/// (single-threaded: `husk create --sandbox`'s child). Takes a detached copy of each entry's
+/// source in the caller's mount namespace (`open_tree(OPEN_TREE_CLONE)`, recursive for the
+/// rootfs and `rbind`; read-only ones made so with `mount_setattr` before they are attached),
+/// which sees mounts made after the supervisor started (the shim's overlay rootfs, kubelet's
+/// volumes); then enters the mount namespace of the supervisor `sup_pid` and attaches each
+/// copy (`move_mount`) at `<share_dir>/<rel>`, whose stubs exist ([`make_stubs`] from the
+/// host's side of the same directory). The mounts propagate from the share (`MS_SHARED`) into
+/// virtiofsd's namespace, where the guest sees them as new submounts. `share_dir` must be
+/// absolute (`setns` moves the working directory).
+pub fn attach_in_namespace(sup_pid: i32, share_dir: &Path, attaches: &[Attach]) -> Result<()> {
+    single_threaded()?;
+    let mut trees = Vec::with_capacity(attaches.len());
+    for a in attaches {
+        let fd = open_tree(&a.source, a.recursive).map_err(|e| a.error(e))?;
+        if a.read_only {
+            set_read_only_fd(&fd, a.recursive).map_err(|e| a.error(e))?;
+        }
+        trees.push(fd);
+    }
+    enter_namespace_of(sup_pid)?;
+    for (a, fd) in attaches.iter().zip(&trees) {
+        let target = share_dir.join(&a.rel);
+        move_mount(fd, &target).map_err(|e| a.error(format!("{}: {e}", target.display())))?;
+    }
+    Ok(())
+}
+
+/// Undoes [`attach_in_namespace`] for container `id`: enters the supervisor's mount namespace
+/// and lazily unmounts (`MNT_DETACH`) everything mounted below `<share_dir>/<id>`, deepest
+/// first; what is already gone is skipped. Returns how many it unmounted. Single-threaded,
+/// like attaching.
+pub fn detach_in_namespace(sup_pid: i32, share_dir: &Path, id: &str) -> Result<usize> {
+    single_threaded()?;
+    enter_namespace_of(sup_pid)?;
+    let top = share_dir.join(id);
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(sys("/proc/self/mountinfo"))?;
+    let mut points: Vec<PathBuf> = mount_points(&mountinfo)
+        .into_iter()
+        .filter(|p| p.starts_with(&top))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    let mut n = 0;
+    for p in points {
+        match nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => n += 1,
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(sys(format!("unmounting {}", p.display()))(errno(e))),
+        }
+    }
+    Ok(n)
+}
+
+fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| std::io::ErrorKind::InvalidInput.into())
+}
+
+/// `open_tree(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC [| AT_RECURSIVE])`: a detached copy of the
+/// mount at `path`.
+fn open_tree(path: &Path, recursive: bool) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let c = c_path(path)?;
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: `c` is NUL-terminated and alive for the call; the kernel only reads it.
+    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(std::io::Error::other(format!(
+            "open_tree {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: open_tree returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Makes a detached mount tree read-only (`mount_setattr` on its descriptor).
+fn set_read_only_fd(fd: &std::os::fd::OwnedFd, recursive: bool) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let attr = libc::mount_attr {
+        attr_set: libc::MOUNT_ATTR_RDONLY,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
+    // SAFETY: the empty path is a NUL-terminated static string and `attr` a mount_attr whose
+    // size is passed, both alive for the call; the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            flags as libc::c_uint,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::other(format!(
+            "making it read-only: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// `move_mount(fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)`: attaches a detached tree.
+fn move_mount(fd: &std::os::fd::OwnedFd, target: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let c = c_path(target)?;
+    // SAFETY: both paths are NUL-terminated and alive for the call; the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::other(format!(
+            "move_mount: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 /// The id of the mount `path` is on (not following a symlink). Unlike `st_dev` (which
