@@ -4,7 +4,8 @@
 //! Layout: `cli` (one module per verb) over `state` (the root directory, status, locks),
 //! `bundle` (config.json checks), `control` (the supervisor's socket protocol), `rootfs`
 //! (what kind of rootfs a bundle has), `sockpath` (socket paths of any length), `config`
-//! (/etc/husk/config.toml) and `supervisor` (the per-sandbox process that holds the VM).
+//! (/etc/husk/config.toml), `supervisor` (the per-sandbox process that holds the VM) and
+//! `shim` (the containerd shim, which runs the husk binary's verbs as runc's shim runs runc).
 //! `anyhow` only in the verbs.
 
 pub mod bundle;
@@ -17,6 +18,7 @@ pub mod logger;
 pub mod net;
 pub mod perms;
 pub mod rootfs;
+pub mod shim;
 pub mod sockpath;
 pub mod state;
 pub mod supervisor;

@@ -1,0 +1,434 @@
+//! A process's stdio between containerd and husk. containerd names FIFOs (or `file://` paths)
+//! for stdin, stdout and stderr.
+//!
+//! - Without a terminal, stdout and stderr are opened here and given to the husk verb as its
+//!   own stdout and stderr; husk hands them on to the supervisor, which relays the guest's
+//!   output straight into them. stdin goes through a pipe the shim feeds from the FIFO, so
+//!   that `CloseIO` can end it (containerd's FIFO may have no writer yet when the process
+//!   starts).
+//! - With a terminal, the husk verb gets `--console-socket`; it sends the pty master there, and
+//!   the shim copies stdin FIFO -> master and master -> stdout FIFO, and sets the window
+//!   size on the master (`ResizePty`).
+
+use std::fs::{File, OpenOptions};
+use std::io::{IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+
+use super::husk::Stdio3;
+
+/// Errors setting up a process's stdio.
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    /// Opening one of containerd's paths.
+    #[error("{what} {path}: {source}")]
+    Open {
+        /// stdin, stdout or stderr.
+        what: &'static str,
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A URI scheme the shim does not handle.
+    #[error("{what} {path}: only FIFOs and file:// paths are supported")]
+    Scheme {
+        /// stdin, stdout or stderr.
+        what: &'static str,
+        /// The path.
+        path: String,
+    },
+    /// The console socket.
+    #[error("console socket {path}: {source}")]
+    Console {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Opens an output path: a FIFO read-write (the open never blocks, and writes never fail for
+/// want of a reader while containerd reopens its end), a `file://` path or plain file for
+/// appending. `None` for an empty path.
+fn open_output(what: &'static str, path: &str) -> Result<Option<File>, IoError> {
+    if path.is_empty() {
+        return Ok(None);
+    }
+    let err = |source| IoError::Open {
+        what,
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(p) = path.strip_prefix("file://") {
+        if let Some(dir) = Path::new(p).parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        return OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map(Some)
+            .map_err(err);
+    }
+    if path.contains("://") {
+        return Err(IoError::Scheme {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    let is_fifo = std::fs::metadata(path)
+        .map(|m| m.file_type().is_fifo())
+        .unwrap_or(false);
+    let mut o = OpenOptions::new();
+    o.write(true);
+    if is_fifo {
+        o.read(true);
+    } else {
+        o.create(true).append(true);
+    }
+    o.open(path).map(Some).map_err(err)
+}
+
+/// Opens the stdin FIFO for reading, waiting for containerd's writer.
+fn open_input(path: &str) -> std::io::Result<File> {
+    let p = path.strip_prefix("file://").unwrap_or(path);
+    OpenOptions::new().read(true).open(p)
+}
+
+/// The shim's end of a process's stdin pipe: dropping it (`CloseIO`) gives the process EOF.
+#[derive(Default)]
+pub struct StdinWriter {
+    w: Mutex<Option<File>>,
+}
+
+impl StdinWriter {
+    /// Closes the process's stdin.
+    pub fn close(&self) {
+        self.w.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    fn write_all(&self, buf: &[u8]) -> bool {
+        match self.w.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            Some(w) => w.write_all(buf).is_ok(),
+            None => false,
+        }
+    }
+}
+
+/// Copies the stdin FIFO into `sink` until EOF, then closes it.
+fn feed_stdin(path: String, sink: Arc<StdinWriter>) {
+    let _ = std::thread::Builder::new()
+        .name("stdin".into())
+        .spawn(move || {
+            let Ok(mut f) = open_input(&path) else {
+                sink.close();
+                return;
+            };
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match f.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        if !sink.write_all(&buf[..n]) {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            sink.close();
+        });
+}
+
+/// A console socket: a listener in a private temporary directory.
+pub struct ConsoleSocket {
+    dir: tempfile::TempDir,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    fn new() -> Result<ConsoleSocket, IoError> {
+        let dir = tempfile::Builder::new()
+            .prefix("husk-shim-pty")
+            .tempdir()
+            .map_err(|source| IoError::Console {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let path = dir.path().join("s");
+        let listener = UnixListener::bind(&path).map_err(|source| IoError::Console {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(ConsoleSocket { dir, listener })
+    }
+
+    /// Its path (`--console-socket`).
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("s")
+    }
+
+    /// The pty master the verb sent, if it sent one (the verb has returned by now, so the
+    /// connection is already queued).
+    fn take_master(&self) -> Result<File, IoError> {
+        let err = |source| IoError::Console {
+            path: self.path(),
+            source,
+        };
+        self.listener.set_nonblocking(true).map_err(err)?;
+        let (conn, _) = self.listener.accept().map_err(err)?;
+        conn.set_nonblocking(false).map_err(err)?;
+        let mut buf = [0u8; 4096];
+        let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| err(e.into()))?;
+        for c in msg.cmsgs() {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                if let Some(&fd) = fds.first() {
+                    // SAFETY: the kernel just installed this descriptor for us; nothing else
+                    // owns it (any others in the message are closed with their OwnedFds).
+                    let master = unsafe { OwnedFd::from_raw_fd(fd) };
+                    for &other in &fds[1..] {
+                        // SAFETY: as above, received and unowned.
+                        drop(unsafe { OwnedFd::from_raw_fd(other) });
+                    }
+                    return Ok(File::from(master));
+                }
+            }
+        }
+        Err(err(std::io::Error::other("no pty master in the message")))
+    }
+}
+
+/// What a process's stdio needs while its husk verb runs.
+pub struct Prepared {
+    /// The verb's stdio.
+    pub stdio: Stdio3,
+    /// With a terminal: the socket to pass as `--console-socket`.
+    pub console: Option<ConsoleSocket>,
+    stdin: Option<Arc<StdinWriter>>,
+    paths: Paths,
+}
+
+/// containerd's three paths.
+#[derive(Debug, Clone, Default)]
+pub struct Paths {
+    /// stdin.
+    pub stdin: String,
+    /// stdout.
+    pub stdout: String,
+    /// stderr.
+    pub stderr: String,
+    /// Whether the process has a terminal.
+    pub terminal: bool,
+}
+
+/// A running process's stdio, as the shim holds it.
+#[derive(Default)]
+pub struct ProcIo {
+    /// The stdin pipe (no terminal).
+    pub stdin: Option<Arc<StdinWriter>>,
+    /// The pty master (terminal).
+    pub master: Option<Arc<File>>,
+}
+
+impl ProcIo {
+    /// `CloseIO`: the process's stdin reaches EOF (without a terminal).
+    pub fn close_stdin(&self) {
+        if let Some(s) = &self.stdin {
+            s.close();
+        }
+    }
+
+    /// `ResizePty`.
+    pub fn resize(&self, width: u32, height: u32) -> std::io::Result<()> {
+        let Some(m) = &self.master else {
+            return Err(std::io::Error::other("the process has no terminal"));
+        };
+        let ws = libc::winsize {
+            ws_row: height.min(u16::MAX as u32) as u16,
+            ws_col: width.min(u16::MAX as u32) as u16,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; the fd is the master we own.
+        let r = unsafe { libc::ioctl(m.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// Opens what the verb needs for `paths`.
+pub fn prepare(paths: &Paths) -> Result<Prepared, IoError> {
+    if paths.terminal {
+        return Ok(Prepared {
+            stdio: Stdio3::null(),
+            console: Some(ConsoleSocket::new()?),
+            stdin: None,
+            paths: paths.clone(),
+        });
+    }
+    let out = |what, p: &str| -> Result<Stdio, IoError> {
+        Ok(open_output(what, p)?.map_or_else(Stdio::null, Stdio::from))
+    };
+    let (stdin, writer) = if paths.stdin.is_empty() {
+        (Stdio::null(), None)
+    } else {
+        let (r, w) = std::io::pipe().map_err(|source| IoError::Open {
+            what: "stdin",
+            path: paths.stdin.clone(),
+            source,
+        })?;
+        let writer = Arc::new(StdinWriter {
+            w: Mutex::new(Some(File::from(OwnedFd::from(w)))),
+        });
+        (Stdio::from(r), Some(writer))
+    };
+    Ok(Prepared {
+        stdio: Stdio3 {
+            stdin,
+            stdout: out("stdout", &paths.stdout)?,
+            stderr: out("stderr", &paths.stderr)?,
+        },
+        console: None,
+        stdin: writer,
+        paths: paths.clone(),
+    })
+}
+
+impl Prepared {
+    /// After the verb succeeded: start feeding stdin, or take the pty master and start
+    /// copying. `done` runs once the terminal's output has been copied out.
+    pub fn finish(self) -> Result<ProcIo, IoError> {
+        if let Some(sock) = &self.console {
+            let master = Arc::new(sock.take_master()?);
+            let stdout = open_output("stdout", &self.paths.stdout)?;
+            if !self.paths.stdin.is_empty() {
+                let path = self.paths.stdin.clone();
+                let m = Arc::clone(&master);
+                let _ = std::thread::Builder::new()
+                    .name("pty-in".into())
+                    .spawn(move || {
+                        if let Ok(mut f) = open_input(&path) {
+                            let _ = std::io::copy(&mut f, &mut &*m);
+                        }
+                    });
+            }
+            let m = Arc::clone(&master);
+            let _ = std::thread::Builder::new()
+                .name("pty-out".into())
+                .spawn(move || {
+                    // EIO once every slave is closed (the process and its supervisor gone).
+                    match stdout {
+                        Some(mut out) => {
+                            let _ = std::io::copy(&mut &*m, &mut out);
+                        }
+                        None => {
+                            let _ = std::io::copy(&mut &*m, &mut std::io::sink());
+                        }
+                    }
+                });
+            return Ok(ProcIo {
+                stdin: None,
+                master: Some(master),
+            });
+        }
+        if let Some(w) = &self.stdin {
+            feed_stdin(self.paths.stdin.clone(), Arc::clone(w));
+        }
+        Ok(ProcIo {
+            stdin: self.stdin,
+            master: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_open_without_blocking_and_refuse_unknown_schemes() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // No reader: a write-only open would block or fail (ENXIO).
+        let f = open_output("stdout", fifo.to_str().unwrap()).unwrap();
+        assert!(f.is_some());
+        let file = t.path().join("log");
+        let p = format!("file://{}", file.display());
+        open_output("stdout", &p)
+            .unwrap()
+            .unwrap()
+            .write_all(b"x")
+            .unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"x");
+        assert!(open_output("stdout", "").unwrap().is_none());
+        let e = open_output("stdout", "binary:///bin/logger").unwrap_err();
+        assert!(e.to_string().contains("only FIFOs"), "{e}");
+    }
+
+    #[test]
+    fn stdin_is_fed_from_the_fifo_and_closes_at_eof() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("in");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let paths = Paths {
+            stdin: fifo.to_str().unwrap().to_owned(),
+            ..Default::default()
+        };
+        let p = prepare(&paths).unwrap();
+        let Stdio3 { stdin, .. } = p.stdio;
+        let io = Prepared {
+            stdio: Stdio3::null(),
+            console: None,
+            stdin: p.stdin,
+            paths: p.paths,
+        }
+        .finish()
+        .unwrap();
+        assert!(io.stdin.is_some());
+        let mut w = OpenOptions::new().write(true).open(&fifo).unwrap();
+        w.write_all(b"hello").unwrap();
+        drop(w);
+        // The pipe's read end is what the verb would get; read it through a child.
+        let out = std::process::Command::new("cat")
+            .stdin(stdin)
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"hello");
+    }
+
+    #[test]
+    fn the_pty_master_travels_over_the_console_socket() {
+        let sock = ConsoleSocket::new().unwrap();
+        let pty = crate::tty::Pty::open().unwrap();
+        pty.send_master(&sock.path()).unwrap();
+        let m = sock.take_master().unwrap();
+        let io = ProcIo {
+            stdin: None,
+            master: Some(Arc::new(m)),
+        };
+        io.resize(111, 33).unwrap();
+        assert_eq!(
+            crate::tty::window_size(pty.slave.as_raw_fd()),
+            Some((33, 111))
+        );
+    }
+}

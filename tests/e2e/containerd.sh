@@ -1,0 +1,254 @@
+#!/usr/bin/env bash
+# End-to-end: Debian's containerd 1.6 driving husk through containerd-shim-husk-v2
+# (runtime io.containerd.husk.v2), every task in a real microVM. containerd runs with a private
+# config (root, state, sockets under a temp dir on a tmpfs, the CRI plugin's husk runtime and
+# restrict_oom_score_adj as docs/containerd.md gives them), bounded in time and stopped by
+# PID. A busybox image built offline (busybox-static rootfs -> umoci OCI layout -> `ctr images
+# import`). Checks: `ctr run --rm` (stdout, stderr, exit code, nothing left); a long-running
+# task: `ctr task ls`, `exec` (output, exit code, stdin), `ps`, `pause`/`resume`, `metrics`,
+# `kill` (the foreground `ctr run` exits with the trap's status), and nothing left (no shim,
+# supervisor, VMM, virtiofsd, husk state, rootfs mount); `ctr run -t` through tmux (prompt,
+# window size, isatty, exit code); `kill -9` of a shim: the task is reported exited, the
+# container removable, nothing left. Four guest boots.
+#
+# usage: tests/e2e/containerd.sh [--prepare]
+#   --prepare  build husk and the shim (release) and the agent initramfs on the host
+#   env HUSK_KERNEL (tests/run-all exports it), HUSK_BIN (default target/release/husk; the
+#   shim containerd-shim-husk-v2 is taken from the same directory), HUSK_AGENT_INITRD
+#   (default target/guest-image/initramfs.cpio).
+#
+# Needs root, containerd, umoci and tmux (tests/setup installs them) and a KVM that boots
+# stock kernels: run it through tests/with-kvm.
+set -uo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+target="${CARGO_TARGET_DIR:-$root/target}"
+husk="${HUSK_BIN:-$target/release/husk}"
+bindir="$(dirname "$husk")"
+shim="$bindir/containerd-shim-husk-v2"
+RT=io.containerd.husk.v2
+
+if [ "${1:-}" = --prepare ]; then
+    exec "$root/tests/e2e/runc-cli.sh" --prepare
+fi
+
+export HUSK_INITRD="${HUSK_AGENT_INITRD:-$target/guest-image/initramfs.cpio}"
+export HUSK_KERNEL="${HUSK_KERNEL:-$("$root/kernel-config/build" | tail -n1)}"
+for f in "$husk" "$shim" "$HUSK_KERNEL" "$HUSK_INITRD" /bin/busybox; do
+    [ -e "$f" ] || { echo "containerd: $f missing (run tests/e2e/containerd.sh --prepare on the host)"; exit 1; }
+done
+for c in containerd ctr umoci tmux; do
+    command -v $c >/dev/null || { echo "containerd: $c not installed (tests/setup installs it)"; exit 1; }
+done
+
+work="$(mktemp -d)"
+cd_dir="$work/containerd"
+# overlayfs snapshots need a real filesystem for their upper dirs (the KVM test host's root is
+# itself an overlay): a private tmpfs for containerd's root and state.
+mkdir -p "$cd_dir" && mount -t tmpfs tmpfs "$cd_dir" ||
+    { echo "containerd: cannot mount a tmpfs for containerd"; exit 1; }
+sock="$cd_dir/containerd.sock"
+ns=husk-e2e
+export HUSK_SHIM_ROOT="$cd_dir/husk"
+C() { timeout -k 5 "${CTR_TIMEOUT:-180}" ctr --address "$sock" -n "$ns" "$@"; }
+H() { "$husk" --root "$HUSK_SHIM_ROOT" "$@"; }
+cdpid=""
+cleanup() {
+    tmux kill-session -t husk-ctr 2>/dev/null
+    if [ -n "$cdpid" ]; then
+        for t in $(C task ls -q 2>/dev/null); do C task kill -s KILL "$t" >/dev/null 2>&1; done
+        sleep 1
+        for t in $(C task ls -q 2>/dev/null); do C task rm -f "$t" >/dev/null 2>&1; done
+        for c in $(C c ls -q 2>/dev/null); do C c rm "$c" >/dev/null 2>&1; done
+    fi
+    for id in $(H list -q 2>/dev/null); do H delete --force "$id" >/dev/null 2>&1; done
+    # Shims of this run only (their -address is this run's socket).
+    for p in $(pgrep -f -- "[c]ontainerd-shim-husk-v2 .*-address $sock" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    if [ -n "$cdpid" ]; then
+        kill "$cdpid" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$cdpid" 2>/dev/null || break; sleep 0.2; done
+        kill -9 "$cdpid" 2>/dev/null
+    fi
+    grep -o " $cd_dir[^ ]*" /proc/self/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+    umount -l "$cd_dir" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+. "$root/tests/e2e/lib/harness.sh"
+wait_for() { # SECONDS COMMAND...
+    local end=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ $SECONDS -lt $end ] || return 1
+        sleep 0.3
+    done
+}
+checkd() { # like check, but a failure returns 1 (so that `|| details` runs)
+    local name=$1
+    shift
+    if "$@"; then ok "$name"; else bad "$name"; return 1; fi
+}
+is() { # NAME GOT WANT: a check that shows what it got on failure
+    if [ "$2" = "$3" ]; then ok "$1"; else bad "$1" "got '${2:0:300}', want '$3'"; fi
+}
+task_status() { C task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $3 }'; }
+task_pid() { C task ls 2>/dev/null | awk -v id="$1" '$1 == id { print $2 }'; }
+logs() { # what the shim and husk logged about a container, for a failure
+    local b="$cd_dir/state/io.containerd.runtime.v2.task/$ns/$1"
+    tail -n 12 "$b/husk.log" "$b/shim.log" "$HUSK_SHIM_ROOT/$1/supervisor.log" "$HUSK_SHIM_ROOT/$1/console.log" 2>/dev/null | sed 's/^/     /'
+    grep -i -E "husk|shim" "$work/containerd.log" | tail -n 8 | sed 's/^/     /'
+}
+# nothing_left ID SUPERVISOR_PID: no process, state or mount of container ID remains.
+nothing_left() {
+    local id=$1 spid=$2
+    check "$id: supervisor $spid gone" wait_for 20 bash -c "! kill -0 $spid 2>/dev/null"
+    check "$id: no VMM process" bash -c "! pgrep -f '^/proc/self/exe vmm' >/dev/null"
+    check "$id: no virtiofsd" bash -c "! pgrep -x virtiofsd >/dev/null"
+    check "$id: no husk state" wait_for 10 test ! -e "$HUSK_SHIM_ROOT/$id"
+    check "$id: no shim" wait_for 10 bash -c "! pgrep -f -- '[c]ontainerd-shim-husk-v2 .*-address $sock' >/dev/null"
+    check "$id: no rootfs mount" bash -c "! grep -q '/$id/rootfs ' /proc/self/mounts"
+}
+
+echo "--- containerd (private config, CRI plugin with the husk runtime)"
+mkdir -p "$cd_dir/root" "$cd_dir/state" "$cd_dir/opt"
+cat >"$work/config.toml" <<EOF
+version = 2
+root = "$cd_dir/root"
+state = "$cd_dir/state"
+[grpc]
+  address = "$sock"
+[debug]
+  level = "debug"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "$cd_dir/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.husk]
+      runtime_type = "$RT"
+EOF
+PATH="$bindir:$PATH" timeout -k 10 900 containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
+cdpid=$!
+if ! wait_for 30 C version >/dev/null 2>&1; then
+    bad "containerd starts" "$(tail -n 20 "$work/containerd.log")"
+    echo "containerd: $passed passed, $failed failed"
+    exit 1
+fi
+ok "containerd starts ($(C version 2>/dev/null | sed -n 's/^ *Version: *//p' | head -n1))"
+
+echo "--- image (offline busybox through umoci)"
+img="$work/img"
+rootfs="$work/rootfs"
+busybox_rootfs "$rootfs" sh echo cat sleep ls true false stty tty id env ps hostname dd &&
+    umoci init --layout "$img" &&
+    umoci new --image "$img:latest" &&
+    umoci unpack --image "$img:latest" "$work/bundle" >/dev/null &&
+    cp -a "$rootfs/." "$work/bundle/rootfs/" &&
+    umoci repack --image "$img:latest" "$work/bundle" &&
+    umoci config --image "$img:latest" --config.cmd sh --config.env PATH=/bin &&
+    tar -C "$img" -cf "$work/busybox.tar" . ||
+    { echo "containerd: cannot build the image"; exit 1; }
+C images import --base-name localhost/busybox "$work/busybox.tar" >/dev/null 2>"$work/import.err"
+checkd "ctr images import of the umoci layout" bash -c "ctr --address '$sock' -n $ns images ls -q | grep -qx localhost/busybox:latest" ||
+    sed 's/^/     /' "$work/import.err"
+image=localhost/busybox:latest
+
+echo "--- ctr run --rm (boot 1)"
+out=$(C run --rm --runtime $RT $image r1 sh -c 'echo out; echo err >&2; exit 3' </dev/null 2>"$work/r1.err")
+rc=$?
+checkd "run: exit code (3)" test $rc -eq 3 || { cat "$work/r1.err"; logs r1; }
+check "run: stdout" test "$out" = out
+check "run: stderr" grep -qx err "$work/r1.err"
+check "run --rm: no container left" bash -c "! ctr --address '$sock' -n $ns c ls -q | grep -qx r1"
+check "r1: no husk state" test ! -e "$HUSK_SHIM_ROOT/r1"
+check "r1: no shim" wait_for 10 bash -c "! pgrep -f -- '[c]ontainerd-shim-husk-v2 .*-id r1 ' >/dev/null"
+
+echo "--- a running task: exec, ps, pause/resume, metrics, kill (boot 2)"
+C run --runtime $RT $image c1 sh -c "trap 'exit 42' TERM; echo started; while :; do sleep 1; done" \
+    </dev/null >"$work/c1.out" 2>"$work/c1.err" &
+c1run=$!
+if ! wait_for 120 bash -c "grep -q started '$work/c1.out'"; then
+    bad "c1 runs" "$(cat "$work/c1.err")"
+    logs c1
+else
+    ok "c1 runs (its output reaches ctr)"
+fi
+check "task ls: RUNNING" test "$(task_status c1)" = RUNNING
+spid=$(task_pid c1)
+check "the task's pid is the supervisor's" bash -c "grep -q supervise /proc/$spid/cmdline"
+out=$(C task exec --exec-id e1 c1 sh -c 'echo in-exec; exit 4' </dev/null 2>&1)
+rc=$?
+check "exec: exit code (4)" test $rc -eq 4
+is "exec: output" "$out" in-exec
+out=$(echo piped | C task exec --exec-id e2 c1 cat 2>&1)
+is "exec: stdin reaches the process (and its EOF)" "$out" piped
+out=$(C task exec --exec-id e3 c1 sh -c 'echo $PATH; test -x /bin/busybox && echo rootfs' 2>&1)
+is "exec: the container's env and rootfs" "$(echo $out)" "/bin rootfs"
+ps_out=$(C task ps c1 2>&1)
+checkd "task ps lists processes" bash -c "[ \$(grep -cE '^[0-9]+' <<<'$ps_out') -ge 1 ]" || echo "     $ps_out"
+C task pause c1
+check "pause: PAUSED" test "$(task_status c1)" = PAUSED
+C task resume c1
+check "resume: RUNNING" test "$(task_status c1)" = RUNNING
+m=$(C task metrics --format json c1 2>&1)
+checkd "metrics: cgroup v2 numbers from the guest (pids, memory, cpu)" python3 -c '
+import json, sys
+m = json.loads(sys.argv[1])
+d = m.get("Data") or m.get("data") or m
+assert d["pids"]["current"] >= 1, d
+assert d["memory"]["usage"] > 0, d
+assert d["cpu"]["usage_usec"] > 0, d' "$m" || echo "     ${m:0:400}"
+C task kill c1
+wait $c1run
+rc=$?
+checkd "kill (SIGTERM): the task exits through its trap (42)" test $rc -eq 42 || { cat "$work/c1.err"; logs c1; }
+C c rm c1
+check "container removed" bash -c "! ctr --address '$sock' -n $ns c ls -q | grep -qx c1"
+nothing_left c1 "$spid"
+
+echo "--- ctr run -t through tmux (boot 3)"
+cat >"$work/it.sh" <<EOF
+#!/bin/sh
+PATH='$PATH' ctr --address '$sock' -n $ns run -t --rm --runtime $RT $image t1 sh
+echo "ctr-exit=\$?" >'$work/it.rc'
+EOF
+chmod +x "$work/it.sh"
+tmux new-session -d -s husk-ctr -x 120 -y 40 "$work/it.sh" \; set-option -t husk-ctr remain-on-exit on
+end=$((SECONDS + 120))
+until tmux capture-pane -p -t husk-ctr 2>/dev/null | grep -q '/ # '; do
+    [ $SECONDS -lt $end ] || break
+    sleep 1
+done
+tmux send-keys -t husk-ctr 'echo tty-$((6 * 7)); stty size; test -t 0 && echo isatty' Enter
+sleep 3
+tmux send-keys -t husk-ctr 'exit 5' Enter
+end=$((SECONDS + 60))
+until [ -s "$work/it.rc" ] || [ $SECONDS -ge $end ]; do sleep 1; done
+pane=$(tmux capture-pane -p -t husk-ctr 2>/dev/null; cat "$work/it.rc" 2>/dev/null)
+check "run -t: the shell's prompt and echo" grep -q '^tty-42' <<<"$pane"
+check "run -t: the window size reaches the guest (40 120)" grep -q '^40 120' <<<"$pane"
+check "run -t: stdin is a terminal in the guest" grep -q '^isatty' <<<"$pane"
+checkd "run -t: exit code (5)" grep -qx ctr-exit=5 "$work/it.rc" || { echo "$pane" | tail -n 8 | sed 's/^/     /'; logs t1; }
+tmux kill-session -t husk-ctr 2>/dev/null
+check "t1: no husk state" wait_for 10 test ! -e "$HUSK_SHIM_ROOT/t1"
+
+echo "--- kill -9 of the shim (boot 4)"
+C run -d --runtime $RT $image k1 sleep 100000 </dev/null >/dev/null 2>"$work/k1.err"
+checkd "k1 runs" wait_for 60 bash -c "[ \"\$(ctr --address '$sock' -n $ns task ls | awk '\$1 == \"k1\" { print \$3 }')\" = RUNNING ]" ||
+    { cat "$work/k1.err"; logs k1; }
+spid=$(task_pid k1)
+shimpid=$(pgrep -f -- "[c]ontainerd-shim-husk-v2 .*-id k1 " | head -n1)
+check "k1's shim found" test -n "$shimpid"
+[ -n "$shimpid" ] && kill -9 "$shimpid"
+check "after kill -9 of the shim: the task is reported exited" \
+    wait_for 30 bash -c "s=\$(ctr --address '$sock' -n $ns task ls | awk '\$1 == \"k1\" { print \$3 }'); [ \"\$s\" != RUNNING ] && [ \"\$s\" != PAUSED ]"
+C task rm -f k1 >/dev/null 2>&1
+C c rm k1
+check "the container is removable" bash -c "! ctr --address '$sock' -n $ns c ls -q | grep -qx k1"
+nothing_left k1 "$spid"
+grep -E 'cleaning up after shim disconnected|cleanup dead shim' "$work/containerd.log" | head -n 2 | sed 's/^/     /'
+
+echo "containerd: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
