@@ -142,7 +142,8 @@ declare -A pod web client ip
 # scenario H: steps 1-3 for handler H; leaves pod p-H with containers web and client running.
 scenario() {
     local h=$1 p="p-$1" out po
-    mapfile -t po < <(cri_pod_opts "$p")
+    cri_pod_opts "$p"
+    po=("${POD_OPTS[@]}")
     echo "--- $h: RunPodSandbox, two containers, ExecSync, logs, update, stats"
     out=$(C runp --handler "$h" "${po[@]}" 2>&1)
     pod[$h]=$(jqr .id <<<"$out")
@@ -228,7 +229,8 @@ teardown() {
 # killed H: step 5.
 killed() {
     local h=$1 p out po c tpid shim
-    mapfile -t po < <(cri_pod_opts "k-$h")
+    cri_pod_opts "k-$h"
+    po=("${POD_OPTS[@]}")
     echo "--- $h: kill -9 of the shim"
     out=$(C runp --handler "$h" "${po[@]}" 2>&1)
     p=$(jqr .id <<<"$out")
