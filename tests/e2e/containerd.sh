@@ -9,7 +9,8 @@
 # `kill` (the foreground `ctr run` exits with the trap's status), and nothing left (no shim,
 # supervisor, VMM, virtiofsd, husk state, rootfs mount); `ctr run -t` through tmux (prompt,
 # window size, isatty, exit code); `kill -9` of a shim: the task is reported exited, the
-# container removable, nothing left. Four guest boots.
+# container removable, nothing left; a pod without CRI (sandbox and container by CRI's
+# annotations: one shim, one VM, the shim in the sandbox's cgroup). Five guest boots.
 #
 # usage: tests/e2e/containerd.sh [--prepare]
 #   --prepare  build husk and the shim (release) and the agent initramfs on the host
@@ -248,7 +249,49 @@ C task rm -f k1 >/dev/null 2>&1
 C c rm k1
 check "the container is removable" bash -c "! ctr --address '$sock' -n $ns c ls -q | grep -qx k1"
 nothing_left k1 "$spid"
-grep -E 'cleaning up after shim disconnected|cleanup dead shim' "$work/containerd.log" | head -n 2 | sed 's/^/     /'
+grep -E 'cleaning up after shim disconnected.*id=k1' "$work/containerd.log" | head -n 1 | sed 's/^/     /'
+
+echo "--- a pod without CRI: a sandbox and a container in its VM through CRI's annotations (boot 5)"
+A=(--annotation io.kubernetes.cri.sandbox-id=s1)
+C run -d --runtime $RT --cgroup /husk-e2e/s1 "${A[@]}" --annotation io.kubernetes.cri.container-type=sandbox \
+    $image s1 sleep 100000 </dev/null >/dev/null 2>"$work/s1.err"
+checkd "sandbox s1 runs" wait_for 60 bash -c "[ \"\$(ctr --address '$sock' -n $ns task ls | awk '\$1 == \"s1\" { print \$3 }')\" = RUNNING ]" ||
+    { cat "$work/s1.err"; logs s1; }
+spid=$(task_pid s1)
+C run --runtime $RT "${A[@]}" --annotation io.kubernetes.cri.container-type=container \
+    $image p1 sh -c "trap 'exit 43' TERM; echo in-pod; while :; do sleep 1; done" \
+    </dev/null >"$work/p1.out" 2>"$work/p1.err" &
+p1run=$!
+checkd "pod container p1 runs (its output reaches ctr)" wait_for 60 grep -q in-pod "$work/p1.out" ||
+    { cat "$work/p1.err"; logs p1; }
+shims=$(pgrep -f -- "[c]ontainerd-shim-husk-v2 .*-address $sock" | wc -l)
+is "one shim serves the pod" "$shims" 1
+shimpid=$(pgrep -f -- "[c]ontainerd-shim-husk-v2 .*-address $sock" | head -n1)
+is "the shim lives in the sandbox's host cgroup" "$(cat /proc/$shimpid/cgroup 2>/dev/null)" "0::/husk-e2e/s1"
+b1=$(C task exec --exec-id b1 s1 cat /proc/sys/kernel/random/boot_id 2>&1)
+b2=$(C task exec --exec-id b2 p1 cat /proc/sys/kernel/random/boot_id 2>&1)
+check "p1 runs in s1's VM (one guest boot id)" test -n "$b1" -a "$b1" = "$b2"
+is "one VMM for the pod" "$(pgrep -f '^/proc/self/exe vmm' | wc -l)" 1
+m=$(C task metrics --format json p1 2>&1)
+checkd "metrics of the pod container" python3 -c '
+import json, sys
+m = json.loads(sys.argv[1])
+d = m.get("Data") or m.get("data") or m
+assert d["pids"]["current"] >= 1, d' "$m" || echo "     ${m:0:400}"
+C task kill p1
+wait $p1run
+rc=$?
+checkd "kill p1 (SIGTERM): its trap's status (43)" test $rc -eq 43 || { cat "$work/p1.err"; logs p1; }
+C c rm p1
+check "s1 still runs after p1 is gone" test "$(task_status s1)" = RUNNING
+C task kill -s KILL s1
+checkd "s1 stops" wait_for 30 bash -c "[ \"\$(ctr --address '$sock' -n $ns task ls | awk '\$1 == \"s1\" { print \$3 }')\" = STOPPED ]" || logs s1
+C task rm s1 >/dev/null
+C c rm s1
+check "s1 removed" bash -c "! ctr --address '$sock' -n $ns c ls -q | grep -qx s1"
+nothing_left s1 "$spid"
+check "p1: no husk state" test ! -e "$HUSK_SHIM_ROOT/p1"
+check "the pod's host cgroup is gone" test ! -e /sys/fs/cgroup/husk-e2e/s1
 
 echo "containerd: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

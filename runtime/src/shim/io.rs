@@ -13,10 +13,11 @@
 use std::fs::{File, OpenOptions};
 use std::io::{IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
@@ -102,15 +103,28 @@ fn open_input(path: &str) -> std::io::Result<File> {
     OpenOptions::new().read(true).open(p)
 }
 
-/// The shim's end of a process's stdin pipe: dropping it (`CloseIO`) gives the process EOF.
+/// The shim's end of a process's stdin pipe. The feeding thread closes it at the FIFO's EOF;
+/// `CloseIO` asks it to close once what containerd already wrote has been passed on.
 #[derive(Default)]
 pub struct StdinWriter {
     w: Mutex<Option<File>>,
+    closing: AtomicBool,
+    path: String,
 }
 
 impl StdinWriter {
-    /// Closes the process's stdin.
+    /// `CloseIO`: the process's stdin reaches EOF after what is already in the FIFO.
     pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        // A feeder still waiting in open(2) for containerd's writer wakes for this one (which
+        // goes at once: the FIFO then reads as EOF).
+        let _ = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.path);
+    }
+
+    fn drop_writer(&self) {
         self.w.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
 
@@ -122,30 +136,49 @@ impl StdinWriter {
     }
 }
 
-/// Copies the stdin FIFO into `sink` until EOF, then closes it.
-fn feed_stdin(path: String, sink: Arc<StdinWriter>) {
+/// Copies the stdin FIFO into `sink` until EOF (no writer left), or until `CloseIO` and
+/// nothing more to read; then closes the process's stdin.
+fn feed_stdin(sink: Arc<StdinWriter>) {
     let _ = std::thread::Builder::new()
         .name("stdin".into())
         .spawn(move || {
-            let Ok(mut f) = open_input(&path) else {
-                sink.close();
-                return;
-            };
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match f.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if !sink.write_all(&buf[..n]) {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => break,
+            if let Ok(f) = open_input(&sink.path) {
+                copy_until_closed(&f, &sink);
+            }
+            sink.drop_writer();
+        });
+}
+
+fn copy_until_closed(f: &File, sink: &StdinWriter) {
+    use nix::poll::{poll, PollFd, PollFlags};
+    if nix::fcntl::fcntl(
+        f.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .is_err()
+    {
+        return;
+    }
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let mut fds = [PollFd::new(f.as_raw_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, 100);
+        match (&*f).read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if !sink.write_all(&buf[..n]) {
+                    return;
                 }
             }
-            sink.close();
-        });
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if sink.closing.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// A console socket: a listener in a private temporary directory.
@@ -297,6 +330,12 @@ pub fn prepare(paths: &Paths) -> Result<Prepared, IoError> {
         })?;
         let writer = Arc::new(StdinWriter {
             w: Mutex::new(Some(File::from(OwnedFd::from(w)))),
+            closing: AtomicBool::new(false),
+            path: paths
+                .stdin
+                .strip_prefix("file://")
+                .unwrap_or(&paths.stdin)
+                .to_owned(),
         });
         (Stdio::from(r), Some(writer))
     };
@@ -350,7 +389,7 @@ impl Prepared {
             });
         }
         if let Some(w) = &self.stdin {
-            feed_stdin(self.paths.stdin.clone(), Arc::clone(w));
+            feed_stdin(Arc::clone(w));
         }
         Ok(ProcIo {
             stdin: self.stdin,
@@ -407,12 +446,37 @@ mod tests {
         let mut w = OpenOptions::new().write(true).open(&fifo).unwrap();
         w.write_all(b"hello").unwrap();
         drop(w);
+        // containerd's CloseIO comes right after its writer closes: nothing written is lost.
+        io.close_stdin();
         // The pipe's read end is what the verb would get; read it through a child.
         let out = std::process::Command::new("cat")
             .stdin(stdin)
             .output()
             .unwrap();
         assert_eq!(out.stdout, b"hello");
+    }
+
+    #[test]
+    fn close_io_ends_stdin_that_never_had_a_writer() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("in");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let paths = Paths {
+            stdin: fifo.to_str().unwrap().to_owned(),
+            ..Default::default()
+        };
+        let mut p = prepare(&paths).unwrap();
+        let stdin = std::mem::replace(&mut p.stdio.stdin, Stdio::null());
+        let io = p.finish().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        io.close_stdin();
+        let out = std::process::Command::new("timeout")
+            .args(["10", "cat"])
+            .stdin(stdin)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cat saw no EOF: {:?}", out.status);
+        assert!(out.stdout.is_empty());
     }
 
     #[test]
