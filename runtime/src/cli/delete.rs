@@ -237,6 +237,91 @@ mod tests {
         assert!(!ctx.root.container_dir("c").exists());
     }
 
+    /// A pod container of sandbox "sb" whose stand-in is `child`, with `status` recorded.
+    fn pod_container(ctx: &Ctx, id: &str, child: &Child, status: &[u8]) {
+        let (dir, _lock) = ctx.root.create_dir(id).unwrap();
+        let pid = child.id() as i32;
+        let rec = Record {
+            id: id.into(),
+            pid,
+            pid_start: process_start_time(pid).unwrap_or(1),
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: String::new(),
+            annotations: HashMap::new(),
+            sandbox: Some("sb".into()),
+        };
+        ctx.root.write_record(&rec).unwrap();
+        write_atomic(&dir.join("status"), status).unwrap();
+    }
+
+    #[test]
+    fn a_pod_containers_delete_after_its_sandbox_removes_what_is_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = ctx(tmp.path());
+        // The sandbox's directory outlived its supervisor (stopped, not yet deleted): the
+        // pod container's stubs are still in its share.
+        let share = ctx.root.container_dir("sb").join("share");
+        std::fs::create_dir_all(share.join("c2/mounts/0")).unwrap();
+        std::fs::create_dir_all(share.join("c2/rootfs")).unwrap();
+        std::fs::create_dir_all(share.join("sb/rootfs")).unwrap();
+        let mut standin = Command::new("true").spawn().unwrap();
+        pod_container(&ctx, "c2", &standin, b"running");
+        standin.wait().unwrap();
+        let rec = ctx.root.read_record("c2").unwrap();
+        assert_eq!(
+            ctx.root.status(&rec),
+            Status::Stopped,
+            "the stand-in is gone"
+        );
+        run(
+            &ctx,
+            Args {
+                force: false,
+                id: "c2".into(),
+            },
+        )
+        .unwrap();
+        assert!(!ctx.root.container_dir("c2").exists());
+        assert!(!share.join("c2").exists(), "its stubs");
+        assert!(
+            share.join("sb/rootfs").exists(),
+            "the sandbox's own are its delete's"
+        );
+    }
+
+    #[test]
+    fn a_running_pod_container_is_deleted_only_with_force() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = ctx(tmp.path());
+        let mut standin = Command::new("sleep").arg("1000").spawn().unwrap();
+        pod_container(&ctx, "c2", &standin, b"running");
+        let e = run(
+            &ctx,
+            Args {
+                force: false,
+                id: "c2".into(),
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(e, "cannot delete container c2 that is not stopped: running");
+        assert!(ctx.root.container_dir("c2").join("state.json").exists());
+        // With --force and no sandbox to ask, the stand-in is ended (after its grace) and
+        // everything goes.
+        run(
+            &ctx,
+            Args {
+                force: true,
+                id: "c2".into(),
+            },
+        )
+        .unwrap();
+        let status = standin.wait().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+        assert!(!ctx.root.container_dir("c2").exists());
+    }
+
     #[test]
     fn delete_never_kills_a_recycled_pid() {
         let tmp = tempfile::tempdir().unwrap();

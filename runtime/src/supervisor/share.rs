@@ -306,12 +306,13 @@ pub fn plan(
 /// Makes `<id>` ([`DIR_MODE`]), `<id>/mounts` when needed, and each entry's stub ([`STUB_MODE`]
 /// directory, or an empty 0600 file), `path` mapping a share-relative name to where it is made.
 pub fn make_stubs(path: impl Fn(&str) -> PathBuf, id: &str, attaches: &[Attach]) -> Result<()> {
-    make_dir(&path(id), DIR_MODE).map_err(sys(path(id).display().to_string()))?;
+    make_dir(&path(id), DIR_MODE).map_err(sys(format!("{SHARE_DIR}/{id}")))?;
     for a in attaches {
         let at = path(&a.rel);
         if a.index.is_some() {
             let mounts = format!("{id}/mounts");
-            make_dir(&path(&mounts), DIR_MODE).map_err(|e| a.error(e))?;
+            make_dir(&path(&mounts), DIR_MODE)
+                .map_err(|e| a.error(format!("{SHARE_DIR}/{mounts}: {e}")))?;
         }
         let made = if a.dir {
             make_dir(&at, STUB_MODE)
@@ -324,7 +325,7 @@ pub fn make_stubs(path: impl Fn(&str) -> PathBuf, id: &str, attaches: &[Attach])
                 .open(&at)
                 .map(drop)
         };
-        made.map_err(|e| a.error(format!("{}: {e}", a.rel)))?;
+        made.map_err(|e| a.error(format!("{SHARE_DIR}/{}: {e}", a.rel)))?;
     }
     Ok(())
 }
