@@ -85,6 +85,21 @@ struct Record {
     binary: PathBuf,
 }
 
+/// Records in `bundle` which husk serves its container, for `delete` after the shim died
+/// (every container of a pod has its own bundle).
+pub fn write_record(bundle: &Path, husk: &Husk) {
+    let record = Record {
+        root: husk.root.clone(),
+        binary: husk.bin.clone(),
+    };
+    if let Err(e) = std::fs::write(
+        bundle.join(RECORD),
+        serde_json::to_vec(&record).unwrap_or_default(),
+    ) {
+        tracing::warn!("{}: {e}", bundle.join(RECORD).display());
+    }
+}
+
 fn default_root(namespace: &str) -> PathBuf {
     std::env::var_os(ROOT_ENV)
         .map(PathBuf::from)
@@ -285,14 +300,7 @@ fn serve(flags: &Flags) -> Result<(), ShimError> {
         .map_err(|_| ShimError::Args("TTRPC_ADDRESS is not set".into()))?;
     let publisher = RemotePublisher::new(&ttrpc_address)?;
     let exit = Arc::new(ExitSignal::default());
-    let record = Record {
-        root: husk.root.clone(),
-        binary: husk.bin.clone(),
-    };
-    let _ = std::fs::write(
-        cwd.join(RECORD),
-        serde_json::to_vec(&record).unwrap_or_default(),
-    );
+    write_record(&cwd, &husk);
     let svc = service::Service::new(husk, flags.namespace.clone(), publisher, Arc::clone(&exit));
     let mut server = Server::new()
         .add_listener(listener.into_raw_fd())?

@@ -457,6 +457,7 @@ impl containerd_shim::Task for Service {
         }
         let bundle = PathBuf::from(&req.bundle);
         let sandbox = pod_sandbox_of(&bundle);
+        super::write_record(&bundle, &self.s.husk);
         let mounted = self.mount_rootfs(&req)?;
         let paths = Paths {
             stdin: req.stdin.clone(),
