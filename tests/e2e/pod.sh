@@ -4,11 +4,13 @@
 # the guest's network) boots the VM; pod containers are created in it with
 # `husk create --sandbox`, their specs sharing the sandbox's network, IPC and UTS namespaces
 # through /proc/<sandbox pid>/ns/... paths, as CRI gives them. Checked: a pod container's
-# output reaches the caller's stdout, its writes to its rootfs and to a read-write bind mount
-# are on the host, a read-only bind refuses writes, it fetches the sandbox's page over
+# output reaches the caller's stdout, its writes to its rootfs (an overlay mounted after the
+# sandbox started, as the shim's), to a tmpfs volume mounted after it too and to a read-write
+# bind mount are on the host, a read-only bind refuses writes, it fetches the sandbox's page over
 # 127.0.0.1, it has the sandbox's hostname and namespaces; state (created, running, paused,
 # stopped, the stand-in's pid), start, exec, ps, pause/resume, update, events --stats and kill
-# address it; its exit code comes back through its stand-in (the pid file's process, reaped
+# address it; its stand-in sits in its linux.cgroupsPath cgroup; a terminal pod container
+# through --console-socket; its exit code comes back through its stand-in (the pid file's process, reaped
 # by a subreaper here, as the shim does) and `state`; delete refuses a running one, then
 # leaves no mount in the supervisor's namespace and no state; bad --sandbox input is refused
 # naming it with nothing left behind; `delete -f` of the sandbox with a pod container still
@@ -26,7 +28,9 @@ set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 husk="${HUSK_BIN:-$target/release/husk}"
-applets="sh echo cat sleep hostname httpd wget readlink touch test mkdir"
+applets="sh echo cat sleep hostname httpd wget readlink touch test mkdir stty tty"
+recvtty="$root/tests/e2e/recvtty.py"
+cg=husk-pod-e2e-$$
 
 if [ "${1:-}" = --prepare ]; then
     exec "$root/tests/e2e/runc-cli.sh" --prepare
@@ -43,9 +47,11 @@ state="$work/root"
 reapers=()
 cleanup() {
     # Pod containers first (their delete needs the sandbox's namespace), then the rest.
-    for id in c2 c3 c4; do "$husk" --root "$state" delete -f "$id" >/dev/null 2>&1; done
+    for id in c2 c3 c4 c5 c7; do "$husk" --root "$state" delete -f "$id" >/dev/null 2>&1; done
     delete_all "$husk" "$state"
     for p in "${reapers[@]}"; do kill "$p" 2>/dev/null; done
+    umount "$work/c2/rootfs" "$work/c2fs" "$work/late" 2>/dev/null
+    rmdir "/sys/fs/cgroup/$cg" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -142,12 +148,24 @@ echo "--- pod container c2"
 script_c2='echo pod-out; hostname; echo pod-rootfs >/pod-file.txt; echo pod-volume >/vol/written.txt
 if touch /ro/x 2>/dev/null; then echo ro-writable; else echo ro-refused; fi >/vol/ro.txt
 wget -q -O - http://127.0.0.1:8080/index.html >/vol/page.txt 2>&1
+echo late-write >/late/written.txt
 echo pod-done; exec sleep 600'
 bundle "$work/c2" "$script_c2" "$(pod_patch "$sbpid" "
 spec['mounts'] += [
   {'destination': '/vol', 'type': 'bind', 'source': '$work/vol', 'options': ['rbind']},
   {'destination': '/ro', 'type': 'bind', 'source': '$work/ro', 'options': ['rbind', 'ro']},
-]")" || { echo "pod: cannot build c2's bundle"; exit 1; }
+  {'destination': '/late', 'type': 'bind', 'source': '$work/late', 'options': ['rbind']},
+]
+spec['linux']['cgroupsPath'] = '/$cg/c2'")" || { echo "pod: cannot build c2's bundle"; exit 1; }
+# Mounts made after the sandbox's supervisor started, which its namespace never saw: c2's
+# rootfs as an overlay (as the shim's snapshotter mounts it) and a tmpfs volume (kubelet's).
+# The layers on a tmpfs: the test host's /tmp is itself an overlay, which cannot be an upper.
+mkdir -p "$work/c2fs" "$work/late"
+mount -t tmpfs c2fs "$work/c2fs" && mv "$work/c2/rootfs" "$work/c2fs/lower" &&
+    mkdir -p "$work/c2/rootfs" "$work/c2fs/upper" "$work/c2fs/work" &&
+    mount -t overlay overlay \
+        -o "lowerdir=$work/c2fs/lower,upperdir=$work/c2fs/upper,workdir=$work/c2fs/work" "$work/c2/rootfs" &&
+    mount -t tmpfs late "$work/late" || { echo "pod: cannot mount c2's overlay or tmpfs"; exit 1; }
 reap "$work/c2.pid" "$work/c2.exit" -- "$husk" --root "$state" create --sandbox sb \
     --bundle "$work/c2" --pid-file "$work/c2.pid" c2 </dev/null >"$work/c2.out" 2>&1 &
 reapers+=($!)
@@ -164,7 +182,9 @@ H start c2
 checkv "c2's output reaches the caller" 'cat "$work/c2.out"; logs sb' wait_for 60 grep -q pod-done "$work/c2.out"
 checkv "c2 running" 'H state c2' test "$(status_of c2)" = running
 check "c2's hostname is the sandbox's (UTS shared)" grep -qx podhost "$work/c2.out"
-check "c2's rootfs write is on the host" grep -qx pod-rootfs "$work/c2/rootfs/pod-file.txt"
+check "c2's rootfs write is on the host (its overlay's upper layer)" grep -qx pod-rootfs "$work/c2fs/upper/pod-file.txt"
+check "c2's write to a tmpfs mounted after the sandbox started is on the host" grep -qx late-write "$work/late/written.txt"
+check "c2's stand-in is in its linux.cgroupsPath cgroup" grep -qx "$c2pid" "/sys/fs/cgroup/$cg/c2/cgroup.procs"
 check "c2's rw bind mount write is on the host" grep -qx pod-volume "$work/vol/written.txt"
 check "c2's ro bind mount refuses writes" grep -qx ro-refused "$work/vol/ro.txt"
 checkv "c2 fetches the sandbox's page over 127.0.0.1 (network shared)" 'cat "$work/vol/page.txt"' \
@@ -203,7 +223,7 @@ reapers+=($!)
 checkv "c3 created" 'cat "$work/c3.out" "$work/c3.exit" 2>/dev/null' wait_for 120 test -e "$work/c3.exit.created"
 H start c3
 checkv "c3's stand-in exits with its status (7)" 'cat "$work/c3.exit" "$work/c3.out" 2>/dev/null' \
-    wait_for 60 grep -qx 7 "$work/c3.exit"
+    wait_for 60 grep -qsx 7 "$work/c3.exit"
 checkv "c3 stopped" 'H state c3' wait_for 10 test "$(status_of c3)" = stopped
 check "c3's exit_status is 7" grep -qx 7 "$state/c3/exit_status"
 check "c3's output reached the caller" grep -q c3-ran "$work/c3.out"
@@ -214,7 +234,7 @@ check "delete c3: no stub in the share" test ! -e "$state/sb/share/c3"
 
 echo "--- kill and delete c2"
 H kill c2 KILL
-checkv "kill c2: its stand-in exits 137" 'cat "$work/c2.exit"' wait_for 30 grep -qx 137 "$work/c2.exit"
+checkv "kill c2: its stand-in exits 137" 'cat "$work/c2.exit"' wait_for 30 grep -qsx 137 "$work/c2.exit"
 checkv "kill c2: stopped" 'H state c2' wait_for 10 test "$(status_of c2)" = stopped
 check "the sandbox outlives c2" test "$(status_of sb)" = running
 H delete c2
@@ -222,6 +242,35 @@ check "delete c2: no state" test ! -e "$state/c2"
 check "delete c2: no mount in the supervisor's namespace" bash -c "! grep -qF '$state/sb/share/c2' /proc/$sbpid/mountinfo"
 check "delete c2: no mount in any namespace" bash -c "! grep -qsF '$state/sb/share/c2' /proc/[0-9]*/mountinfo"
 check "delete c2: the volume's data stays" grep -qx pod-volume "$work/vol/written.txt"
+check "delete c2: its host cgroup is gone" test ! -e "/sys/fs/cgroup/$cg/c2"
+check "delete c2: its overlay rootfs is untouched on the host" grep -qx pod-rootfs "$work/c2/rootfs/pod-file.txt"
+
+echo "--- pod container c7: a terminal through --console-socket"
+bundle "$work/c7" 'test -t 0 && echo c7-isatty; stty size; read line; echo "c7-read-$line"; exit 5' \
+    "$(pod_patch "$sbpid" "spec['process']['terminal'] = True")" || exit 1
+python3 "$recvtty" "$work/c7.sock" --size 21x77 --input $'hello\r' >"$work/c7.tty" &
+rp=$!
+for _ in $(seq 100); do [ -S "$work/c7.sock" ] && break; sleep 0.1; done
+reap "$work/c7.pid" "$work/c7.exit" -- "$husk" --root "$state" create --sandbox sb \
+    --bundle "$work/c7" --console-socket "$work/c7.sock" --pid-file "$work/c7.pid" c7 </dev/null >"$work/c7.out" 2>&1 &
+reapers+=($!)
+checkv "c7 created with a console socket" 'cat "$work/c7.out" "$work/c7.exit" 2>/dev/null' wait_for 120 test -e "$work/c7.exit.created"
+python3 "$recvtty" "$work/c7e.sock" >"$work/c7e.tty" &
+rpe=$!
+for _ in $(seq 100); do [ -S "$work/c7e.sock" ] && break; sleep 0.1; done
+H exec -t --console-socket "$work/c7e.sock" c7 sh -c 'test -t 1 && echo exec-tty; exit 4'
+rc=$?
+wait $rpe
+check "exec -t in a pod container: a terminal and its exit code (4)" bash -c "[ $rc -eq 4 ] && grep -q exec-tty '$work/c7e.tty'"
+H start c7
+checkv "c7's stand-in exits with its status (5)" 'cat "$work/c7.exit" "$work/c7.tty" 2>/dev/null' wait_for 60 grep -qsx 5 "$work/c7.exit"
+wait_for 10 grep -q c7-read "$work/c7.tty"
+check "c7's stdin is the terminal" grep -q c7-isatty "$work/c7.tty"
+check "c7's window size came from the console socket's pty (21 77)" grep -q '^21 77' "$work/c7.tty"
+check "c7 read what was typed into its terminal" grep -q c7-read-hello "$work/c7.tty"
+H delete c7
+check "delete c7: no state, no mount" bash -c "[ ! -e '$state/c7' ] && ! grep -qF '$state/sb/share/c7' /proc/$sbpid/mountinfo"
+checkv "c7's terminal hangs up by its delete at the latest" 'kill $rp' wait_for 10 bash -c "! [ -e /proc/$rp ] || grep -q ') Z' /proc/$rp/stat"
 
 echo "--- bad input (nothing left behind)"
 bundle "$work/c5" 'exit 0' "$(pod_patch "$sbpid")" || exit 1
@@ -257,7 +306,7 @@ check "delete -f sb: no supervisor" bash -c "! kill -0 $sbpid 2>/dev/null"
 check "delete -f sb: no virtiofsd" bash -c "! pgrep -f -- '[-]-shared-dir $state/sb/share' >/dev/null"
 check "delete -f sb: no mount in any namespace" bash -c "! grep -qsF '$state/sb/' /proc/[0-9]*/mountinfo"
 check "delete -f sb: no sandbox state" test ! -e "$state/sb"
-checkv "c4's stand-in exits 255 with the sandbox" 'cat "$work/c4.exit"' wait_for 30 grep -qx 255 "$work/c4.exit"
+checkv "c4's stand-in exits 255 with the sandbox" 'cat "$work/c4.exit"' wait_for 30 grep -qsx 255 "$work/c4.exit"
 check "c4 reads stopped" test "$(status_of c4)" = stopped
 H delete c4
 check "delete c4 after its sandbox: nothing left" bash -c "[ ! -e '$state/c4' ] && [ -z \"\$(ls '$state')\" ]"
