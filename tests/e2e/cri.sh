@@ -95,6 +95,11 @@ eq() {
 logs() {
     echo "     containerd.log:"
     grep -E 'level=(error|warning)' "$CRI_WORK/containerd.log" | tail -n 8 | sed 's/^/       /'
+    if [ -n "${2:-}" ]; then
+        echo "     containerd.log on $2:"
+        grep -F "$2" "$CRI_WORK/containerd.log" | grep -E 'level=(error|warning)' | tail -n 8 | sed 's/^/       /'
+        tail -n 8 "$CRI_STATE/io.containerd.runtime.v2.task/k8s.io/$2/husk.log" 2>/dev/null | sed 's/^/       /'
+    fi
     if [ "$1" = husk ] && [ -n "${2:-}" ]; then
         tail -n 12 "/run/husk-shim/k8s.io/$2/supervisor.log" "/run/husk-shim/k8s.io/$2/console.log" \
             2>/dev/null | sed 's/^/       /'
@@ -223,7 +228,8 @@ teardown() {
     out=$(C rmp "$p" 2>&1)
     check "$h: RemovePodSandbox ($(jqr .ms <<<"$out") ms)" test -n "$(jqr .ms <<<"$out")" || echo "     $out"
     check "$h: the pod is gone from ListPodSandbox" test "$(C pods | jq --arg p "$p" '[.[] | select(.id == $p)] | length')" = 0
-    check "$h: nothing left (processes, mounts, state, netns, bridge port, TAP)" clean "$p" ${web[$h]:-} ${client[$h]:-}
+    check "$h: nothing left (processes, mounts, state, netns, bridge port, TAP)" clean "$p" ${web[$h]:-} ${client[$h]:-} ||
+        logs "$h" "$p"
 }
 
 # killed H: step 5.
@@ -251,7 +257,8 @@ killed() {
     check "$h: StopPodSandbox after kill -9" test $? -eq 0 || echo "     $out"
     out=$(C rmp "$p" 2>&1)
     check "$h: RemovePodSandbox after kill -9" test $? -eq 0 || echo "     $out"
-    check "$h: nothing left after kill -9 (processes, mounts, state, netns, bridge port, TAP)" clean "$p" $c
+    check "$h: nothing left after kill -9 (processes, mounts, state, netns, bridge port, TAP)" clean "$p" $c ||
+        logs "$h" "$p"
 }
 
 for h in $handlers; do scenario "$h"; done
