@@ -6,6 +6,7 @@
 # PID. A busybox image built offline (busybox-static rootfs -> umoci OCI layout -> `ctr images
 # import`). Checks: `ctr run --rm` (stdout, stderr, exit code, nothing left); a long-running
 # task: `ctr task ls`, `exec` (output, exit code, stdin), `ps`, `pause`/`resume`, `metrics`,
+# an exec OOM-killed under `--memory-limit` and its TaskOOM, the task events (`ctr events`),
 # `kill` (the foreground `ctr run` exits with the trap's status), and nothing left (no shim,
 # supervisor, VMM, virtiofsd, husk state, rootfs mount); `ctr run -t` through tmux (prompt,
 # window size, isatty, exit code); `kill -9` of a shim: the task is reported exited, the
@@ -167,7 +168,9 @@ check "r1: no husk state" test ! -e "$HUSK_SHIM_ROOT/r1"
 check "r1: no shim" wait_for 10 bash -c "! pgrep -f -- '[c]ontainerd-shim-husk-v2 .*-id r1 ' >/dev/null"
 
 echo "--- a running task: exec, ps, pause/resume, metrics, kill (boot 2)"
-C run --runtime $RT $image c1 sh -c "trap 'exit 42' TERM; echo started; while :; do sleep 1; done" \
+C events >"$work/events.out" 2>&1 &
+evpid=$!
+C run --runtime $RT --memory-limit 67108864 $image c1 sh -c "trap 'exit 42' TERM; echo started; while :; do sleep 1; done" \
     </dev/null >"$work/c1.out" 2>"$work/c1.err" &
 c1run=$!
 if ! wait_for 120 bash -c "grep -q started '$work/c1.out'"; then
@@ -201,11 +204,23 @@ d = m.get("Data") or m.get("data") or m
 assert d["pids"]["current"] >= 1, d
 assert d["memory"]["usage"] > 0, d
 assert d["cpu"]["usage_usec"] > 0, d' "$m" || echo "     ${m:0:400}"
+C task exec --exec-id oom c1 dd if=/dev/zero of=/dev/null bs=128M count=1 </dev/null >/dev/null 2>&1
+rc=$?
+is "an exec over the 64 MiB limit is OOM-killed (137)" "$rc" 137
+checkd "TaskOOM published (ctr events: /tasks/oom for c1)" wait_for 20 grep -q '/tasks/oom.*"c1"' "$work/events.out" ||
+    grep -E '/tasks/' "$work/events.out" | tail -n 5 | sed 's/^/     /'
+for t in create start exec-added exec-started paused resumed; do
+    check "event /tasks/$t published" grep -q "/tasks/$t .*c1" "$work/events.out"
+done
 C task kill c1
 wait $c1run
 rc=$?
 checkd "kill (SIGTERM): the task exits through its trap (42)" test $rc -eq 42 || { cat "$work/c1.err"; logs c1; }
 C c rm c1
+for t in exit delete; do
+    check "event /tasks/$t published" wait_for 10 grep -q "/tasks/$t .*c1" "$work/events.out"
+done
+kill $evpid 2>/dev/null
 check "container removed" bash -c "! ctr --address '$sock' -n $ns c ls -q | grep -qx c1"
 nothing_left c1 "$spid"
 
@@ -217,11 +232,13 @@ echo "ctr-exit=\$?" >'$work/it.rc'
 EOF
 chmod +x "$work/it.sh"
 tmux new-session -d -s husk-ctr -x 120 -y 40 "$work/it.sh" \; set-option -t husk-ctr remain-on-exit on
+t0=$SECONDS
 end=$((SECONDS + 120))
 until tmux capture-pane -p -t husk-ctr 2>/dev/null | grep -q '/ # '; do
     [ $SECONDS -lt $end ] || break
     sleep 1
 done
+echo "     prompt after $((SECONDS - t0)) s"
 tmux send-keys -t husk-ctr 'echo tty-$((6 * 7)); stty size; test -t 0 && echo isatty' Enter
 sleep 3
 tmux send-keys -t husk-ctr 'exit 5' Enter

@@ -247,6 +247,25 @@ impl ConsoleSocket {
     }
 }
 
+/// Copies `from` to `to` with plain read(2)/write(2) until EOF or an error (EIO from a pty
+/// master once every slave is closed). Not `std::io::copy`: it splices between a pipe and a
+/// tty, which on some kernels holds terminal output back until more arrives.
+fn pump(from: &File, to: &File) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match (&*from).read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if (&*to).write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
 /// What a process's stdio needs while its husk verb runs.
 pub struct Prepared {
     /// The verb's stdio.
@@ -353,19 +372,30 @@ pub fn prepare(paths: &Paths) -> Result<Prepared, IoError> {
 
 impl Prepared {
     /// After the verb succeeded: start feeding stdin, or take the pty master and start
-    /// copying. `done` runs once the terminal's output has been copied out.
+    /// copying.
     pub fn finish(self) -> Result<ProcIo, IoError> {
         if let Some(sock) = &self.console {
             let master = Arc::new(sock.take_master()?);
-            let stdout = open_output("stdout", &self.paths.stdout)?;
+            // Without a stdout the terminal is still drained (a full pty stalls the process).
+            let stdout = match open_output("stdout", &self.paths.stdout)? {
+                Some(f) => f,
+                None => File::options()
+                    .write(true)
+                    .open("/dev/null")
+                    .map_err(|source| IoError::Open {
+                        what: "stdout",
+                        path: "/dev/null".into(),
+                        source,
+                    })?,
+            };
             if !self.paths.stdin.is_empty() {
                 let path = self.paths.stdin.clone();
                 let m = Arc::clone(&master);
                 let _ = std::thread::Builder::new()
                     .name("pty-in".into())
                     .spawn(move || {
-                        if let Ok(mut f) = open_input(&path) {
-                            let _ = std::io::copy(&mut f, &mut &*m);
+                        if let Ok(f) = open_input(&path) {
+                            pump(&f, &m);
                         }
                     });
             }
@@ -374,14 +404,7 @@ impl Prepared {
                 .name("pty-out".into())
                 .spawn(move || {
                     // EIO once every slave is closed (the process and its supervisor gone).
-                    match stdout {
-                        Some(mut out) => {
-                            let _ = std::io::copy(&mut &*m, &mut out);
-                        }
-                        None => {
-                            let _ = std::io::copy(&mut &*m, &mut std::io::sink());
-                        }
-                    }
+                    pump(&m, &stdout);
                 });
             return Ok(ProcIo {
                 stdin: None,
@@ -477,6 +500,44 @@ mod tests {
             .unwrap();
         assert!(out.status.success(), "cat saw no EOF: {:?}", out.status);
         assert!(out.stdout.is_empty());
+    }
+
+    #[test]
+    fn terminal_output_reaches_the_stdout_fifo_at_once() {
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("out");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        let paths = Paths {
+            stdout: fifo.to_str().unwrap().to_owned(),
+            terminal: true,
+            ..Default::default()
+        };
+        let p = prepare(&paths).unwrap();
+        let pty = crate::tty::Pty::open().unwrap();
+        pty.send_master(&p.console.as_ref().unwrap().path())
+            .unwrap();
+        let _io = p.finish().unwrap();
+        File::from(pty.slave.try_clone().unwrap())
+            .write_all(b"/ # ")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 64];
+        for _ in 0..200 {
+            match (&reader).read(&mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => {}
+            }
+            if got.ends_with(b"/ # ") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(got, b"/ # ");
     }
 
     #[test]
