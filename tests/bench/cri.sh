@@ -10,7 +10,8 @@
 #     husk: the container added to the running VM);
 #   - host memory per pod, 2 s after the container started: the PSS (/proc/PID/smaps_rollup)
 #     of the pod's shim and all its descendants (husk: shim, supervisor, VMM, virtiofsd,
-#     stand-ins; runc: shim, pause and the container's processes), by process name;
+#     stand-ins; runc: shim, pause and the container's processes), by process name (husk's
+#     VMM, started as /proc/self/exe, shows as vmm; the supervisor as husk);
 #   - StopPodSandbox + RemovePodSandbox of the pod with its container.
 # Medians of the RUNS; memory: the median total and the last pod's breakdown.
 #
@@ -65,7 +66,7 @@ pss_tree() {
     done
     for p in "${all[@]}"; do
         printf '%s %s\n' "$(tr ' ' _ <"/proc/$p/comm" 2>/dev/null)" "$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null)"
-    done | awk '{s += $2; by[$1] += $2} END {printf "%d ", s; sep = ""; for (k in by) {printf "%s%s=%d", sep, k, by[k]; sep = ","} print ""}'
+    done | awk '$1 == "exe" {$1 = "vmm"} {s += $2; by[$1] += $2} END {printf "%d ", s; sep = ""; for (k in by) {printf "%s%s=%d", sep, k, by[k]; sep = ","} print ""}'
 }
 
 # one HANDLER N: one pod; appends "rp create start pss stoprm" to $work/HANDLER.txt (N > 0)
