@@ -331,8 +331,16 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, sandbox: &str) -> anyhow::Result<()> {
         guest_root,
         bundle: bundle.dir.clone(),
     };
-    cleanup.added = true;
-    control::call_in(&sock, None, &add, &stdio, Some(ADD_TIMEOUT))?;
+    match control::call_in(&sock, None, &add, &stdio, Some(ADD_TIMEOUT)) {
+        Ok(_) => cleanup.added = true,
+        // The supervisor answered: it made nothing (or removed it again).
+        Err(e @ control::ControlError::Refused(_)) => return Err(e.into()),
+        // No answer: the container may exist in the guest.
+        Err(e) => {
+            cleanup.added = true;
+            return Err(e.into());
+        }
+    }
     if let (Some(p), Some(path)) = (&pty, &a.console_socket) {
         p.send_master(path)
             .with_context(|| format!("--console-socket {}", path.display()))?;
