@@ -100,6 +100,8 @@ logs() { # what the shim and husk logged about a container, for a failure
     local b="$cd_dir/state/io.containerd.runtime.v2.task/$ns/$1"
     tail -n 12 "$b/husk.log" "$b/shim.log" "$HUSK_SHIM_ROOT/$1/supervisor.log" "$HUSK_SHIM_ROOT/$1/console.log" 2>/dev/null | sed 's/^/     /'
     grep -i -E "husk|shim" "$work/containerd.log" | tail -n 8 | sed 's/^/     /'
+    # A lost sandbox's supervisor.log and console.log, which the shim logs before the delete.
+    grep -A 52 "$1: sandbox lost" "$work/containerd.log" | tail -n 60 | sed 's/^/     /'
 }
 # nothing_left ID SUPERVISOR_PID: no process, state or mount of container ID remains.
 nothing_left() {

@@ -404,6 +404,28 @@ impl Service {
     }
 }
 
+/// husk's status for a container whose sandbox went down without its init's status.
+const LOST: i32 = 255;
+
+/// The last `n` lines of a file.
+fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Service {
+    /// Before `husk delete` removes them: the ends of the supervisor's and the guest console's
+    /// logs of a container whose sandbox was lost, into the shim's log (containerd's).
+    fn log_sandbox_logs(&self, id: &str) {
+        let dir = self.s.husk.root.join(id);
+        for f in ["supervisor.log", "console.log"] {
+            tracing::warn!("{id}: sandbox lost; {f}:\n{}", tail(&dir.join(f), 25));
+        }
+    }
+}
+
 /// Splits what `io::prepare` made into the verb's stdio and the rest.
 fn split(p: io::Prepared) -> (super::husk::Stdio3, io::Prepared) {
     let mut p = p;
@@ -659,6 +681,14 @@ impl containerd_shim::Task for Service {
         if let Some(w) = watch {
             // SAFETY: kill(2) of the `husk events` child this shim started.
             unsafe { libc::kill(w, libc::SIGKILL) };
+        }
+        let lost = self
+            .proc_view(&req.id, "", |p| p.exit.map(|e| e.code))
+            .ok()
+            .flatten()
+            == Some(LOST);
+        if lost {
+            self.log_sandbox_logs(&req.id);
         }
         self.s
             .husk
