@@ -11,7 +11,8 @@
 #                           import the images, wait for RuntimeReady + NetworkReady
 #   cri_stop                stop every pod, stop containerd by its PID, unmount the tmpfs
 #   C ARGS...               husk-cri on the private socket (tests/cri)
-#   cri_pod_opts POD        POD_OPTS=(the options runp and create both take: name, uid, logs)
+#   cri_pod_opts POD        POD_OPTS=(the options runp and create both take: name, uid, logs,
+#                           cgroup parent /kubepods/besteffort/pod<uid>)
 #
 # Images: $CRI_IMAGE (busybox, /www/index.html says hello-from-cri) and $CRI_PAUSE (the
 # same rootfs whose entrypoint is `sleep`, the sandbox image). Network: bridge hkcri0,
@@ -160,8 +161,10 @@ C() { "$CRI_BIN" --socket "$CRI_SOCK" "$@"; }
 
 # cri_pod_opts POD: sets the array POD_OPTS to the options naming pod POD (runp and create
 # take the same). (No process substitution: the KVM test host's /dev has no /dev/fd.)
+# The cgroup parent is kubelet's with its cgroupfs driver for a best-effort pod.
 cri_pod_opts() {
-    POD_OPTS=(--pod-name "$1" --pod-uid "$1-uid" --log-dir "$CRI_LOGS/$1")
+    POD_OPTS=(--pod-name "$1" --pod-uid "$1-uid" --log-dir "$CRI_LOGS/$1"
+        --cgroup-parent "/kubepods/besteffort/pod$1-uid")
 }
 
 # cri_start: containerd in the background (its log: $CRI_WORK/containerd.log), the images,

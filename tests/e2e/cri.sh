@@ -10,11 +10,12 @@
 #   3. ExecSync's stdout, stderr and exit code; the container's log at the CRI log path
 #      (CRI format, both streams); UpdateContainerResources (ContainerStatus reports it and
 #      the container sees memory.max and cpu.max); ContainerStats (CPU and memory non-zero);
+#      the pod's host processes (husk: the shim and all below it) in kubelet's pod cgroup;
 # then, with both handlers' pods running at once: both READY, each fetching the other's page
 # over the bridge; then for each handler:
 #   4. StopContainer (EXITED), RemoveContainer, StopPodSandbox (NOTREADY), RemovePodSandbox,
 #      and nothing left: no process naming the pod or its containers (shim, pause, husk's
-#      supervisor and VMM, virtiofsd), no mount, no bundle or husk state, no network
+#      supervisor and VMM, virtiofsd), no mount, no cgroup, no bundle or husk state, no network
 #      namespace, bridge port or TAP beyond the live pods';
 #   5. kill -9 of the pod's shim: the pod NOTREADY and its container EXITED, StopPodSandbox and
 #      RemovePodSandbox succeed, nothing left.
@@ -113,6 +114,7 @@ leftovers() {
     for id in "$@"; do
         pgrep -af -- "$id" | sed 's/^/process /'
         grep -F "$id" /proc/self/mountinfo | awk '{print "mount " $5}'
+        find /sys/fs/cgroup -name "*$id*" 2>/dev/null | sed 's/^/cgroup /'
         for d in "$CRI_STATE/io.containerd.runtime.v2.task/k8s.io/$id" \
             "$CRI_STATE/io.containerd.grpc.v1.cri/sandboxes/$id" \
             "$CRI_STATE/io.containerd.grpc.v1.cri/containers/$id" "/run/husk-shim/k8s.io/$id"; do
@@ -140,6 +142,17 @@ clean() { # ID...: leftovers empty within 15 s; printed otherwise
         [ -z "$left" ] && return 0
         [ $SECONDS -lt $end ] || { printf '%s\n' "$left" | sed 's/^/     left: /'; return 1; }
         sleep 0.5
+    done
+}
+
+# tree_pids PID: PID and all its descendants.
+tree_pids() {
+    local pids=("$1") p c
+    while [ ${#pids[@]} -gt 0 ]; do
+        p=${pids[0]}
+        pids=("${pids[@]:1}")
+        echo "$p"
+        for c in $(cat /proc/"$p"/task/*/children 2>/dev/null); do pids+=("$c"); done
     done
 }
 
@@ -172,6 +185,20 @@ scenario() {
         test -n "${client[$h]}" || { echo "     $out"; logs "$h" "${pod[$h]}"; }
     eq "$h: web is CONTAINER_RUNNING" CONTAINER_RUNNING "$(ctr_state "${web[$h]}")"
     eq "$h: client is CONTAINER_RUNNING" CONTAINER_RUNNING "$(ctr_state "${client[$h]}")"
+    # kubelet's pod cgroup holds the pod's host processes: for husk the shim and everything
+    # below it (supervisor, VMM, virtiofsd, stand-ins), for runc what is below its shim.
+    local tpid shim cg bad_cg="" q
+    tpid=$(ctr -a "$CRI_SOCK" -n k8s.io task ls 2>/dev/null | awk -v id="${pod[$h]}" '$1 == id {print $2}')
+    shim=$(ps -o ppid= -p "${tpid:-0}" 2>/dev/null | tr -d ' ')
+    cg="/kubepods/besteffort/pod$p-uid/"
+    for q in $(tree_pids "${shim:-0}"); do
+        [ "$h" = runc ] && [ "$q" = "$shim" ] && continue
+        grep -q "^0::$cg" "/proc/$q/cgroup" 2>/dev/null ||
+            bad_cg="$bad_cg
+       $q in $(cut -d: -f3 "/proc/$q/cgroup" 2>/dev/null): $(tr '\0' ' ' <"/proc/$q/cmdline" 2>/dev/null | cut -c1-160)"
+    done
+    check "$h: the pod's host processes are in its cgroup parent $cg" test -n "$shim" -a -z "$bad_cg" ||
+        echo "     shim ${shim:-not found}; outside:$bad_cg"
     fetch_local() { [ "$(C exec "${client[$h]}" -- timeout 10 wget -q -O - http://127.0.0.1:8080/index.html 2>/dev/null)" = hello-from-cri ]; }
     check "$h: client fetches web's page from 127.0.0.1:8080 (ExecSync wget)" wait_for 60 fetch_local ||
         { C exec "${client[$h]}" -- timeout 10 wget -q -O - http://127.0.0.1:8080/index.html 2>&1 | sed 's/^/     /'; logs "$h" "${pod[$h]}"; }
