@@ -187,15 +187,15 @@ scenario() {
     eq "$h: client is CONTAINER_RUNNING" CONTAINER_RUNNING "$(ctr_state "${client[$h]}")"
     # kubelet's pod cgroup holds the pod's host processes: for husk the shim and everything
     # below it (supervisor, VMM, virtiofsd, stand-ins), for runc what is below its shim.
-    local tpid shim cg bad_cg="" q
+    local tpid shim cg bad_cg="" q cmd
     tpid=$(ctr -a "$CRI_SOCK" -n k8s.io task ls 2>/dev/null | awk -v id="${pod[$h]}" '$1 == id {print $2}')
     shim=$(ps -o ppid= -p "${tpid:-0}" 2>/dev/null | tr -d ' ')
     cg="/kubepods/besteffort/pod$p-uid/"
     for q in $(tree_pids "${shim:-0}"); do
         [ "$h" = runc ] && [ "$q" = "$shim" ] && continue
         grep -q "^0::$cg" "/proc/$q/cgroup" 2>/dev/null ||
-            bad_cg="$bad_cg
-       $q in $(cut -d: -f3 "/proc/$q/cgroup" 2>/dev/null): $(tr '\0' ' ' <"/proc/$q/cmdline" 2>/dev/null | cut -c1-160)"
+            { cmd=$(tr '\0' ' ' <"/proc/$q/cmdline" 2>/dev/null); bad_cg="$bad_cg
+       $q in $(cut -d: -f3 "/proc/$q/cgroup" 2>/dev/null): ${cmd:0:40} ... ${cmd: -100}"; }
     done
     check "$h: the pod's host processes are in its cgroup parent $cg" test -n "$shim" -a -z "$bad_cg" ||
         echo "     shim ${shim:-not found}; outside:$bad_cg"
