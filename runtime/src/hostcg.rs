@@ -493,18 +493,30 @@ fn limit_v1(dir: &Path, controllers: &[String], l: &Limits) -> Result<(), HostCg
 }
 
 /// Removes the leaf directories, retrying while their processes are still exiting (the VMM
-/// dies with the supervisor, a moment later) for up to `patience`. The first that will not go
-/// is the error; missing ones are fine.
+/// dies with the supervisor, a moment later) for up to `patience`. A cgroup still busy after
+/// a moment is emptied with `cgroup.kill` (cgroup v2, Linux 5.14+), as runc's `delete --force`
+/// kills what is left in a container's cgroup: only the sandbox's own host processes live
+/// there (supervisor, VMM, virtiofsd, stand-ins, a dead shim's `husk events` watchers). The
+/// first that will not go is the error; missing ones are fine.
 pub fn remove(dirs: &[PathBuf], patience: Duration) -> Result<(), HostCgError> {
     let deadline = Instant::now() + patience;
     let mut first = None;
     for d in dirs {
+        let kill_at = Instant::now() + KILL_AFTER;
+        let mut killed = false;
         loop {
             match std::fs::remove_dir(d) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
                 Err(e) if Instant::now() < deadline => {
                     let _ = e;
+                    if !killed && Instant::now() >= kill_at {
+                        killed = true;
+                        match std::fs::write(d.join("cgroup.kill"), "1") {
+                            Ok(()) => tracing::info!("{}: busy, cgroup.kill written", d.display()),
+                            Err(e) => tracing::debug!("{}: cgroup.kill: {e}", d.display()),
+                        }
+                    }
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Err(e) => {
@@ -516,6 +528,9 @@ pub fn remove(dirs: &[PathBuf], patience: Duration) -> Result<(), HostCgError> {
     }
     first.map_or(Ok(()), Err)
 }
+
+/// How long a busy cgroup may empty by itself before `remove` kills what is left in it.
+const KILL_AFTER: Duration = Duration::from_millis(500);
 
 /// Lists the directories in the container's state directory.
 pub fn save(state_dir: &Path, cg: &HostCgroup) -> Result<(), HostCgError> {

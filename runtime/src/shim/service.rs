@@ -519,6 +519,11 @@ impl containerd_shim::Task for Service {
             }
         };
         tracing::info!("created {id}: pid {pid}");
+        if sandbox.is_none() {
+            // Before the OOM watcher starts: it is one of the pod's host processes too.
+            let mut st = self.lock();
+            self.join_sandbox_cgroup(&mut st, &id);
+        }
         let oom_watch = self.watch_oom(&id);
         {
             let mut st = self.lock();
@@ -538,9 +543,6 @@ impl containerd_shim::Task for Service {
                     oom_watch,
                 },
             );
-            if sandbox.is_none() {
-                self.join_sandbox_cgroup(&mut st, &id);
-            }
         }
         self.watch(id.clone(), String::new(), pid);
         self.publish(
