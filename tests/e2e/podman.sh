@@ -148,7 +148,8 @@ EOF
 chmod +x "$work/it.sh"
 tmux new-session -d -s husk-podman -x 120 -y 40 "$work/it.sh" \; set-option -t husk-podman remain-on-exit on
 end=$((SECONDS + 120))
-until tmux capture-pane -p -t husk-podman 2>/dev/null | grep -q '/ # '; do
+# tmux capture-pane drops the prompt's trailing blank: "/ #", not "/ # ".
+until tmux capture-pane -p -t husk-podman 2>/dev/null | grep -q '^/ #'; do
     [ $SECONDS -lt $end ] || break
     sleep 1
 done
