@@ -210,30 +210,39 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
     }
     rec.pid = child.id() as i32;
     rec.pid_start = process_start_time(rec.pid).unwrap_or(0);
-    // The runtime-namespace hooks of create, on the host, with the container created in the
-    // guest and not started (runc runs them at the same point, before pivot_root).
-    let state = HookState::of(&rec, Status::Creating);
-    let ran = hooks::run(Kind::Prestart, &hooks, &state)
-        .and_then(|()| hooks::run(Kind::CreateRuntime, &hooks, &state));
-    if let Err(e) = ran {
+    run_create_hooks(ctx, &hooks, &rec, || {
         let _ = child.kill();
         let _ = child.wait();
-        // The container is destroyed: the spec's lifecycle goes on to poststop.
-        for w in hooks::run_all(
-            Kind::Poststop,
-            &hooks,
-            &HookState::of(&rec, Status::Stopped),
-        ) {
-            ctx.log.warn(&w.to_string());
-        }
-        return Err(e.into());
-    }
+    })?;
     ctx.root.write_record(&rec)?;
     if let Some(p) = &a.pid_file {
         write_pid_file(p, rec.pid, ctx.caller_umask)?;
     }
     cleanup.armed = false;
     Ok(child)
+}
+
+/// The runtime-namespace hooks of create (prestart, createRuntime), on the host, with the
+/// container created in the guest and not started (runc runs them at the same point, before
+/// pivot_root). If one fails, `destroy` destroys the container and the spec's lifecycle goes
+/// on to poststop (whose failures are warnings); the hook's error is returned.
+pub fn run_create_hooks(
+    ctx: &Ctx,
+    hooks: &oci_spec::runtime::Hooks,
+    rec: &Record,
+    destroy: impl FnOnce(),
+) -> anyhow::Result<()> {
+    let state = HookState::of(rec, Status::Creating);
+    let ran = hooks::run(Kind::Prestart, hooks, &state)
+        .and_then(|()| hooks::run(Kind::CreateRuntime, hooks, &state));
+    if let Err(e) = ran {
+        destroy();
+        for w in hooks::run_all(Kind::Poststop, hooks, &HookState::of(rec, Status::Stopped)) {
+            ctx.log.warn(&w.to_string());
+        }
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 /// Writes a pid file atomically (runc's format: the number, no newline), through a temporary

@@ -29,11 +29,13 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
-use super::create::{check_preserve_fds, write_pid_file, CreateArgs, CGROUP_PATIENCE};
+use super::create::{
+    check_preserve_fds, run_create_hooks, write_pid_file, CreateArgs, CGROUP_PATIENCE,
+};
 use super::Ctx;
 use crate::bundle::Bundle;
 use crate::control::{self, Envelope, Request};
-use crate::hooks::{self, HookState, Kind};
+use crate::hooks;
 use crate::hostcg;
 use crate::state::{process_alive, process_start_time, Record, Root, StateError, Status};
 use crate::supervisor::share::{self, Attach, SHARE_DIR};
@@ -175,9 +177,17 @@ struct Cleanup<'a> {
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
+        self.undo();
+    }
+}
+
+impl Cleanup<'_> {
+    /// Removes what the create made so far (once: it disarms itself).
+    fn undo(&mut self) {
         if !self.armed {
             return;
         }
+        self.armed = false;
         let warn = |e: &dyn std::fmt::Display| self.ctx.log.warn(&format!("{}: {e}", self.id));
         if self.added {
             let (sock, _) = self.sandbox.control(&self.ctx.root);
@@ -352,20 +362,7 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, sandbox: &str) -> anyhow::Result<()> {
     rec.pid = standin.id() as i32;
     rec.pid_start = process_start_time(rec.pid).unwrap_or(0);
     cleanup.standin = Some(standin);
-    let state = HookState::of(&rec, Status::Creating);
-    let ran = hooks::run(Kind::Prestart, &hooks, &state)
-        .and_then(|()| hooks::run(Kind::CreateRuntime, &hooks, &state));
-    if let Err(e) = ran {
-        drop(cleanup);
-        for w in hooks::run_all(
-            Kind::Poststop,
-            &hooks,
-            &HookState::of(&rec, Status::Stopped),
-        ) {
-            ctx.log.warn(&w.to_string());
-        }
-        return Err(e.into());
-    }
+    run_create_hooks(ctx, &hooks, &rec, || cleanup.undo())?;
     ctx.root.write_record(&rec)?;
     if let Some(p) = &a.pid_file {
         write_pid_file(p, rec.pid, ctx.caller_umask)?;
