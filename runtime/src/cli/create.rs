@@ -129,40 +129,9 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
         cgroups: Vec::new(),
         armed: true,
     };
-    let mut rec = Record {
-        id: a.id.clone(),
-        pid: 0,
-        pid_start: 0,
-        bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs.clone(),
-        created: timefmt::rfc3339_nanos(SystemTime::now()),
-        annotations: bundle.annotations(),
-        sandbox: None,
-    };
-    ctx.root.write_record(&rec)?;
-    let hooks = bundle.spec.hooks().clone().unwrap_or_default();
-    if hooks::any(&hooks) {
-        hooks::save(&dir, &hooks)?;
-    }
-    let cgroups_path = bundle
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let limits = hostcg::Limits::from_spec(&bundle.spec, cfg.memory_mib, cfg.host_overhead_mib);
-    let cgroup = match hostcg::create(&cgroups_path, &limits)? {
-        Some((cg, warnings)) => {
-            cleanup.cgroups = cg.dirs.clone();
-            hostcg::save(&dir, &cg)?;
-            for w in warnings {
-                ctx.log.warn(&w);
-            }
-            Some(cg)
-        }
-        None => None,
-    };
+    let (mut rec, hooks, cgroup) =
+        start_record(ctx, &a.id, &bundle, None, &limits, &mut cleanup.cgroups)?;
 
     let ready_path = dir.join("ready.sock");
     let listener =
@@ -220,6 +189,55 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
     }
     cleanup.armed = false;
     Ok(child)
+}
+
+/// What every create (of a sandbox or a pod container) makes first: the state record (pid 0
+/// until the process exists), the spec's hooks saved beside it, and the host cgroup of
+/// `linux.cgroupsPath` with `limits` (its directories also go to `cgroups`, so that a failed
+/// create removes them); the cgroup's warnings are logged.
+pub fn start_record(
+    ctx: &Ctx,
+    id: &str,
+    bundle: &Bundle,
+    sandbox: Option<String>,
+    limits: &hostcg::Limits,
+    cgroups: &mut Vec<PathBuf>,
+) -> anyhow::Result<(Record, oci_spec::runtime::Hooks, Option<hostcg::HostCgroup>)> {
+    let dir = ctx.root.container_dir(id);
+    let rec = Record {
+        id: id.to_string(),
+        pid: 0,
+        pid_start: 0,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: timefmt::rfc3339_nanos(SystemTime::now()),
+        annotations: bundle.annotations(),
+        sandbox,
+    };
+    ctx.root.write_record(&rec)?;
+    let hooks = bundle.spec.hooks().clone().unwrap_or_default();
+    if hooks::any(&hooks) {
+        hooks::save(&dir, &hooks)?;
+    }
+    let cgroups_path = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cgroup = match hostcg::create(&cgroups_path, limits)? {
+        Some((cg, warnings)) => {
+            *cgroups = cg.dirs.clone();
+            hostcg::save(&dir, &cg)?;
+            for w in warnings {
+                ctx.log.warn(&w);
+            }
+            Some(cg)
+        }
+        None => None,
+    };
+    Ok((rec, hooks, cgroup))
 }
 
 /// The runtime-namespace hooks of create (prestart, createRuntime), on the host, with the

@@ -24,22 +24,20 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::create::{
-    check_preserve_fds, run_create_hooks, write_pid_file, CreateArgs, CGROUP_PATIENCE,
+    check_preserve_fds, run_create_hooks, start_record, write_pid_file, CreateArgs, CGROUP_PATIENCE,
 };
 use super::Ctx;
 use crate::bundle::Bundle;
 use crate::control::{self, Envelope, Request};
-use crate::hooks;
 use crate::hostcg;
 use crate::state::{process_alive, process_start_time, Record, Root, StateError, Status};
 use crate::supervisor::share::{self, Attach, SHARE_DIR};
-use crate::timefmt;
 use crate::tty::Pty;
 
 /// How long the supervisor may take to create a pod container in its guest.
@@ -268,7 +266,7 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, sandbox: &str) -> anyhow::Result<()> {
         serde_json::from_str(&bundle.config_json).context("config.json")?;
     let share_dir = share_dir(ctx, sandbox)?;
 
-    let (dir, _lock) = ctx.root.create_dir(&a.id)?;
+    let (_dir, _lock) = ctx.root.create_dir(&a.id)?;
     let mut cleanup = Cleanup {
         ctx,
         id: &a.id,
@@ -280,40 +278,15 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, sandbox: &str) -> anyhow::Result<()> {
         cgroups: Vec::new(),
         armed: true,
     };
-    let mut rec = Record {
-        id: a.id.clone(),
-        pid: 0,
-        pid_start: 0,
-        bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs.clone(),
-        created: timefmt::rfc3339_nanos(SystemTime::now()),
-        annotations: bundle.annotations(),
-        sandbox: Some(sandbox.to_string()),
-    };
-    ctx.root.write_record(&rec)?;
-    let hooks = bundle.spec.hooks().clone().unwrap_or_default();
-    if hooks::any(&hooks) {
-        hooks::save(&dir, &hooks)?;
-    }
     // The stand-in's host cgroup: placement only (the container's limits apply in the guest).
-    let cgroups_path = bundle
-        .spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let cgroup = match hostcg::create(&cgroups_path, &hostcg::Limits::default())? {
-        Some((cg, warnings)) => {
-            cleanup.cgroups = cg.dirs.clone();
-            hostcg::save(&dir, &cg)?;
-            for w in warnings {
-                ctx.log.warn(&w);
-            }
-            Some(cg)
-        }
-        None => None,
-    };
+    let (mut rec, hooks, cgroup) = start_record(
+        ctx,
+        &a.id,
+        &bundle,
+        Some(sandbox.to_string()),
+        &hostcg::Limits::default(),
+        &mut cleanup.cgroups,
+    )?;
 
     // The files: stubs from this side, mounts from the supervisor's namespace.
     let (guest_root, attaches) = share::plan(&a.id, Some(&bundle.rootfs), &bundle.dir, &mut spec)?;
