@@ -50,6 +50,13 @@ pub enum Request {
         /// All processes of the container.
         all: bool,
     },
+    /// Signal one exec'd process, by the id the supervisor gave it (exec's `started` answer).
+    KillExec {
+        /// The exec's id (`exec_id` of its `started` answer).
+        exec_id: String,
+        /// Signal number.
+        signal: u32,
+    },
     /// Run a process in the container; stdio fds travel with the request. Answered twice:
     /// `started` (or an error), then the exit status.
     Exec {
@@ -135,6 +142,9 @@ pub struct Response {
     /// The process runs (exec's first answer).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub started: bool,
+    /// The exec's id in the sandbox (exec's `started` answer), for `kill_exec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_id: Option<String>,
     /// Pids (ps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pids: Vec<i32>,
@@ -261,7 +271,7 @@ pub fn start_exec(
     sock_path: &Path,
     process_json: String,
     fds: &[RawFd],
-) -> Result<UnixStream, ControlError> {
+) -> Result<(UnixStream, Option<String>), ControlError> {
     start_exec_in(sock_path, None, process_json, fds)
 }
 
@@ -271,15 +281,15 @@ pub fn start_exec_in(
     container: Option<&str>,
     process_json: String,
     fds: &[RawFd],
-) -> Result<UnixStream, ControlError> {
+) -> Result<(UnixStream, Option<String>), ControlError> {
     let sock = crate::sockpath::connect(sock_path)?;
     send(
         &sock,
         &Envelope::new(container, Request::Exec { process_json }),
         fds,
     )?;
-    answer(&sock)?;
-    Ok(sock)
+    let started = answer(&sock)?;
+    Ok((sock, started.exec_id))
 }
 
 #[cfg(test)]
@@ -382,6 +392,30 @@ mod tests {
     }
 
     #[test]
+    fn kill_exec_and_the_exec_id_of_started() {
+        let e = Envelope::new(
+            Some("c2"),
+            Request::KillExec {
+                exec_id: "exec-3".into(),
+                signal: 9,
+            },
+        );
+        let text = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            text,
+            r#"{"container":"c2","op":"kill_exec","exec_id":"exec-3","signal":9}"#
+        );
+        let back: Envelope = serde_json::from_str(&text).unwrap();
+        assert!(matches!(
+            back.request,
+            Request::KillExec { ref exec_id, signal: 9 } if exec_id == "exec-3"
+        ));
+        // An old supervisor's `started` (no exec_id) still parses.
+        let r: Response = serde_json::from_str(r#"{"started":true}"#).unwrap();
+        assert!(r.started && r.exec_id.is_none());
+    }
+
+    #[test]
     fn call_in_and_start_exec_in_carry_the_container() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("control.sock");
@@ -411,7 +445,8 @@ mod tests {
         assert_eq!(r.status, Some(3));
         call(&path, &Request::Start, &[], None).unwrap();
         let devnull = std::fs::File::open("/dev/null").unwrap();
-        let conn = start_exec_in(&path, Some("c3"), "{}".into(), &[devnull.as_raw_fd()]).unwrap();
+        let (conn, _) =
+            start_exec_in(&path, Some("c3"), "{}".into(), &[devnull.as_raw_fd()]).unwrap();
         assert_eq!(answer(&conn).unwrap().status, Some(3));
         assert_eq!(
             server.join().unwrap(),

@@ -193,6 +193,21 @@ out=$(echo piped | C task exec --exec-id e2 c1 cat 2>&1)
 is "exec: stdin reaches the process (and its EOF)" "$out" piped
 out=$(C task exec --exec-id e3 c1 sh -c 'echo $PATH; test -x /bin/busybox && echo rootfs' 2>&1)
 is "exec: the container's env and rootfs" "$(echo $out)" "/bin rootfs"
+# Kill of one exec: its process is in the VM, signalled by the id husk gave it there.
+C task exec --exec-id e4 c1 sleep 300 </dev/null >/dev/null 2>&1 &
+e4run=$!
+for _ in $(seq 60); do
+    C task exec --exec-id probe c1 pgrep -f 'sleep 300' >/dev/null 2>&1 && break
+    sleep 1
+done
+C task kill --exec-id e4 --signal SIGKILL c1 >"$work/e4.kill" 2>&1
+check "kill --exec-id: accepted" test $? -eq 0 || cat "$work/e4.kill"
+end=$((SECONDS + 30))
+while kill -0 $e4run 2>/dev/null && [ $SECONDS -lt $end ]; do sleep 1; done
+wait $e4run
+rc=$?
+check "kill --exec-id SIGKILL: the exec ends with 137 ($rc)" test $rc -eq 137
+check "kill --exec-id: the container's init runs on" test "$(task_status c1)" = RUNNING
 ps_out=$(C task ps c1 2>&1)
 checkd "task ps lists processes" bash -c "[ \$(grep -cE '^[0-9]+' <<<'$ps_out') -ge 1 ]" || echo "     $ps_out"
 C task pause c1

@@ -57,6 +57,9 @@ pub struct Args {
     /// Write the pid of the process's host stand-in here (see the module docs).
     #[arg(long, value_name = "PATH")]
     pub pid_file: Option<PathBuf>,
+    /// Write the exec's id in the sandbox here (for `kill --exec`; the containerd shim's use).
+    #[arg(long, value_name = "PATH", hide = true)]
+    pub exec_id_file: Option<PathBuf>,
     /// Accepted for runc compatibility.
     #[arg(long)]
     pub no_new_privs: bool,
@@ -180,7 +183,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     // A foreground terminal on the caller's own tty: raw, as runc makes it.
     let _raw = (terminal && pty.is_none()).then(RawGuard::stdin);
     let (sock, container) = rec.control(&ctx.root);
-    let conn = control::start_exec_in(&sock, container.as_deref(), process_json, &fds)?;
+    let (conn, exec_id) = control::start_exec_in(&sock, container.as_deref(), process_json, &fds)?;
+    if let Some(f) = &a.exec_id_file {
+        let id = exec_id.unwrap_or_default();
+        crate::state::write_atomic(f, id.as_bytes())
+            .with_context(|| format!("--exec-id-file {}", f.display()))?;
+    }
     if let (Some(p), Some(path)) = (pty, &a.console_socket) {
         p.send_master(path)?;
     }

@@ -1,4 +1,5 @@
-//! `husk kill ID [SIGNAL]`: the supervisor signals the container's init in the guest.
+//! `husk kill ID [SIGNAL]`: the supervisor signals the container's init in the guest (or,
+//! with the hidden `--exec EXEC_ID`, one exec'd process).
 
 use std::time::Duration;
 
@@ -14,6 +15,10 @@ pub struct Args {
     /// Signal every process of the container.
     #[arg(short, long)]
     pub all: bool,
+    /// Signal one exec'd process instead of init: the id `exec --exec-id-file` wrote (the
+    /// containerd shim's Kill of an exec).
+    #[arg(long, value_name = "EXEC_ID", hide = true, conflicts_with = "all")]
+    pub exec: Option<String>,
     /// Container id.
     pub id: String,
     /// Signal name (KILL, SIGKILL) or number; default SIGTERM.
@@ -38,7 +43,10 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
     control::call_in(
         &sock,
         container.as_deref(),
-        &Request::Kill { signal, all: a.all },
+        &match a.exec {
+            Some(exec_id) => Request::KillExec { exec_id, signal },
+            None => Request::Kill { signal, all: a.all },
+        },
         &[],
         Some(Duration::from_secs(30)),
     )?;

@@ -49,6 +49,8 @@ struct Proc {
 struct ExecProc {
     proc_: Proc,
     spec: Vec<u8>,
+    /// The exec's id in the sandbox (`husk exec --exec-id-file`), for Kill.
+    guest_id: Option<String>,
 }
 
 struct Container {
@@ -331,10 +333,13 @@ impl Service {
             std::fs::write(&spec_path, &spec)
                 .map_err(|e| err(Code::INTERNAL, format!("{}: {e}", spec_path.display())))?;
             let pid_path = bundle.join(format!("exec-{exec_id}.pid"));
+            let id_path = bundle.join(format!("exec-{exec_id}.id"));
             let prepared = io::prepare(&paths).map_err(|e| err(Code::INTERNAL, e))?;
             let mut args: Vec<String> = vec!["exec".into(), "-d".into()];
             args.push("--pid-file".into());
             args.push(pid_path.display().to_string());
+            args.push("--exec-id-file".into());
+            args.push(id_path.display().to_string());
             args.push("--process".into());
             args.push(spec_path.display().to_string());
             if let Some(c) = &prepared.console {
@@ -348,8 +353,12 @@ impl Service {
             r.map_err(husk_err)?;
             let pid = read_pid(&pid_path)?;
             let _ = std::fs::remove_file(&pid_path);
+            let guest_id = std::fs::read_to_string(&id_path)
+                .ok()
+                .filter(|s| !s.is_empty());
+            let _ = std::fs::remove_file(&id_path);
             let io = rest.finish().map_err(|e| err(Code::INTERNAL, e))?;
-            Ok((pid, io))
+            Ok((pid, io, guest_id))
         })();
         let mut st = self.lock();
         let Some(e) = st
@@ -360,7 +369,7 @@ impl Service {
             return Err(err(Code::NOT_FOUND, format!("exec {exec_id}: not found")));
         };
         e.proc_.starting = false;
-        let (pid, io) = match result {
+        let (pid, io, guest_id) = match result {
             Ok(x) => x,
             Err(er) => {
                 e.proc_.status = Status::STOPPED;
@@ -375,6 +384,7 @@ impl Service {
         };
         e.proc_.pid = pid;
         e.proc_.io = io;
+        e.guest_id = guest_id;
         e.proc_.status = Status::RUNNING;
         drop(st);
         self.publish(
@@ -761,6 +771,7 @@ impl containerd_shim::Task for Service {
                         ..Default::default()
                     },
                     spec,
+                    guest_id: None,
                 },
             );
         }
@@ -895,14 +906,35 @@ impl containerd_shim::Task for Service {
             return Err(err(Code::NOT_FOUND, "process already finished"));
         }
         if !req.exec_id.is_empty() {
-            return Err(err(
-                Code::UNIMPLEMENTED,
-                format!(
-                    "signalling exec {} is not supported by husk (its process is in the VM; \
-                     kill the container, or end the process from inside)",
-                    req.exec_id
-                ),
-            ));
+            // The process is in the VM: husk signals it by the id its exec was given there.
+            let guest_id = {
+                let st = self.lock();
+                st.containers
+                    .get(&req.id)
+                    .and_then(|c| c.execs.get(&req.exec_id))
+                    .and_then(|e| e.guest_id.clone())
+            };
+            let guest_id = guest_id.ok_or_else(|| {
+                err(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec {}: not started", req.exec_id),
+                )
+            })?;
+            let sig = req.signal.to_string();
+            self.s
+                .husk
+                .output(
+                    &[
+                        "kill",
+                        "--exec",
+                        guest_id.as_str(),
+                        req.id.as_str(),
+                        sig.as_str(),
+                    ],
+                    None,
+                )
+                .map_err(husk_err)?;
+            return Ok(api::Empty::new());
         }
         let sig = req.signal.to_string();
         let mut args = vec!["kill"];

@@ -315,6 +315,20 @@ fn dispatch(
                 .map_err(|e| e.to_string())?;
             Ok(ok)
         }
+        Request::KillExec { exec_id, signal } => {
+            if c.status() == Status::Stopped {
+                return Err("container not running".into());
+            }
+            if !exec_id.starts_with("exec-") {
+                return Err(format!(
+                    "exec_id {exec_id:?}: not an exec of this container"
+                ));
+            }
+            s.agent
+                .signal(&c.id, &exec_id, signal, false)
+                .map_err(|e| e.to_string())?;
+            Ok(ok)
+        }
         Request::Ps => Ok(Response {
             pids: s.agent.ps(&c.id).map_err(|e| e.to_string())?,
             ..ok
@@ -581,6 +595,7 @@ fn exec(
     let relay = stdio::Relay::start(&s.agent, &c.id, &exec_id, stdio, terminal);
     let started = Response {
         started: true,
+        exec_id: Some(exec_id.clone()),
         ..Default::default()
     };
     if control::send(conn, &started, &[]).is_err() {
