@@ -4,6 +4,8 @@
 pub mod agent;
 #[path = "../../src/supervisor/oom.rs"]
 pub mod oom;
+#[path = "../../src/supervisor/podspec.rs"]
+pub mod podspec;
 #[path = "../../src/supervisor/server.rs"]
 pub mod server;
 #[path = "../../src/supervisor/stdio.rs"]

@@ -435,7 +435,7 @@ fn add_container(s: &Arc<Shared>, add: AddContainer<'_>, fds: Vec<OwnedFd>) -> R
     if !spec.is_object() {
         return Err("spec_json: not a JSON object".into());
     }
-    super::pod_spec(
+    super::podspec::pod_spec(
         &mut spec,
         guest_root,
         std::process::id(),
