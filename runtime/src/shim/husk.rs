@@ -123,32 +123,53 @@ impl Husk {
         std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0)
     }
 
-    /// Runs `husk ARGS` with `stdio` and waits for it; Ok when it exits 0.
-    pub fn run_with<S: AsRef<OsStr>>(&self, args: &[S], stdio: Stdio3) -> Result<(), HuskError> {
-        let verb = verb_of(args);
-        let from = self.log_len();
+    /// Starts `husk ARGS` with the given stdio and tells the reaper a child is coming.
+    fn spawn<S: AsRef<OsStr>>(
+        &self,
+        args: &[S],
+        stdin: Stdio,
+        stdout: Stdio,
+        stderr: Stdio,
+    ) -> Result<std::process::Child, HuskError> {
         let child = self
             .command()
             .args(args)
-            .stdin(stdio.stdin)
-            .stdout(stdio.stdout)
-            .stderr(stdio.stderr)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .map_err(|source| HuskError::Spawn {
                 bin: self.bin.clone(),
                 source,
             })?;
         self.reaper.kick();
+        Ok(child)
+    }
+
+    /// Waits for `child` (a verb started with the log at `from` bytes); a non-zero exit is an
+    /// error with the last error husk logged since, else `fallback` (its exit code).
+    fn finish(
+        &self,
+        child: &std::process::Child,
+        verb: String,
+        from: u64,
+        fallback: impl FnOnce(i32) -> String,
+    ) -> Result<(), HuskError> {
         let exit = self.reaper.wait(child.id() as i32);
         if exit.code != 0 {
-            return Err(HuskError::Failed {
-                verb,
-                msg: self
-                    .last_error(from)
-                    .unwrap_or_else(|| format!("exit status {}", exit.code)),
-            });
+            let msg = self.last_error(from).unwrap_or_else(|| fallback(exit.code));
+            return Err(HuskError::Failed { verb, msg });
         }
         Ok(())
+    }
+
+    /// Runs `husk ARGS` with `stdio` and waits for it; Ok when it exits 0.
+    pub fn run_with<S: AsRef<OsStr>>(&self, args: &[S], stdio: Stdio3) -> Result<(), HuskError> {
+        let from = self.log_len();
+        let child = self.spawn(args, stdio.stdin, stdio.stdout, stdio.stderr)?;
+        self.finish(&child, verb_of(args), from, |code| {
+            format!("exit status {code}")
+        })
     }
 
     /// Runs `husk ARGS` (stdin from `input`, else /dev/null) and returns its stdout.
@@ -157,24 +178,13 @@ impl Husk {
         args: &[S],
         input: Option<&[u8]>,
     ) -> Result<String, HuskError> {
-        let verb = verb_of(args);
         let from = self.log_len();
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(if input.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| HuskError::Spawn {
-                bin: self.bin.clone(),
-                source,
-            })?;
-        self.reaper.kick();
+        let stdin = if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        let mut child = self.spawn(args, stdin, Stdio::piped(), Stdio::piped())?;
         if let (Some(data), Some(mut w)) = (input, child.stdin.take()) {
             use std::io::Write;
             let data = data.to_vec();
@@ -197,19 +207,18 @@ impl Husk {
             .map(|mut o| o.read_to_string(&mut out))
             .transpose();
         let stderr = errs.join().unwrap_or_default();
-        let exit = self.reaper.wait(child.id() as i32);
-        if exit.code != 0 {
-            let msg = self.last_error(from).unwrap_or_else(|| {
-                let s = stderr.trim();
-                if s.is_empty() {
-                    format!("exit status {}", exit.code)
-                } else {
-                    s.to_owned()
-                }
-            });
-            return Err(HuskError::Failed { verb, msg });
-        }
-        read.map_err(|source| HuskError::Output { verb, source })?;
+        self.finish(&child, verb_of(args), from, |code| {
+            let s = stderr.trim();
+            if s.is_empty() {
+                format!("exit status {code}")
+            } else {
+                s.to_owned()
+            }
+        })?;
+        read.map_err(|source| HuskError::Output {
+            verb: verb_of(args),
+            source,
+        })?;
         Ok(out)
     }
 
@@ -219,18 +228,7 @@ impl Husk {
         &self,
         args: &[S],
     ) -> Result<(i32, std::process::ChildStdout), HuskError> {
-        let mut child = self
-            .command()
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|source| HuskError::Spawn {
-                bin: self.bin.clone(),
-                source,
-            })?;
-        self.reaper.kick();
+        let mut child = self.spawn(args, Stdio::null(), Stdio::piped(), Stdio::null())?;
         let out = child.stdout.take().ok_or_else(|| HuskError::Output {
             verb: verb_of(args),
             source: std::io::ErrorKind::BrokenPipe.into(),
