@@ -197,7 +197,7 @@ is "exec: the container's env and rootfs" "$(echo $out)" "/bin rootfs"
 C task exec --exec-id e4 c1 sleep 300 </dev/null >/dev/null 2>&1 &
 e4run=$!
 for _ in $(seq 60); do
-    C task exec --exec-id probe c1 pgrep -f 'sleep 300' >/dev/null 2>&1 && break
+    C task exec --exec-id probe c1 /bin/busybox pgrep -f 'sleep 300' >/dev/null 2>&1 && break
     sleep 1
 done
 C task kill --exec-id e4 --signal SIGKILL c1 >"$work/e4.kill" 2>&1
