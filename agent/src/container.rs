@@ -125,23 +125,6 @@ impl PendingIo {
     }
 }
 
-/// Creates a missing `process.cwd` as runc does (mkdir -p, 0755), resolved inside the rootfs
-/// as if it were `/` (the image's symlinks cannot lead it out). Done before the stage's mounts,
-/// so a cwd below a spec mount's destination is not created inside that mount.
-fn create_cwd(rootfs: &Path, cwd: &Path) -> Result<()> {
-    use crate::syscall::{linux::LinuxSyscall, Create, Syscall};
-    LinuxSyscall
-        .open_in_root(rootfs, cwd, Create::Dir)
-        .map(drop)
-        .map_err(|e| {
-            SpecError {
-                field: "process.cwd".into(),
-                reason: e.to_string(),
-            }
-            .into()
-        })
-}
-
 impl Container {
     /// Validates the spec, creates the cgroup and the init stage (which runs the
     /// createContainer hooks; `bundle`, the host's bundle directory, is in their state), and
@@ -164,9 +147,6 @@ impl Container {
             tracing::warn!(container = id, "{w}");
         }
         spec::dedup_env(&mut v.process);
-        if v.ns.new_mount {
-            create_cwd(&v.rootfs.rootfs, v.process.cwd())?;
-        }
         let cg_path = rt.cgroups.resolve(v.cgroups_path.as_deref(), id)?;
         let cgroup = rt.cgroups.create(&cg_path)?;
         let cleanup = |e: ContainerError| {

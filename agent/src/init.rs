@@ -114,6 +114,7 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
     } else if let Some(h) = hooks {
         h.run(Kind::CreateContainer, None)?;
     }
+    create_cwd(cfg.process.cwd())?;
     let filter = cfg
         .seccomp
         .as_ref()
@@ -151,6 +152,19 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
         "process.args",
         format!("exec {}: {err}", exec.path.to_string_lossy()),
     ))
+}
+
+/// Creates a missing `process.cwd` as runc does (mkdir -p, 0755), after the spec's mounts and
+/// pivot_root: the stage is in the container's root, so the image's symlinks resolve inside it
+/// and a cwd below a mount's destination is made inside that mount (a tmpfs at /work and a cwd
+/// of /work/a gives /work/a on the tmpfs). Without a mount namespace it is the guest's path.
+fn create_cwd(cwd: &Path) -> Result<(), InitError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(cwd)
+        .map_err(|e| field("process.cwd", format!("{}: {e}", cwd.display())))
 }
 
 /// Every inherited fd above the sync socket closes at exec (the agent's sockets must never

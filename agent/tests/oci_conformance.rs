@@ -247,25 +247,56 @@ fn exec_process(
     a.client.exec_process(ctx(), &req)
 }
 
-/// runc creates a missing `process.cwd` inside the rootfs (through the image's symlinks, as
-/// if the rootfs were `/`).
+/// runc creates a missing `process.cwd` after pivot_root, so the image's symlinks resolve
+/// inside the rootfs (as if it were `/`); a dangling one fails the create as runc's MkdirAll
+/// does ("mkdir /work: file exists", measured with runc 1.1) and nothing is made outside.
 #[test]
 fn missing_cwd_is_created_inside_the_rootfs() {
     require_host_mode!();
     let a = Agent::start();
     let root = a.rootfs();
     let outside = a.dir.join("outside-cwd");
-    std::os::unix::fs::symlink(&outside, root.join("work")).unwrap();
+    std::fs::create_dir(root.join("inside")).unwrap();
+    std::os::unix::fs::symlink("/inside", root.join("work")).unwrap();
     let mut s = spec(&root, &["sh", "-c", "pwd"]);
     s["process"]["cwd"] = "/work/a/b".into();
     let (status, out, err) = run(&a, "cwd", &s);
     assert_eq!(status, 0, "{out} {err}");
-    assert!(out.ends_with("/a/b\n"), "{out}");
+    // getcwd(2) reports the resolved path.
+    assert_eq!(out, "/inside/a/b\n");
+    assert!(root.join("inside/a/b").is_dir());
+
+    std::os::unix::fs::symlink(&outside, root.join("gone")).unwrap();
+    s["process"]["cwd"] = "/gone/a".into();
+    let e = a.create("cwd2", &s).unwrap_err();
+    let (_, msg) = code(e);
+    assert!(msg.contains("process.cwd"), "{msg}");
     assert!(!outside.exists(), "created {outside:?} outside the rootfs");
-    assert!(root
-        .join(outside.strip_prefix("/").unwrap())
-        .join("a/b")
-        .is_dir());
+}
+
+/// runc makes a missing cwd after the spec's mounts: a cwd below a mount's destination is made
+/// inside that mount, not in the image below it (where the mount would hide it).
+#[test]
+fn cwd_below_a_mount_is_created_inside_the_mount() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let mut s = spec(
+        &root,
+        &["sh", "-c", "pwd; grep -c ' /work tmpfs ' /proc/mounts"],
+    );
+    s["process"]["cwd"] = "/work/a/b".into();
+    s["mounts"].as_array_mut().unwrap().push(
+        serde_json::json!({"destination": "/work", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev"]}),
+    );
+    let (status, out, err) = run(&a, "cwdmnt", &s);
+    assert_eq!(status, 0, "{out} {err}");
+    assert_eq!(out, "/work/a/b\n1\n");
+    assert!(
+        !root.join("work/a").exists(),
+        "the cwd was made in the image, under the mount"
+    );
 }
 
 /// A variable given twice (the spec's, then `exec --env`'s) takes the last value, as runc's
