@@ -51,6 +51,10 @@ pub struct RootfsPlan {
     /// before the read-only and masked paths, in name order.
     #[serde(default)]
     pub sysctl: BTreeMap<String, String>,
+    /// Where the guest's cgroup2 hierarchy is mounted: bind-mounted instead when a `cgroup`
+    /// mount is refused (a user namespace without a cgroup namespace of its own), as runc does.
+    #[serde(default)]
+    pub cgroup2_mount: Option<PathBuf>,
 }
 
 /// Devices every container gets when /dev is a fresh tmpfs (as runc does).
@@ -201,7 +205,7 @@ pub fn prepare_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountE
             dest: m.destination().display().to_string(),
             source,
         };
-        mount_one(sys, &plan.rootfs, m).map_err(err)?;
+        mount_one(sys, plan, m).map_err(err)?;
         if m.destination() == Path::new("/dev")
             && !is_bind(
                 m,
@@ -243,7 +247,8 @@ pub fn enter_rootfs(sys: &dyn Syscall, plan: &RootfsPlan) -> Result<(), MountErr
     Ok(())
 }
 
-fn mount_one(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<(), SyscallError> {
+fn mount_one(sys: &dyn Syscall, plan: &RootfsPlan, m: &Mount) -> Result<(), SyscallError> {
+    let rootfs = plan.rootfs.as_path();
     let dest = m.destination();
     let at = |create| sys.open_in_root(rootfs, dest, create);
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
@@ -280,13 +285,41 @@ fn mount_one(sys: &dyn Syscall, rootfs: &Path, m: &Mount) -> Result<(), SyscallE
         } else {
             fstype
         };
-        sys.mount(
+        let mounted = sys.mount(
             source.or(Some(Path::new(fstype))),
             at(Create::Dir)?.path(),
             Some(fstype),
             opts.flags,
             data.as_deref(),
-        )?;
+        );
+        match (mounted, &plan.cgroup2_mount) {
+            (Ok(()), _) => {}
+            // A user namespace may mount cgroup2 only with a cgroup namespace it owns; without
+            // one runc bind-mounts the cgroup2 hierarchy instead (its mountCgroupV2).
+            (Err(e), Some(cg))
+                if fstype == "cgroup2"
+                    && matches!(e.errno, nix::errno::Errno::EPERM | nix::errno::Errno::EBUSY) =>
+            {
+                tracing::debug!(
+                    "cgroup2 mount at {}: {e}; bind-mounting {}",
+                    dest.display(),
+                    cg.display()
+                );
+                sys.mount(
+                    Some(cg),
+                    at(Create::Dir)?.path(),
+                    None,
+                    MsFlags::MS_BIND,
+                    None,
+                )?;
+                let rest = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+                if !rest.is_empty() {
+                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rest;
+                    sys.mount(None, at(Create::Nothing)?.path(), None, flags, None)?;
+                }
+            }
+            (Err(e), _) => return Err(e),
+        }
     }
     if !opts.propagation.is_empty() {
         sys.mount(

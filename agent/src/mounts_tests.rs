@@ -398,6 +398,10 @@ mod in_root {
         let tmpfs = super::mount("/data", "tmpfs", "tmpfs", &[]);
         let bind = super::mount("/up/hosts", "bind", src.to_str().unwrap(), &["bind", "ro"]);
         let inside = s.rootfs.join(outside.strip_prefix("/").unwrap());
+        let p = super::RootfsPlan {
+            rootfs: s.rootfs.clone(),
+            ..Default::default()
+        };
         // SAFETY: the child only makes system calls and _exits (fork from a threaded test).
         match unsafe { nix::unistd::fork() }.unwrap() {
             nix::unistd::ForkResult::Child => {
@@ -409,10 +413,10 @@ mod in_root {
                     {
                         return 10;
                     }
-                    if super::mount_one(&LinuxSyscall, &s.rootfs, &tmpfs).is_err() {
+                    if super::mount_one(&LinuxSyscall, &p, &tmpfs).is_err() {
                         return 11;
                     }
-                    if super::mount_one(&LinuxSyscall, &s.rootfs, &bind).is_err() {
+                    if super::mount_one(&LinuxSyscall, &p, &bind).is_err() {
                         return 12;
                     }
                     let dev = |p: &Path| {
@@ -450,4 +454,37 @@ mod in_root {
         want.sort();
         assert_eq!(s.outside(), want);
     }
+}
+
+/// A cgroup2 mount refused with EPERM (a user namespace without its own cgroup namespace)
+/// becomes a read-only bind of the guest's cgroup2 hierarchy, as runc's mountCgroupV2 does.
+#[test]
+fn refused_cgroup_mount_falls_back_to_a_bind_of_the_hierarchy() {
+    let sys = RecordingSyscall::new()
+        .with_path("/sys/fs/cgroup", PathKind::Dir)
+        .failing_fstype("cgroup2");
+    let mut p = plan(vec![mount(
+        "/sys/fs/cgroup",
+        "cgroup",
+        "cgroup",
+        &["nosuid", "noexec", "nodev", "relatime", "ro"],
+    )]);
+    p.cgroup2_mount = Some("/sys/fs/cgroup".into());
+    setup_rootfs(&sys, &p).unwrap();
+    let calls = sys.calls();
+    let target = PathBuf::from("/r/sys/fs/cgroup");
+    let bind = index_of(&calls, |c| {
+        matches!(c, Call::Mount { source: Some(s), target: t, flags, .. }
+            if s == Path::new("/sys/fs/cgroup") && *t == target && *flags == MsFlags::MS_BIND)
+    });
+    let remount = index_of(&calls, |c| {
+        matches!(c, Call::Mount { target: t, flags, .. }
+            if *t == target && flags.contains(MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY))
+    });
+    assert!(bind < remount);
+
+    // Without a hierarchy to bind, the refusal is the error.
+    let sys = RecordingSyscall::new().failing_fstype("cgroup2");
+    p.cgroup2_mount = None;
+    assert!(setup_rootfs(&sys, &p).is_err());
 }

@@ -387,6 +387,7 @@ pub fn validate_in(
         readonly_paths,
         root_readonly: root.readonly().unwrap_or(false),
         sysctl: sysctl.into_iter().collect(),
+        cgroup2_mount: crate::cgroup::find_cgroup2_mount(),
     };
     Ok(ValidSpec {
         ns,

@@ -147,7 +147,8 @@ fn user_namespace_with_mappings() {
             "sh",
             "-c",
             "cat /proc/self/uid_map /proc/self/gid_map; hostname; hostname other && hostname; \
-             mount -t tmpfs t /data && touch /data/f && echo mounted; id -u",
+             mount -t tmpfs t /data && touch /data/f && echo mounted; id -u; \
+             test -f /sys/fs/cgroup/cgroup.controllers && echo cgroup",
         ],
     );
     s["linux"]["namespaces"]
@@ -173,6 +174,10 @@ fn user_namespace_with_mappings() {
         serde_json::json!({"destination": "/dev/null", "type": "bind",
         "source": "/dev/null", "options": ["bind"]}),
     );
+    // No cgroup namespace of its own: the cgroup2 mount is refused (EPERM) and the hierarchy
+    // is bind-mounted instead, as runc does.
+    mounts.push(serde_json::json!({"destination": "/sys/fs/cgroup", "type": "cgroup",
+        "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
     s["mounts"] = mounts.into();
     let caps = serde_json::json!(["CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN"]);
     for set in ["bounding", "effective", "permitted"] {
@@ -188,7 +193,7 @@ fn user_namespace_with_mappings() {
     assert_eq!(words[1], ["0", "100000", "65536"], "{out}");
     assert_eq!(
         &words[2..],
-        [["husky"], ["other"], ["mounted"], ["0"]],
+        [["husky"], ["other"], ["mounted"], ["0"], ["cgroup"]],
         "{out}"
     );
 }

@@ -234,17 +234,16 @@ check "no husk process of this root left" test -z "$left"
 
 echo "--- boot 3: a user namespace with uid/gid mappings"
 # Container root is host (guest) uid 100000; with CAP_SYS_ADMIN inside its own namespace it
-# (and a cgroup namespace: husk spec's list has none, and a cgroup2 mount in a user namespace
-# needs one it owns; without it the agent fails with EPERM where runc bind-mounts the
-# container's cgroup directory instead — open in issue 12)
 # sets its hostname and mounts a tmpfs; /dev's nodes are the guest's, bind-mounted (mknod is
-# refused in a user namespace), as runc does.
+# refused in a user namespace), as runc does. No cgroup namespace (husk spec's list has none):
+# the spec's cgroup2 mount is refused in the user namespace and the guest's hierarchy is
+# bind-mounted read-only instead, as runc does.
 jq '.process.terminal = false |
-    .process.args = ["sh", "-c", "hostname userns-set && mount -t tmpfs t /tmp && echo ok >/tmp/x && cat /tmp/x && hostname && cat /proc/self/uid_map && echo zero | cat >/dev/null && echo null-ok"] |
+    .process.args = ["sh", "-c", "hostname userns-set && mount -t tmpfs t /tmp && echo ok >/tmp/x && cat /tmp/x && hostname && cat /proc/self/uid_map && echo zero | cat >/dev/null && echo null-ok; test -f /sys/fs/cgroup/cgroup.controllers && echo cgroup-ok; touch /sys/fs/cgroup/x 2>/dev/null || echo cgroup-ro"] |
     .process.capabilities.bounding += ["CAP_SYS_ADMIN"] |
     .process.capabilities.effective += ["CAP_SYS_ADMIN"] |
     .process.capabilities.permitted += ["CAP_SYS_ADMIN"] |
-    .linux.namespaces = ([.linux.namespaces[] | select(.type != "cgroup")] + [{"type": "user"}, {"type": "cgroup"}]) |
+    .linux.namespaces = ([.linux.namespaces[] | select(.type != "cgroup")] + [{"type": "user"}]) |
     .linux.uidMappings = [{"containerID": 0, "hostID": 100000, "size": 65536}] |
     .linux.gidMappings = [{"containerID": 0, "hostID": 100000, "size": 65536}]' \
     "$work/spec.json" >"$bundle/config.json"
@@ -258,6 +257,8 @@ case $out in *"0 *100000 *65536"*|*"0"*"100000"*"65536"*) ok "uid_map shows 0 ->
 *) bad "uid_map shows 0 -> 100000 (65536)" "$out" ;; esac
 case $out in *null-ok*) ok "/dev/null works (the guest's node, bind-mounted)" ;;
 *) bad "/dev/null works (the guest's node, bind-mounted)" "$out" ;; esac
+case $out in *cgroup-ok*cgroup-ro*) ok "/sys/fs/cgroup without a cgroup namespace: the guest's hierarchy, bound read-only" ;;
+*) bad "/sys/fs/cgroup without a cgroup namespace: the guest's hierarchy, bound read-only" "$out" ;; esac
 
 echo "--- boot 4: a failing startContainer hook"
 make_config '["sh", "-c", "echo process-ran"]' '.hooks.startContainer = [{path: "/hooks/fail.sh"}]'

@@ -51,6 +51,8 @@ pub struct RecordingSyscall {
     fail_op: RefCell<Option<&'static str>>,
     /// Calls of `fail_op` still allowed to succeed before it starts failing.
     fail_after: RefCell<usize>,
+    /// Mounts of this filesystem type fail with EPERM.
+    fail_fstype: RefCell<Option<&'static str>>,
 }
 
 impl RecordingSyscall {
@@ -67,6 +69,13 @@ impl RecordingSyscall {
     /// Makes every call of operation `op` (e.g. "mount") fail with EPERM.
     pub fn failing(self, op: &'static str) -> Self {
         *self.fail_op.borrow_mut() = Some(op);
+        self
+    }
+
+    /// Makes every mount of filesystem type `fstype` fail with EPERM (as a cgroup2 mount does
+    /// in a user namespace that owns no cgroup namespace).
+    pub fn failing_fstype(self, fstype: &'static str) -> Self {
+        *self.fail_fstype.borrow_mut() = Some(fstype);
         self
     }
 
@@ -113,6 +122,9 @@ impl Syscall for RecordingSyscall {
         flags: MsFlags,
         data: Option<&str>,
     ) -> Result<()> {
+        if fstype.is_some() && *self.fail_fstype.borrow() == fstype {
+            return Err(SyscallError::new("mount", target, Errno::EPERM));
+        }
         let call = Call::Mount {
             source: source.map(Path::to_path_buf),
             target: target.to_path_buf(),
