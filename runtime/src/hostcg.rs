@@ -492,6 +492,59 @@ fn limit_v1(dir: &Path, controllers: &[String], l: &Limits) -> Result<(), HostCg
     Ok(())
 }
 
+/// `husk update`'s CPU controls for a made host cgroup (its directories as [`load`] lists
+/// them): shares (weight on v2), quota (`-1` for none) and period, each only when given; a
+/// quota or period alone keeps the other's current value, as runc's update does. A directory
+/// without the cpu controller (the hybrid's unified leaf, the v1 memory leaf) is skipped. The
+/// memory limit stays: the VM's memory is fixed when it is made, and the host limit is that
+/// plus the host overhead. Returns how many directories were written.
+pub fn update_cpu(
+    dirs: &[PathBuf],
+    shares: Option<u64>,
+    quota: Option<i64>,
+    period: Option<u64>,
+) -> Result<usize, HostCgError> {
+    let mut written = 0;
+    for d in dirs {
+        if d.join("cpu.max").exists() {
+            if let Some(s) = shares.filter(|s| *s > 0) {
+                write(d, "cpu.weight", &shares_to_weight(s).to_string())?;
+            }
+            if quota.is_some() || period.is_some() {
+                let p = d.join("cpu.max");
+                let now = std::fs::read_to_string(&p).map_err(io(&p))?;
+                let mut it = now.split_whitespace();
+                let (old_quota, old_period) = (it.next().unwrap_or("max"), it.next());
+                let quota = match quota {
+                    Some(q) if q > 0 => q.to_string(),
+                    Some(_) => "max".to_string(),
+                    None => old_quota.to_string(),
+                };
+                let period = period
+                    .filter(|p| *p > 0)
+                    .map(|p| p.to_string())
+                    .or(old_period.map(str::to_string))
+                    .unwrap_or_else(|| "100000".into());
+                write(d, "cpu.max", &format!("{quota} {period}"))?;
+            }
+        } else if d.join("cpu.cfs_quota_us").exists() {
+            if let Some(s) = shares.filter(|s| *s > 0) {
+                write(d, "cpu.shares", &s.to_string())?;
+            }
+            if let Some(p) = period.filter(|p| *p > 0) {
+                write(d, "cpu.cfs_period_us", &p.to_string())?;
+            }
+            if let Some(q) = quota {
+                write(d, "cpu.cfs_quota_us", &q.max(-1).to_string())?;
+            }
+        } else {
+            continue;
+        }
+        written += 1;
+    }
+    Ok(written)
+}
+
 /// Removes the leaf directories, retrying while their processes are still exiting (the VMM
 /// dies with the supervisor, a moment later) for up to `patience`. A cgroup still busy after
 /// a moment is emptied with `cgroup.kill` (cgroup v2, Linux 5.14+), as runc's `delete --force`
@@ -553,6 +606,50 @@ pub fn load(state_dir: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn update_writes_cpu_controls_where_the_cpu_controller_is() {
+        let t = tempfile::tempdir().unwrap();
+        let (v2, v1, unified) = (t.path().join("v2"), t.path().join("v1"), t.path().join("u"));
+        for d in [&v2, &v1, &unified] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(v2.join("cpu.max"), "max 100000\n").unwrap();
+        std::fs::write(v2.join("cpu.weight"), "100\n").unwrap();
+        for f in ["cpu.shares", "cpu.cfs_quota_us", "cpu.cfs_period_us"] {
+            std::fs::write(v1.join(f), "0").unwrap();
+        }
+        let dirs = [v2.clone(), v1.clone(), unified.clone()];
+        let read = |d: &Path, f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+
+        // A quota alone keeps the period; shares become a weight on v2.
+        assert_eq!(
+            update_cpu(&dirs, Some(1024), Some(50_000), None).unwrap(),
+            2
+        );
+        assert_eq!(read(&v2, "cpu.max"), "50000 100000");
+        assert_eq!(read(&v2, "cpu.weight"), shares_to_weight(1024).to_string());
+        assert_eq!(read(&v1, "cpu.shares"), "1024");
+        assert_eq!(read(&v1, "cpu.cfs_quota_us"), "50000");
+        assert_eq!(
+            read(&v1, "cpu.cfs_period_us"),
+            "0",
+            "period not given: untouched"
+        );
+        assert_eq!(
+            std::fs::read_dir(&unified).unwrap().count(),
+            0,
+            "no cpu files made"
+        );
+
+        // A period alone keeps the quota; -1 lifts the quota.
+        update_cpu(&dirs, None, None, Some(20_000)).unwrap();
+        assert_eq!(read(&v2, "cpu.max"), "50000 20000");
+        update_cpu(&dirs, None, Some(-1), None).unwrap();
+        assert_eq!(read(&v2, "cpu.max"), "max 20000");
+        assert_eq!(read(&v1, "cpu.cfs_quota_us"), "-1");
+        assert_eq!(read(&v1, "cpu.cfs_period_us"), "20000");
+    }
 
     fn abs(p: &str) -> Option<CgPath> {
         Some(CgPath::Absolute(p.into()))

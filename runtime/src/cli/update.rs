@@ -2,7 +2,10 @@
 //! flags or a JSON `linux.resources` object (`-r`, which wins over the flags as in runc). The
 //! supervisor hands the object to the agent's `UpdateContainer`, which writes the cgroup v2
 //! files in the guest; only what is named changes. Errors name the field (the agent refuses a
-//! resource whose controller is missing).
+//! resource whose controller is missing). The CPU controls (shares, quota, period) are then
+//! written to the sandbox's host cgroup too (`linux.cgroupsPath`, see `hostcg`), so the host
+//! enforces what the guest does; its memory limit stays the VM's memory plus overhead (the
+//! VM's memory is fixed when it is made).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -155,7 +158,9 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         bail!("container {} is not running", a.id);
     }
     let (sock, container) = rec.control(&ctx.root);
-    let req = Request::Update { resources_json };
+    let req = Request::Update {
+        resources_json: resources_json.clone(),
+    };
     control::call_in(
         &sock,
         container.as_deref(),
@@ -163,7 +168,27 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         &[],
         Some(Duration::from_secs(30)),
     )?;
+    update_host_cgroup(ctx, &a.id, &resources_json)?;
     Ok(0)
+}
+
+/// Writes the update's CPU controls to the container's host cgroup, if it has one.
+fn update_host_cgroup(ctx: &Ctx, id: &str, resources_json: &str) -> anyhow::Result<()> {
+    let res: oci_spec::runtime::LinuxResources =
+        serde_json::from_str(resources_json).context("resources: not a linux.resources object")?;
+    let Some(cpu) = res.cpu() else {
+        return Ok(());
+    };
+    let dirs = crate::hostcg::load(&ctx.root.container_dir(id));
+    if dirs.is_empty() {
+        return Ok(());
+    }
+    let n = crate::hostcg::update_cpu(&dirs, cpu.shares(), cpu.quota(), cpu.period())
+        .context("the guest was updated, but not the host cgroup")?;
+    ctx.log.debug(&format!(
+        "host cgroup: cpu controls written in {n} directories"
+    ));
+    Ok(())
 }
 
 #[cfg(test)]
