@@ -15,7 +15,7 @@ use oci_spec::runtime::{LinuxResources, Process as OciProcess};
 use crate::cgroup::{Cgroup, CgroupError, CgroupRoot};
 use crate::hooks::ContainerHooks;
 use crate::namespaces::NamespacePlan;
-use crate::process::{ChildStdio, IoError, Process, ProcessIo};
+use crate::process::{ChildStdio, ExtraDir, IoError, PendingExtra, Process, ProcessIo};
 use crate::reaper::ExitRegistry;
 use crate::spawn::{self, ReadyStage, SpawnError};
 use crate::spec::{self, SpecError};
@@ -96,14 +96,17 @@ pub struct Container {
 /// the ready stage.
 enum PendingIo {
     Pipes(ProcessIo),
-    Console,
+    Console(PendingExtra),
 }
 
-fn io_for(p: &OciProcess) -> Result<(PendingIo, ChildStdio)> {
+/// The process's stdio and its `extra` fds (3, 4, ...; runc's `--preserve-fds`, relayed by
+/// the host through the stream RPCs).
+fn io_for(p: &OciProcess, extra: &[ExtraDir]) -> Result<(PendingIo, ChildStdio)> {
     Ok(if p.terminal().unwrap_or(false) {
-        (PendingIo::Console, ChildStdio::null()?)
+        let (pending, child) = ProcessIo::console_pending(extra)?;
+        (PendingIo::Console(pending), child)
     } else {
-        let (io, child) = ProcessIo::pipes()?;
+        let (io, child) = ProcessIo::pipes_with(extra)?;
         (PendingIo::Pipes(io), child)
     })
 }
@@ -114,8 +117,8 @@ impl PendingIo {
     fn finish(self, stage: &mut ReadyStage) -> Result<ProcessIo> {
         match self {
             PendingIo::Pipes(io) => Ok(io),
-            PendingIo::Console => match stage.console.take() {
-                Some(master) => Ok(ProcessIo::console(master)?),
+            PendingIo::Console(extra) => match stage.console.take() {
+                Some(master) => Ok(ProcessIo::console_with(master, extra)?),
                 None => {
                     let _ = kill(Pid::from_raw(stage.pid), Signal::SIGKILL);
                     Err(SpawnError::Setup("process.terminal: the stage sent no pty".into()).into())
@@ -137,6 +140,7 @@ impl Container {
         spec_json: &str,
         rootfs: Option<&Path>,
         bundle: &str,
+        extra: &[ExtraDir],
         init_pid_of: crate::namespaces::InitPidOf<'_>,
     ) -> Result<Arc<Self>> {
         let (spec, parse_warnings) =
@@ -157,7 +161,7 @@ impl Container {
         if let Some(res) = &resources {
             cgroup.apply(res).map_err(|e| cleanup(e.into()))?;
         }
-        let (io, child) = io_for(&v.process).map_err(cleanup)?;
+        let (io, child) = io_for(&v.process, extra).map_err(cleanup)?;
         let cfg = StageConfig {
             ns: v.ns.clone(),
             // Without a mount namespace the process shares the guest's filesystem: nothing
@@ -173,6 +177,7 @@ impl Container {
             &rt.exe,
             &cfg,
             child.raw(),
+            &child.extra_raw(),
             &cgroup,
             v.idmaps.as_ref(),
             &rt.registry,
@@ -243,7 +248,13 @@ impl Container {
 
     /// Runs `process` in the container's namespaces and cgroup. Like runc, a `Created`
     /// container takes execs too: its namespaces exist as soon as the init stage is ready.
-    pub fn exec(&self, rt: &Runtime, exec_id: &str, process: OciProcess) -> Result<Arc<Process>> {
+    pub fn exec(
+        &self,
+        rt: &Runtime,
+        exec_id: &str,
+        process: OciProcess,
+        extra: &[ExtraDir],
+    ) -> Result<Arc<Process>> {
         let status = self.status();
         if !exec_allowed(status, self.init.exit_status().is_some()) {
             let shown = if status == Status::Created {
@@ -266,7 +277,7 @@ impl Container {
         spec::validate_process(&process, "process", &mut warnings)?;
         let mut process = process;
         spec::dedup_env(&mut process);
-        let (io, child) = io_for(&process)?;
+        let (io, child) = io_for(&process, extra)?;
         let cfg = StageConfig {
             ns: NamespacePlan::for_exec(&self.namespaces, self.init.pid),
             rootfs: None,
@@ -276,8 +287,15 @@ impl Container {
             root_for_users: "/".into(),
             hooks: None,
         };
-        let mut stage =
-            spawn::launch(&rt.exe, &cfg, child.raw(), &self.cgroup, None, &rt.registry)?;
+        let mut stage = spawn::launch(
+            &rt.exe,
+            &cfg,
+            child.raw(),
+            &child.extra_raw(),
+            &self.cgroup,
+            None,
+            &rt.registry,
+        )?;
         drop(child);
         let io = io.finish(&mut stage)?;
         for w in warnings.iter().chain(&stage.warnings) {

@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -63,8 +63,14 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Entry point of `husk-agent init`. Reports failures on the sync socket and exits.
 pub fn run() -> ! {
-    // SAFETY: fd 3 was set up by the agent as the sync socket before exec; we own it now.
-    let sync = unsafe { UnixStream::from_raw_fd(SYNC_FD) };
+    // The sync socket follows the process's extra fds (3..); `launch` names it.
+    let sync_fd = std::env::args()
+        .nth(2)
+        .and_then(|a| a.parse::<i32>().ok())
+        .filter(|fd| *fd >= SYNC_FD)
+        .unwrap_or(SYNC_FD);
+    // SAFETY: the agent set this fd up as the sync socket before exec; we own it now.
+    let sync = unsafe { UnixStream::from_raw_fd(sync_fd) };
     let mut writer = match sync.try_clone() {
         Ok(w) => w,
         Err(_) => std::process::exit(125),
@@ -89,7 +95,7 @@ fn stage(reader: &mut BufReader<UnixStream>, writer: &mut UnixStream) -> Result<
         .map_err(|e| InitError::Config(e.to_string()))?;
     let mut cfg: StageConfig =
         serde_json::from_str(&line).map_err(|e| InitError::Config(e.to_string()))?;
-    mark_fds_cloexec();
+    mark_fds_cloexec(reader.get_ref().as_raw_fd());
     let sys = LinuxSyscall;
 
     namespaces::apply_joins(&sys, &cfg.ns).map_err(InitError::Namespaces)?;
@@ -167,14 +173,15 @@ fn create_cwd(cwd: &Path) -> Result<(), InitError> {
         .map_err(|e| field("process.cwd", format!("{}: {e}", cwd.display())))
 }
 
-/// Every inherited fd above the sync socket closes at exec (the agent's sockets must never
-/// reach the container).
-fn mark_fds_cloexec() {
+/// Every inherited fd from the sync socket up closes at exec (the agent's sockets must never
+/// reach the container); below it are stdio and the process's extra fds (3..sync), which
+/// it keeps.
+fn mark_fds_cloexec(sync_fd: RawFd) {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
     unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            SYNC_FD as libc::c_uint,
+            sync_fd as libc::c_uint,
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         );

@@ -13,6 +13,10 @@ use crate::reaper::ExitRegistry;
 pub enum IoError {
     #[error("process has no {0} stream")]
     NoStream(&'static str),
+    #[error("fd {0}: the process has no such extra fd")]
+    NoExtra(u32),
+    #[error("extra_fds: {0} extra fds (at most 256)")]
+    TooMany(usize),
     #[error("{0}: {1}")]
     Io(&'static str, std::io::Error),
     #[error("setting up stdio: {0}")]
@@ -58,10 +62,35 @@ pub fn dup_peer(fd: RawFd) -> Option<OwnedFd> {
 /// How long one poll may sleep before the `gone` check runs again.
 const WATCH_TICK: Duration = Duration::from_secs(1);
 
+/// Which way bytes go through an extra fd (runc's `--preserve-fds`, relayed by the host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraDir {
+    /// Host -> process: the process gets a pipe's read end.
+    In,
+    /// Process -> host: the process gets a pipe's write end.
+    Out,
+    /// Both ways: the process gets one end of an AF_UNIX stream socketpair.
+    Both,
+}
+
+/// Most extra fds one process may have.
+pub const MAX_EXTRA_FDS: usize = 256;
+
+/// The agent's end of one extra fd: what it writes to (In, Both) and reads from (Out, Both).
+struct ExtraStream {
+    fd: u32,
+    writer: Mutex<Option<File>>,
+    reader: Mutex<Option<File>>,
+    /// Both: closing the writer shuts the socket down for writing (the reader shares it).
+    socket: bool,
+}
+
 /// The container side of a process' stdio, handed to the stage and closed in the agent once
 /// the stage has it.
 pub struct ChildStdio {
     fds: Vec<OwnedFd>,
+    /// The process's ends of its extra fds, in order (fd 3, 4, ...).
+    extra: Vec<OwnedFd>,
 }
 
 impl ChildStdio {
@@ -75,7 +104,13 @@ impl ChildStdio {
             .map_err(|e| IoError::Io("/dev/null", e))?;
         Ok(ChildStdio {
             fds: vec![null.into()],
+            extra: Vec::new(),
         })
+    }
+
+    /// The process's ends of its extra fds (to become its fds 3, 4, ...).
+    pub fn extra_raw(&self) -> Vec<RawFd> {
+        self.extra.iter().map(AsRawFd::as_raw_fd).collect()
     }
 
     pub fn raw(&self) -> [RawFd; 3] {
@@ -90,6 +125,9 @@ impl ChildStdio {
     }
 }
 
+/// The agent's ends of a terminal process's extra fds, kept until its pty master comes.
+pub struct PendingExtra(Vec<ExtraStream>);
+
 /// The agent side of a process' stdio.
 pub struct ProcessIo {
     stdin: Mutex<Option<File>>,
@@ -97,6 +135,60 @@ pub struct ProcessIo {
     stderr: Mutex<Option<File>>,
     /// The pty master, for window size changes (terminal processes only).
     tty: Option<File>,
+    /// The agent's ends of the extra fds (3, 4, ...).
+    extra: Vec<ExtraStream>,
+}
+
+/// Makes the extra fds `dirs` asks for: the agent's ends (close-on-exec) and the process's
+/// (also close-on-exec here: only the stage's dup2 makes them the process's).
+fn extra_streams(dirs: &[ExtraDir]) -> Result<(Vec<ExtraStream>, Vec<OwnedFd>), IoError> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    if dirs.len() > MAX_EXTRA_FDS {
+        return Err(IoError::TooMany(dirs.len()));
+    }
+    let mut ours = Vec::with_capacity(dirs.len());
+    let mut theirs = Vec::with_capacity(dirs.len());
+    for (i, dir) in dirs.iter().enumerate() {
+        let fd = 3 + i as u32;
+        let pipe = || {
+            let (r, w) =
+                nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(IoError::Setup)?;
+            // SAFETY: pipe2 just returned these fds and nothing else owns them.
+            Ok::<_, IoError>(unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) })
+        };
+        let (writer, reader, child, socket) = match dir {
+            ExtraDir::In => {
+                let (r, w) = pipe()?;
+                (Some(file(w)), None, r, false)
+            }
+            ExtraDir::Out => {
+                let (r, w) = pipe()?;
+                (None, Some(file(r)), w, false)
+            }
+            ExtraDir::Both => {
+                let (a, b) = socketpair(
+                    AddressFamily::Unix,
+                    SockType::Stream,
+                    None,
+                    SockFlag::SOCK_CLOEXEC,
+                )
+                .map_err(IoError::Setup)?;
+                // SAFETY: socketpair just returned these fds and nothing else owns them.
+                let (a, b) = unsafe { (OwnedFd::from_raw_fd(a), OwnedFd::from_raw_fd(b)) };
+                let a = file(a);
+                let r = a.try_clone().map_err(|e| IoError::Io("socketpair", e))?;
+                (Some(a), Some(r), b, true)
+            }
+        };
+        ours.push(ExtraStream {
+            fd,
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            socket,
+        });
+        theirs.push(child);
+    }
+    Ok((ours, theirs))
 }
 
 fn file(fd: OwnedFd) -> File {
@@ -106,6 +198,11 @@ fn file(fd: OwnedFd) -> File {
 impl ProcessIo {
     /// Pipes for stdin, stdout and stderr.
     pub fn pipes() -> Result<(ProcessIo, ChildStdio), IoError> {
+        Self::pipes_with(&[])
+    }
+
+    /// Pipes for stdin, stdout and stderr, and the extra fds `extra` asks for.
+    pub fn pipes_with(extra: &[ExtraDir]) -> Result<(ProcessIo, ChildStdio), IoError> {
         let p = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(IoError::Setup);
         let own = |fd: RawFd| {
             // SAFETY: pipe2 just returned this fd and nothing else owns it.
@@ -114,23 +211,41 @@ impl ProcessIo {
         let (in_r, in_w) = p()?;
         let (out_r, out_w) = p()?;
         let (err_r, err_w) = p()?;
+        let (ours, theirs) = extra_streams(extra)?;
         let io = ProcessIo {
             stdin: Mutex::new(Some(file(own(in_w)))),
             stdout: Mutex::new(Some(file(own(out_r)))),
             stderr: Mutex::new(Some(file(own(err_r)))),
             tty: None,
+            extra: ours,
         };
         Ok((
             io,
             ChildStdio {
                 fds: vec![own(in_r), own(out_w), own(err_w)],
+                extra: theirs,
             },
         ))
+    }
+
+    /// A terminal process's stdio before its stage is ready: /dev/null for the stage (it
+    /// makes the pty) and the extra fds `extra` asks for; the agent's extra ends are kept
+    /// for [`ProcessIo::console_with`].
+    pub fn console_pending(extra: &[ExtraDir]) -> Result<(PendingExtra, ChildStdio), IoError> {
+        let mut child = ChildStdio::null()?;
+        let (ours, theirs) = extra_streams(extra)?;
+        child.extra = theirs;
+        Ok((PendingExtra(ours), child))
     }
 
     /// A terminal process' stdio: the pty master its stage allocated from the container's
     /// devpts (the slave is the process' stdio and controlling terminal).
     pub fn console(master: OwnedFd) -> Result<ProcessIo, IoError> {
+        Self::console_with(master, PendingExtra(Vec::new()))
+    }
+
+    /// [`ProcessIo::console`] with the extra fds made by [`ProcessIo::console_pending`].
+    pub fn console_with(master: OwnedFd, extra: PendingExtra) -> Result<ProcessIo, IoError> {
         let master = file(master);
         let dup = |f: &File| f.try_clone().map_err(|e| IoError::Io("dup pty", e));
         Ok(ProcessIo {
@@ -138,7 +253,58 @@ impl ProcessIo {
             stdout: Mutex::new(Some(dup(&master)?)),
             stderr: Mutex::new(None),
             tty: Some(master),
+            extra: extra.0,
         })
+    }
+
+    fn extra(&self, fd: u32) -> Result<&ExtraStream, IoError> {
+        self.extra
+            .iter()
+            .find(|e| e.fd == fd)
+            .ok_or(IoError::NoExtra(fd))
+    }
+
+    /// Writes all of `data` to the process's extra fd `fd` (an in or both fd).
+    pub fn write_extra(&self, fd: u32, data: &[u8]) -> Result<usize, IoError> {
+        let e = self.extra(fd)?;
+        let mut g = e.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let f = g.as_mut().ok_or(IoError::NoStream("extra fd input"))?;
+        f.write_all(data).map_err(|e| IoError::Io("extra fd", e))?;
+        Ok(data.len())
+    }
+
+    /// Ends the host -> process direction of extra fd `fd`: the process reads EOF.
+    pub fn close_extra(&self, fd: u32) -> Result<(), IoError> {
+        let e = self.extra(fd)?;
+        let mut g = e.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let (true, Some(f)) = (e.socket, g.as_ref()) {
+            // The reader holds the same socket: shut it down for writing, not just close.
+            let _ = nix::sys::socket::shutdown(f.as_raw_fd(), nix::sys::socket::Shutdown::Write);
+        }
+        *g = None;
+        Ok(())
+    }
+
+    /// Reads up to `len` bytes the process wrote to extra fd `fd` (an out or both fd); empty
+    /// at EOF. Waits as [`ProcessIo::read`] does.
+    pub fn read_extra(&self, fd: u32, len: usize, watch: &ReadWatch) -> Result<Vec<u8>, IoError> {
+        let e = self.extra(fd)?;
+        let mut g = e.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(f) = g.as_mut() else {
+            return Err(IoError::NoStream("extra fd output"));
+        };
+        wait_readable(f.as_fd(), "extra fd", watch)?;
+        let mut buf = vec![0; len.clamp(1, 1 << 20)];
+        loop {
+            match f.read(&mut buf) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Ok(buf);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(IoError::Io("extra fd", e)),
+            }
+        }
     }
 
     pub fn write_stdin(&self, data: &[u8]) -> Result<usize, IoError> {

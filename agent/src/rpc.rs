@@ -14,7 +14,7 @@ use crate::container::ContainerError;
 use crate::convert;
 use crate::logbuf::LogBuffer;
 use crate::net::{self, NetError, Rtnetlink};
-use crate::process::ReadWatch;
+use crate::process::{ExtraDir, ReadWatch, MAX_EXTRA_FDS};
 use crate::protocol as pb;
 use crate::sandbox::{Sandbox, SandboxError};
 use crate::spawn::SpawnError;
@@ -98,6 +98,8 @@ pub fn code_of(e: &SandboxError) -> Code {
             ContainerError::ExecExists(_) => Code::ALREADY_EXISTS,
             ContainerError::NoExec(_) => Code::NOT_FOUND,
             ContainerError::Io(crate::process::IoError::NoStream(_)) => Code::FAILED_PRECONDITION,
+            ContainerError::Io(crate::process::IoError::NoExtra(_)) => Code::NOT_FOUND,
+            ContainerError::Io(crate::process::IoError::TooMany(_)) => Code::INVALID_ARGUMENT,
             ContainerError::Io(crate::process::IoError::DeadlineExceeded(_)) => {
                 Code::DEADLINE_EXCEEDED
             }
@@ -151,6 +153,7 @@ impl pb::AgentService for AgentService {
         tracing::info!(container = %req.container_id, "CreateContainer");
         let storages = convert::storages(&req.storages).map_err(|e| status(e.into()))?;
         let rootfs = (!req.rootfs.is_empty()).then(|| Path::new(&req.rootfs));
+        let extra = extra_dirs(&req.extra_fds)?;
         self.sandbox
             .create_container(
                 &req.container_id,
@@ -158,6 +161,7 @@ impl pb::AgentService for AgentService {
                 &storages,
                 rootfs,
                 &req.bundle,
+                &extra,
             )
             .map_err(status)?;
         Ok(pb::Empty::new())
@@ -228,8 +232,9 @@ impl pb::AgentService for AgentService {
         tracing::info!(container = %req.container_id, exec = %req.exec_id, "ExecProcess");
         let process: oci_spec::runtime::Process = crate::spec::parse_process(&req.process_json)
             .map_err(|e| invalid("process_json", e))?;
+        let extra = extra_dirs(&req.extra_fds)?;
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
-        c.exec(self.sandbox.runtime(), &req.exec_id, process)
+        c.exec(self.sandbox.runtime(), &req.exec_id, process, &extra)
             .map_err(cerr)?;
         Ok(pb::Empty::new())
     }
@@ -261,7 +266,11 @@ impl pb::AgentService for AgentService {
     ) -> R<pb::WriteStreamResponse> {
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
         let p = c.process(&req.exec_id).map_err(cerr)?;
-        let n = p.io.write_stdin(&req.data).map_err(|e| cerr(e.into()))?;
+        let n = match req.fd {
+            0 => p.io.write_stdin(&req.data),
+            fd => p.io.write_extra(fd, &req.data),
+        }
+        .map_err(|e| cerr(e.into()))?;
         Ok(pb::WriteStreamResponse {
             len: n as u32,
             ..Default::default()
@@ -271,7 +280,11 @@ impl pb::AgentService for AgentService {
     fn close_stdin(&self, _: &TtrpcContext, req: pb::ProcessRequest) -> R<pb::Empty> {
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
         let p = c.process(&req.exec_id).map_err(cerr)?;
-        p.io.close_stdin().map_err(|e| cerr(e.into()))?;
+        match req.fd {
+            0 => p.io.close_stdin(),
+            fd => p.io.close_extra(fd),
+        }
+        .map_err(|e| cerr(e.into()))?;
         Ok(pb::Empty::new())
     }
 
@@ -394,6 +407,36 @@ impl pb::AgentService for AgentService {
     }
 }
 
+/// The extra fds' directions, in fd order; each entry's fd must be 3 + its index.
+fn extra_dirs(fds: &[pb::ExtraFd]) -> R<Vec<ExtraDir>> {
+    if fds.len() > MAX_EXTRA_FDS {
+        return Err(invalid(
+            "extra_fds",
+            format!("{} extra fds (at most {MAX_EXTRA_FDS})", fds.len()),
+        ));
+    }
+    fds.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            if e.fd as usize != 3 + i {
+                return Err(invalid(
+                    "extra_fds",
+                    format!("entry {i} is fd {}: must be fd {}", e.fd, 3 + i),
+                ));
+            }
+            match e.direction.enum_value() {
+                Ok(pb::FdDirection::FD_DIRECTION_IN) => Ok(ExtraDir::In),
+                Ok(pb::FdDirection::FD_DIRECTION_OUT) => Ok(ExtraDir::Out),
+                Ok(pb::FdDirection::FD_DIRECTION_BOTH) => Ok(ExtraDir::Both),
+                _ => Err(invalid(
+                    "extra_fds",
+                    format!("fd {}: no direction (in, out or both)", e.fd),
+                )),
+            }
+        })
+        .collect()
+}
+
 /// True once ttrpc has cancelled the request's connection (the client went away).
 fn caller_gone(ctx: &TtrpcContext) -> bool {
     !matches!(ctx.cancel_rx.try_recv(), Err(e) if e.is_empty())
@@ -427,9 +470,11 @@ impl AgentService {
             peer: peer.as_ref().map(|p| p.as_fd()),
             gone: &gone,
         };
-        let data =
-            p.io.read(stderr, req.len as usize, &watch)
-                .map_err(|e| cerr(e.into()))?;
+        let data = match req.fd {
+            0 => p.io.read(stderr, req.len as usize, &watch),
+            fd => p.io.read_extra(fd, req.len as usize, &watch),
+        }
+        .map_err(|e| cerr(e.into()))?;
         let eof = data.is_empty();
         Ok(pb::ReadStreamResponse {
             data,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::container::{Container, ContainerError, Runtime};
 use crate::oom::OomEvents;
+use crate::process::ExtraDir;
 use crate::storage::{self, Driver, Mounted, Storage, StorageError};
 use crate::syscall::linux::LinuxSyscall;
 
@@ -239,6 +240,7 @@ impl Sandbox {
         storages: &[Storage],
         rootfs: Option<&Path>,
         bundle: &str,
+        extra: &[ExtraDir],
     ) -> Result<()> {
         valid_id(id)?;
         if self
@@ -250,7 +252,7 @@ impl Sandbox {
             return Err(SandboxError::Exists(id.into()));
         }
         let mounted = self.mount_storages("storages", storages)?;
-        let result = self.create_container_inner(id, spec_json, rootfs, bundle);
+        let result = self.create_container_inner(id, spec_json, rootfs, bundle, extra);
         match result {
             Ok(()) => {
                 self.container_storages
@@ -274,6 +276,7 @@ impl Sandbox {
         spec_json: &str,
         rootfs: Option<&Path>,
         bundle: &str,
+        extra: &[ExtraDir],
     ) -> Result<()> {
         // Reserve the id first so concurrent creates of one id cannot both proceed.
         if self
@@ -285,7 +288,7 @@ impl Sandbox {
             return Err(SandboxError::Exists(id.into()));
         }
         let init_pid_of = |cid: &str| self.running_init_pid(cid);
-        let c = Container::create(&self.rt, id, spec_json, rootfs, bundle, &init_pid_of)?;
+        let c = Container::create(&self.rt, id, spec_json, rootfs, bundle, extra, &init_pid_of)?;
         let events = c.cgroup().path().join("memory.events");
         if !self.oom.watch(id, events) {
             tracing::debug!(container = id, "no memory.events: no OOM events for it");

@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 
 use crate::cgroup::Cgroup;
 use crate::reaper::ExitRegistry;
-use crate::stage::{StageConfig, SYNC_FD};
+use crate::stage::{sync_fd_for, StageConfig};
 use crate::syscall::console::recv_with_fds;
 use crate::syscall::CloneFlags;
 
@@ -108,11 +108,14 @@ impl ReadyStage {
 }
 
 /// Clones the stage with `cfg.ns.clone_flags`, places it in `cgroup`, hands it `cfg`, and
-/// waits for `ready`. `stdio` fds are given to the stage as 0, 1, 2.
+/// waits for `ready`. `stdio` fds are given to the stage as 0, 1, 2, `extra` (runc's
+/// preserved fds) as 3, 4, ... and the sync socket comes right after them (its number is the
+/// stage's third argument; see `stage::sync_fd_for`).
 pub fn launch(
     exe: &CString,
     cfg: &StageConfig,
     stdio: [RawFd; 3],
+    extra: &[RawFd],
     cgroup: &Cgroup,
     idmaps: Option<&IdMaps>,
     registry: &ExitRegistry,
@@ -121,9 +124,19 @@ pub fn launch(
         UnixStream::pair().map_err(|e| SpawnError::Setup(e.to_string()))?;
     let argv0 = CString::new("husk-agent").expect("static");
     let argv1 = CString::new("init").expect("static");
-    let argv = [argv0.as_ptr(), argv1.as_ptr(), std::ptr::null()];
+    let argv2 = CString::new(sync_fd_for(extra.len()).to_string()).expect("digits");
+    let argv = [
+        argv0.as_ptr(),
+        argv1.as_ptr(),
+        argv2.as_ptr(),
+        std::ptr::null(),
+    ];
     let envp = [std::ptr::null::<libc::c_char>()];
-    let srcs = [stdio[0], stdio[1], stdio[2], stage_end.as_raw_fd()];
+    let mut srcs = stdio.to_vec();
+    srcs.extend_from_slice(extra);
+    srcs.push(stage_end.as_raw_fd());
+    // The child's scratch space, allocated here: the child must not allocate.
+    let mut tmp = vec![0 as RawFd; srcs.len()];
     let flags = cfg.ns.clone_flags() & !CloneFlags::CLONE_NEWCGROUP;
     let new_user = flags.contains(CloneFlags::CLONE_NEWUSER);
 
@@ -142,7 +155,7 @@ pub fn launch(
     };
     if pid == 0 {
         // SAFETY: see above; this is the child and it never returns.
-        unsafe { child_exec(exe, &argv, &envp, &srcs, new_user) }
+        unsafe { child_exec(exe, &argv, &envp, &srcs, &mut tmp, new_user) }
     }
     if pid < 0 {
         return Err(SpawnError::Clone(nix::errno::Errno::last()));
@@ -227,7 +240,8 @@ pub fn launch(
     }
 }
 
-/// The clone child: wait for the agent's go byte, move fds into place, exec the stage.
+/// The clone child: wait for the agent's go byte, move fds into place (`srcs[i]` becomes fd
+/// `i`; the last is the sync socket), exec the stage.
 ///
 /// In a new user namespace the child starts with every capability there but still with the
 /// agent's (host) ids, which the namespace does not map: once the agent wrote the maps (the
@@ -239,9 +253,10 @@ pub fn launch(
 /// Must only be called in the child of a fork-like clone; never returns.
 unsafe fn child_exec(
     exe: &CString,
-    argv: &[*const libc::c_char; 3],
+    argv: &[*const libc::c_char; 4],
     envp: &[*const libc::c_char; 1],
-    srcs: &[RawFd; 4],
+    srcs: &[RawFd],
+    tmp: &mut [RawFd],
     new_user: bool,
 ) -> ! {
     // SAFETY: async-signal-safe libc calls (and raw setgroups/setresgid/setresuid syscalls,
@@ -249,15 +264,17 @@ unsafe fn child_exec(
     // by this child;
     // argv/envp are NULL-terminated arrays of valid C strings prepared before clone.
     unsafe {
-        let mut tmp = [0; 4];
+        // Copies above every target number, so that no dup2 below replaces a source.
+        let floor = srcs.len().max(10) as libc::c_int;
         for (i, src) in srcs.iter().enumerate() {
-            tmp[i] = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 10);
+            tmp[i] = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, floor);
             if tmp[i] < 0 {
                 libc::_exit(126);
             }
         }
+        let sync = tmp[tmp.len() - 1];
         let mut go = 0u8;
-        if libc::read(tmp[3], &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
+        if libc::read(sync, &mut go as *mut u8 as *mut libc::c_void, 1) != 1 {
             libc::_exit(126);
         }
         if new_user
@@ -267,7 +284,7 @@ unsafe fn child_exec(
         {
             let msg = b"error linux.uidMappings: cannot become root of the new user namespace \
                         (are container uid and gid 0 mapped?)\n";
-            libc::write(tmp[3], msg.as_ptr() as *const libc::c_void, msg.len());
+            libc::write(sync, msg.as_ptr() as *const libc::c_void, msg.len());
             libc::_exit(126);
         }
         for (i, t) in tmp.iter().enumerate() {
@@ -275,7 +292,6 @@ unsafe fn child_exec(
                 libc::_exit(126);
             }
         }
-        debug_assert_eq!(SYNC_FD, 3);
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());

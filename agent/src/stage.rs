@@ -20,8 +20,15 @@ use crate::hooks::ContainerHooks;
 use crate::mounts::RootfsPlan;
 use crate::namespaces::NamespacePlan;
 
-/// Fixed fd numbers in the stage: 0-2 stdio, then the sync socket.
+/// The stage's sync socket without extra fds: 0-2 are stdio, then the sync socket.
 pub const SYNC_FD: i32 = 3;
+
+/// The stage's fds: 0-2 stdio, 3..3+N-1 the process's extra fds (runc's `--preserve-fds`,
+/// inheritable from the start, as runc's init has them), then the sync socket, whose number
+/// the stage gets as its argument (`husk-agent init <fd>`).
+pub fn sync_fd_for(extra: usize) -> i32 {
+    SYNC_FD + extra as i32
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageConfig {
