@@ -1,14 +1,23 @@
 # shellcheck shell=bash
 # Sourced by the tests/e2e suites: pass/fail bookkeeping, one line per check.
 #   ok NAME                 record a pass
-#   bad NAME [DETAIL]       record a failure
+#   bad NAME [DETAIL]       record a failure (the first one also prints the kernel log's tail)
 #   check NAME COMMAND...   a pass when COMMAND succeeds, else a failure
 # Each suite ends with: echo "<suite>: $passed passed, $failed failed" and a non-zero exit
 # status when $failed is not 0.
 passed=0
 failed=0
 ok() { echo "test $1 ... ok"; passed=$((passed + 1)); }
-bad() { echo "test $1 ... FAILED${2:+: $2}"; failed=$((failed + 1)); }
+bad() {
+    echo "test $1 ... FAILED${2:+: $2}"
+    failed=$((failed + 1))
+    # The first failure also shows the kernel's last words (inside the KVM test host: the L1's),
+    # where a lost VM leaves its trace: a seccomp kill (type=1326), a KVM or soft-lockup report.
+    if [ "$failed" -eq 1 ]; then
+        echo "     kernel log at the first failure:"
+        dmesg 2>/dev/null | tail -n 15 | sed 's/^/       /'
+    fi
+}
 check() {
     local name=$1
     shift
