@@ -20,6 +20,9 @@ use std::time::Duration;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::{Deserialize, Serialize};
 
+/// Most fds one message carries (the kernel's SCM_MAX_FD): stdio and up to 250 extra fds.
+pub const MAX_FDS: usize = 253;
+
 /// Largest message accepted.
 const MAX_MESSAGE: usize = 4 << 20;
 
@@ -57,8 +60,9 @@ pub enum Request {
         /// Signal number.
         signal: u32,
     },
-    /// Run a process in the container; stdio fds travel with the request. Answered twice:
-    /// `started` (or an error), then the exit status.
+    /// Run a process in the container; stdio fds travel with the request, then its extra
+    /// fds 3, 4, ... (runc's `--preserve-fds`), if any. Answered twice: `started` (or an
+    /// error), then the exit status.
     Exec {
         /// OCI process JSON.
         process_json: String,
@@ -84,10 +88,10 @@ pub enum Request {
         after: Option<u64>,
     },
     /// Create container `id` in the sandbox's VM (a pod container); its stdio fds (stdin,
-    /// stdout, stderr; with `process.terminal` all three are the pty slave) travel with the
-    /// request. The spec's sources are already guest paths (the CLI attached them to the
-    /// share); the supervisor maps its namespaces and network, the agent creates it with its
-    /// rootfs at `guest_root`. `<root>/<id>` must exist: its `status` is written there.
+    /// stdout, stderr; with `process.terminal` all three are the pty slave), then its extra
+    /// fds 3, 4, ... (`--preserve-fds`), travel with the request. The spec's sources are
+    /// already guest paths (the CLI attached them to the share); the supervisor maps its
+    /// namespaces and network, the agent creates it with its rootfs at `guest_root`. `<root>/<id>` must exist: its `status` is written there.
     AddContainer {
         /// The new container's id.
         id: String,
@@ -197,7 +201,7 @@ pub fn recv<T: for<'de> Deserialize<'de>>(
     sock: &UnixStream,
 ) -> Result<(T, Vec<OwnedFd>), ControlError> {
     let mut head = [0u8; 4];
-    let mut cmsg_space = nix::cmsg_space!([RawFd; 8]);
+    let mut cmsg_space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut fds = Vec::new();
     let n = {
         let mut iov = [IoSliceMut::new(&mut head)];

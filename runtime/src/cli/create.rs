@@ -11,6 +11,7 @@
 //! everything (state, cgroup), and `create` fails with the hook's error.
 
 use std::io::{BufRead, BufReader};
+use std::os::fd::RawFd;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -47,8 +48,8 @@ pub struct CreateArgs {
     /// Accepted for runc compatibility.
     #[arg(long)]
     pub no_new_keyring: bool,
-    /// runc's extra fds (3..3+N-1) for the container; husk cannot pass them into the guest
-    /// yet, so anything but 0 is refused.
+    /// Pass this process's fds 3..3+N-1 to the container at the same numbers (runc's): their
+    /// bytes are relayed into the VM (see docs/runtime.md).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub preserve_fds: u32,
     /// Create the container in the running VM of this (sandbox) container instead of a VM of
@@ -84,22 +85,24 @@ impl Drop for Cleanup<'_> {
 /// How long removing a host cgroup waits for the sandbox's processes to be gone.
 pub const CGROUP_PATIENCE: Duration = Duration::from_secs(5);
 
-/// Refuses `--preserve-fds N` for N > 0: the container's processes are in the guest, and
-/// husk relays only stdio there.
-pub fn check_preserve_fds(n: u32) -> anyhow::Result<()> {
-    if n > 0 {
-        bail!(
-            "--preserve-fds {n}: not supported: husk cannot pass extra file descriptors into \
-             the container's VM (only stdio is relayed)"
-        );
+/// Most extra fds (`--preserve-fds`): what one control message carries beside stdio.
+pub const MAX_PRESERVE_FDS: u32 = crate::control::MAX_FDS as u32 - 3;
+
+/// Checks runc's `--preserve-fds N`: the caller's fds 3..3+N-1 must be open (inherited: an
+/// fd of husk's own is close-on-exec) and each a byte stream the supervisor can relay into
+/// the guest; returns them.
+pub fn check_preserve_fds(n: u32) -> anyhow::Result<Vec<RawFd>> {
+    if n > MAX_PRESERVE_FDS {
+        bail!("--preserve-fds {n}: at most {MAX_PRESERVE_FDS} extra fds");
     }
-    Ok(())
+    crate::supervisor::stdio::check_preserved(n)?;
+    Ok((3..3 + n as RawFd).collect())
 }
 
 /// `create` proper; returns the supervisor (a child of this process). `detach`: the caller
 /// does not stay to relay a terminal (`create`, `run -d`).
 pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> {
-    check_preserve_fds(a.preserve_fds)?;
+    let preserved = check_preserve_fds(a.preserve_fds)?;
     let bundle = Bundle::load(&a.bundle)?;
     // The VM's size (for the host cgroup's limit), checked before anything is made.
     let cfg = HuskConfig::load()?.for_container(&bundle.spec)?;
@@ -162,9 +165,17 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
         .arg(&bundle.dir)
         .arg("--ready-socket")
         .arg(&ready_path)
+        .arg("--preserve-fds")
+        .arg(a.preserve_fds.to_string())
         .spawn()
         .context("starting the supervisor (and placing it in linux.cgroupsPath's cgroup)")?;
     drop(cgroup);
+    // The supervisor inherited the extra fds; its relay holds the only copies from here on,
+    // so the caller's reader sees EOF when the container closes one (as stdio's).
+    for fd in preserved {
+        // SAFETY: close takes no pointers; the caller's fd is owned by no Rust value here.
+        unsafe { libc::close(fd) };
+    }
 
     let mut answer = wait_ready(&listener, &mut child);
     let _ = std::fs::remove_file(&ready_path);
@@ -316,10 +327,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn preserve_fds_is_refused_by_name() {
-        check_preserve_fds(0).unwrap();
-        let e = check_preserve_fds(2).unwrap_err().to_string();
-        assert!(e.starts_with("--preserve-fds 2: not supported"), "{e}");
+    fn preserve_fds_needs_open_inherited_fds_and_has_a_bound() {
+        assert!(check_preserve_fds(0).unwrap().is_empty());
+        let e = check_preserve_fds(MAX_PRESERVE_FDS + 1)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at most 250"), "{e}");
     }
 
     #[test]

@@ -63,7 +63,8 @@ pub struct Args {
     /// Accepted for runc compatibility.
     #[arg(long)]
     pub no_new_privs: bool,
-    /// Accepted for runc compatibility.
+    /// Pass this process's fds 3..3+N-1 to the process at the same numbers (runc's): their
+    /// bytes are relayed into the VM (see docs/runtime.md).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub preserve_fds: u32,
     /// Container id.
@@ -158,6 +159,7 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         Status::Paused => bail!("cannot exec in a paused container"),
         _ => bail!("cannot exec in a stopped container"),
     }
+    let preserved = super::create::check_preserve_fds(a.preserve_fds)?;
     let (process_json, terminal) = process_json(ctx, &a)?;
     match (terminal, &a.console_socket) {
         (true, None) if a.detach => {
@@ -172,18 +174,26 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         Some(_) => Some(Pty::open().context("opening a pty")?),
         None => None,
     };
-    let fds = match &pty {
-        Some(p) => [p.slave.as_raw_fd(); 3],
-        None => [
+    let mut fds = match &pty {
+        Some(p) => vec![p.slave.as_raw_fd(); 3],
+        None => vec![
             std::io::stdin().as_raw_fd(),
             std::io::stdout().as_raw_fd(),
             std::io::stderr().as_raw_fd(),
         ],
     };
+    // The extra fds go after stdio (the supervisor relays them as the process's 3, 4, ...).
+    fds.extend(&preserved);
     // A foreground terminal on the caller's own tty: raw, as runc makes it.
     let _raw = (terminal && pty.is_none()).then(RawGuard::stdin);
     let (sock, container) = rec.control(&ctx.root);
     let (conn, exec_id) = control::start_exec_in(&sock, container.as_deref(), process_json, &fds)?;
+    // The supervisor's relay holds the only copies now: a reader of one sees EOF when the
+    // process closes it, not when this process exits.
+    for fd in preserved {
+        // SAFETY: close takes no pointers; the caller's fd is owned by no Rust value here.
+        unsafe { libc::close(fd) };
+    }
     if let Some(f) = &a.exec_id_file {
         let id = exec_id.unwrap_or_default();
         crate::state::write_atomic(f, id.as_bytes())

@@ -226,7 +226,7 @@ impl Cleanup<'_> {
 
 /// `husk create --sandbox SANDBOX`: see the module docs.
 pub fn create(ctx: &Ctx, a: &CreateArgs, sandbox: &str) -> anyhow::Result<()> {
-    check_preserve_fds(a.preserve_fds)?;
+    let preserved = check_preserve_fds(a.preserve_fds)?;
     let bundle = Bundle::load(&a.bundle)?;
     Root::check_id(&a.id)?;
     // The sandbox stays as it is (no delete, kill or start of it) while this one is added.
@@ -299,14 +299,16 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, sandbox: &str) -> anyhow::Result<()> {
         attaches,
     })?;
 
-    let stdio: [RawFd; 3] = match &pty {
-        Some(p) => [p.slave.as_raw_fd(); 3],
-        None => [
+    let mut stdio: Vec<RawFd> = match &pty {
+        Some(p) => vec![p.slave.as_raw_fd(); 3],
+        None => vec![
             std::io::stdin().as_raw_fd(),
             std::io::stdout().as_raw_fd(),
             std::io::stderr().as_raw_fd(),
         ],
     };
+    // The extra fds go after stdio (the supervisor relays them as the container's 3, ...).
+    stdio.extend(&preserved);
     let (sock, _) = sb.control(&ctx.root);
     let add = Request::AddContainer {
         id: a.id.clone(),
@@ -314,7 +316,13 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, sandbox: &str) -> anyhow::Result<()> {
         guest_root,
         bundle: bundle.dir.clone(),
     };
-    match control::call_in(&sock, None, &add, &stdio, Some(ADD_TIMEOUT)) {
+    let added = control::call_in(&sock, None, &add, &stdio, Some(ADD_TIMEOUT));
+    // The supervisor's relay holds the only copies of the extra fds now.
+    for fd in preserved {
+        // SAFETY: close takes no pointers; the caller's fd is owned by no Rust value here.
+        unsafe { libc::close(fd) };
+    }
+    match added {
         Ok(_) => cleanup.added = true,
         // The supervisor answered: it made nothing (or removed it again).
         Err(e @ control::ControlError::Refused(_)) => return Err(e.into()),

@@ -17,6 +17,9 @@ pub struct Args {
     /// `create`'s readiness socket.
     #[arg(long)]
     pub ready_socket: PathBuf,
+    /// runc's `--preserve-fds`: fds 3..3+N-1 are the container's; taken first thing.
+    #[arg(long, default_value_t = 0)]
+    pub preserve_fds: u32,
 }
 
 /// Runs until the container's init exits; returns its status.
@@ -26,5 +29,6 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         id: a.id,
         bundle: a.bundle,
         ready_socket: a.ready_socket,
+        preserve_fds: a.preserve_fds,
     }))
 }

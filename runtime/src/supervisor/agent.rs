@@ -12,6 +12,25 @@ use std::time::{Duration, Instant};
 use husk_agent::protocol::{self as pb, AgentServiceClient};
 use ttrpc::context::{self, Context};
 
+use super::stdio::Direction;
+
+/// The agent's extra-fd list for `dirs` (fds 3, 4, ...).
+fn extra_fds(dirs: &[Direction]) -> Vec<pb::ExtraFd> {
+    dirs.iter()
+        .enumerate()
+        .map(|(i, d)| pb::ExtraFd {
+            fd: 3 + i as u32,
+            direction: match d {
+                Direction::In => pb::FdDirection::FD_DIRECTION_IN,
+                Direction::Out => pb::FdDirection::FD_DIRECTION_OUT,
+                Direction::Both => pb::FdDirection::FD_DIRECTION_BOTH,
+            }
+            .into(),
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// The agent's vsock port.
 pub const AGENT_PORT: u32 = 1024;
 
@@ -170,7 +189,8 @@ impl AgentClient {
         Ok(())
     }
 
-    /// CreateContainer. `bundle` is the host's bundle directory (the guest hooks' state).
+    /// CreateContainer. `bundle` is the host's bundle directory (the guest hooks' state);
+    /// `extra` the directions of the process's extra fds 3, 4, ... (`--preserve-fds`).
     pub fn create_container(
         &self,
         id: &str,
@@ -178,6 +198,7 @@ impl AgentClient {
         storages: Vec<pb::Storage>,
         rootfs: &str,
         bundle: &Path,
+        extra: &[Direction],
     ) -> Result<(), AgentError> {
         let req = pb::CreateContainerRequest {
             container_id: id.into(),
@@ -185,6 +206,7 @@ impl AgentClient {
             storages,
             rootfs: rootfs.into(),
             bundle: bundle.to_string_lossy().into_owned(),
+            extra_fds: extra_fds(extra),
             ..Default::default()
         };
         self.inner.create_container(ctx(), &req)?;
@@ -253,12 +275,19 @@ impl AgentClient {
             .container_id)
     }
 
-    /// ExecProcess.
-    pub fn exec(&self, id: &str, exec: &str, process_json: &str) -> Result<(), AgentError> {
+    /// ExecProcess; `extra` as for `create_container`.
+    pub fn exec(
+        &self,
+        id: &str,
+        exec: &str,
+        process_json: &str,
+        extra: &[Direction],
+    ) -> Result<(), AgentError> {
         let req = pb::ExecProcessRequest {
             container_id: id.into(),
             exec_id: exec.into(),
             process_json: process_json.into(),
+            extra_fds: extra_fds(extra),
             ..Default::default()
         };
         self.inner.exec_process(ctx(), &req)?;
@@ -286,18 +315,21 @@ impl AgentClient {
             .status)
     }
 
-    /// ReadStdout / ReadStderr: up to `len` bytes; `None` at end of stream.
+    /// ReadStdout / ReadStderr (`fd` 0), or extra fd `fd`: up to `len` bytes; `None` at end
+    /// of stream.
     pub fn read(
         &self,
         id: &str,
         exec: &str,
         stderr: bool,
+        fd: u32,
         len: u32,
     ) -> Result<Option<Vec<u8>>, AgentError> {
         let req = pb::ReadStreamRequest {
             container_id: id.into(),
             exec_id: exec.into(),
             len,
+            fd,
             ..Default::default()
         };
         let resp = if stderr {
@@ -308,21 +340,32 @@ impl AgentClient {
         Ok((!resp.eof || !resp.data.is_empty()).then_some(resp.data))
     }
 
-    /// WriteStdin (all of `data`).
-    pub fn write_stdin(&self, id: &str, exec: &str, data: &[u8]) -> Result<(), AgentError> {
+    /// WriteStdin (all of `data`) to stdin (`fd` 0) or extra fd `fd`.
+    pub fn write_stdin(
+        &self,
+        id: &str,
+        exec: &str,
+        fd: u32,
+        data: &[u8],
+    ) -> Result<(), AgentError> {
         let req = pb::WriteStreamRequest {
             container_id: id.into(),
             exec_id: exec.into(),
             data: data.to_vec(),
+            fd,
             ..Default::default()
         };
         self.inner.write_stdin(ctx(), &req)?;
         Ok(())
     }
 
-    /// CloseStdin.
-    pub fn close_stdin(&self, id: &str, exec: &str) -> Result<(), AgentError> {
-        self.inner.close_stdin(ctx(), &Self::preq(id, exec))?;
+    /// CloseStdin of stdin (`fd` 0) or of extra fd `fd`'s host -> guest direction.
+    pub fn close_stdin(&self, id: &str, exec: &str, fd: u32) -> Result<(), AgentError> {
+        let req = pb::ProcessRequest {
+            fd,
+            ..Self::preq(id, exec)
+        };
+        self.inner.close_stdin(ctx(), &req)?;
         Ok(())
     }
 

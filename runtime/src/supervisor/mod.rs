@@ -84,6 +84,8 @@ pub struct SupervisorArgs {
     pub bundle: PathBuf,
     /// Where `create` waits for "ok" or an error.
     pub ready_socket: PathBuf,
+    /// runc's `--preserve-fds`: this process's fds 3..3+N-1 are the container's extra fds.
+    pub preserve_fds: u32,
 }
 
 /// A created container with everything that keeps it alive.
@@ -109,7 +111,9 @@ fn dev_agent() -> Option<String> {
 /// Runs the supervisor to the end; the return value is the process's exit status.
 pub fn run(args: SupervisorArgs) -> i32 {
     let dir = args.root.join(&args.id);
-    // Before anything else: the caller's stdio is held only as the container's (the relay).
+    // Before anything else: the caller's extra fds and stdio are held only as the
+    // container's (the relay).
+    let extra = stdio::adopt_extra_fds(args.preserve_fds);
     let caller_stdio = stdio::adopt_caller_stdio();
     let _ = forwarded_signals().thread_block();
     let mut ready = crate::sockpath::connect(&args.ready_socket).ok();
@@ -124,9 +128,11 @@ pub fn run(args: SupervisorArgs) -> i32 {
         Some(_) => Ok(()),
         None => share::enter_private_mount_namespace().map_err(|e| e.to_string()),
     };
-    let result = private_ns
-        .and(cfg.map_err(|e| e.to_string()))
-        .and_then(|cfg| setup(&args, &dir, cfg, caller_stdio));
+    let result = extra
+        .map_err(|e| e.to_string())
+        .and_then(|extra| private_ns.map(|()| extra))
+        .and_then(|extra| cfg.map(|cfg| (cfg, extra)).map_err(|e| e.to_string()))
+        .and_then(|(cfg, extra)| setup(&args, &dir, cfg, caller_stdio, extra));
     let sandbox = match result {
         Ok(s) => s,
         Err(e) => {
@@ -197,7 +203,9 @@ fn setup(
     dir: &Path,
     cfg: HuskConfig,
     caller_stdio: [Option<File>; 3],
+    extra: stdio::ExtraFds,
 ) -> Result<Sandbox, String> {
+    let extra_dirs: Vec<stdio::Direction> = extra.iter().map(|(_, d, _)| *d).collect();
     let seccomp_mode = seccomp::Mode::from_env().map_err(|e| e.to_string())?;
     let bundle = Bundle::load(&args.bundle).map_err(|e| e.to_string())?;
     let cfg = cfg.for_container(&bundle.spec).map_err(|e| e.to_string())?;
@@ -280,6 +288,7 @@ fn setup(
                 rootfs: &rootfs,
                 guest_root,
                 net: &guest_net,
+                extra: &extra_dirs,
             };
             create_in_guest(&a, id, &bundle, spec, place).inspect_err(|_| {
                 let _ = a.destroy_sandbox();
@@ -292,7 +301,14 @@ fn setup(
             serde_json::from_str(&bundle.config_json).map_err(|e| e.to_string())?;
         spec["root"]["path"] = bundle.rootfs.to_string_lossy().into();
         agent
-            .create_container(id, &spec.to_string(), Vec::new(), "", &bundle.dir)
+            .create_container(
+                id,
+                &spec.to_string(),
+                Vec::new(),
+                "",
+                &bundle.dir,
+                &extra_dirs,
+            )
             .map_err(|e| e.to_string())?;
     }
 
@@ -312,7 +328,7 @@ fn setup(
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
-    let relay = stdio::Relay::start(&agent, id, "", caller_stdio, terminal);
+    let relay = stdio::Relay::start(&agent, id, "", caller_stdio, terminal, extra);
     let waiter = agent.another().map_err(|e| e.to_string())?;
     let (tx, init_exit) = mpsc::channel();
     let wid = id.to_string();
@@ -358,6 +374,8 @@ struct Placement<'a> {
     /// The rootfs's guest path in the share (a directory rootfs).
     guest_root: Option<String>,
     net: &'a network::GuestNet,
+    /// The directions of the container's extra fds (3, 4, ...).
+    extra: &'a [stdio::Direction],
 }
 
 /// CreateSandbox with the share as the sandbox's storage (it outlives any one container: a
@@ -376,6 +394,7 @@ fn create_in_guest(
         rootfs,
         guest_root,
         net,
+        extra,
     } = place;
     use husk_agent::protocol::Storage;
     let hostname = bundle.spec.hostname().clone().unwrap_or_default();
@@ -407,7 +426,7 @@ fn create_in_guest(
     spec["root"]["path"] = root.clone().into();
     network::map_spec(&mut spec);
     podspec::strip_runtime_hooks(&mut spec);
-    a.create_container(id, &spec.to_string(), storages, &root, &bundle.dir)
+    a.create_container(id, &spec.to_string(), storages, &root, &bundle.dir, extra)
         .map_err(|e| e.to_string())
 }
 

@@ -446,17 +446,23 @@ fn add_container(s: &Arc<Shared>, add: AddContainer<'_>, fds: Vec<OwnedFd>) -> R
         .pointer("/process/terminal")
         .and_then(serde_json::Value::as_bool)
         .unwrap_or(false);
+    let (stdio, extra) = split_fds(fds)?;
     // Before the create, so a failure leaves nothing in the guest to undo.
     let waiter = s.agent.another().map_err(|e| e.to_string())?;
     s.agent
-        .create_container(id, &spec.to_string(), Vec::new(), guest_root, bundle)
+        .create_container(
+            id,
+            &spec.to_string(),
+            Vec::new(),
+            guest_root,
+            bundle,
+            &directions(&extra),
+        )
         .map_err(|e| e.to_string())?;
     let c = Arc::new(Container::new(id.to_string(), dir));
     c.set_status(Status::Created);
     s.table().insert(id.to_string(), Arc::clone(&c));
-    let mut fds = fds.into_iter().map(File::from);
-    let stdio = [fds.next(), fds.next(), fds.next()];
-    let relay = stdio::Relay::start(&s.agent, id, "", stdio, terminal);
+    let relay = stdio::Relay::start(&s.agent, id, "", stdio, terminal, extra);
     let waited = Arc::clone(&c);
     let spawned = std::thread::Builder::new()
         .name("pod-init-wait".into())
@@ -568,8 +574,21 @@ pub fn runc_stats(st: &husk_agent::protocol::StatsContainerResponse) -> serde_js
     })
 }
 
-/// Starts the process, answers `started` on `conn`, relays its stdio to `fds` (0, 1, 2) and
-/// returns its exit status (the second answer).
+/// A request's fds: stdin, stdout, stderr, then the process's extra fds 3, 4, ... (runc's
+/// `--preserve-fds`), each classified (an fd a byte relay cannot stand in for is refused).
+fn split_fds(fds: Vec<OwnedFd>) -> Result<([Option<File>; 3], stdio::ExtraFds), String> {
+    let mut fds = fds.into_iter().map(File::from);
+    let stdio = [fds.next(), fds.next(), fds.next()];
+    let extra = stdio::classify_received(fds.collect())?;
+    Ok((stdio, extra))
+}
+
+fn directions(extra: &stdio::ExtraFds) -> Vec<stdio::Direction> {
+    extra.iter().map(|(_, d, _)| *d).collect()
+}
+
+/// Starts the process, answers `started` on `conn`, relays its stdio to `fds` (0, 1, 2; any
+/// more are its extra fds 3, ...) and returns its exit status (the second answer).
 fn exec(
     s: &Shared,
     c: &Container,
@@ -586,13 +605,12 @@ fn exec(
         serde_json::from_str(process_json).map_err(|e| format!("process: {e}"))?;
     let terminal = process["terminal"].as_bool().unwrap_or(false);
     let exec_id = format!("exec-{}", c.exec_seq.fetch_add(1, Ordering::Relaxed) + 1);
+    let (stdio, extra) = split_fds(fds)?;
     let waiter = s.agent.another().map_err(|e| e.to_string())?;
     s.agent
-        .exec(&c.id, &exec_id, process_json)
+        .exec(&c.id, &exec_id, process_json, &directions(&extra))
         .map_err(|e| e.to_string())?;
-    let mut fds = fds.into_iter().map(File::from);
-    let stdio = [fds.next(), fds.next(), fds.next()];
-    let relay = stdio::Relay::start(&s.agent, &c.id, &exec_id, stdio, terminal);
+    let relay = stdio::Relay::start(&s.agent, &c.id, &exec_id, stdio, terminal, extra);
     let started = Response {
         started: true,
         exec_id: Some(exec_id.clone()),

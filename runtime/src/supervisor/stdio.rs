@@ -10,8 +10,16 @@
 //! the caller's pipe: `out=$(husk run -d ...)` returns once the container closed its stdout,
 //! as with runc.
 //!
-//! Owns: copying bytes, closing stdin at EOF, window sizes. Knows nothing of the control
-//! socket.
+//! Extra fds (runc's `--preserve-fds N`: the caller's fds 3..3+N-1) cannot cross into the
+//! guest either: [`classify`] decides which way each one's bytes go (in: host -> guest, out:
+//! guest -> host, both: a stream socket or a read-write character device) and refuses what a
+//! byte relay cannot stand in for (a read-write regular file, a datagram or listening
+//! socket, ...); the relay then moves their bytes like stdio's, through the same stream RPCs
+//! with the fd number set. The guest process gets a pipe or socketpair end at the same
+//! number.
+//!
+//! Owns: copying bytes, closing stdin at EOF, window sizes, which way an extra fd goes.
+//! Knows nothing of the control socket.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -55,16 +63,239 @@ fn adopt(fds: [RawFd; 3]) -> [Option<File>; 3] {
     })
 }
 
+/// Which way a preserved fd's bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Host -> guest: the container reads it.
+    In,
+    /// Guest -> host: the container writes it.
+    Out,
+    /// Both ways (a stream socket, a read-write character device such as a tty).
+    Both,
+}
+
+/// Why a preserved fd cannot be relayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtraFdError {
+    /// The fd is not open (or is husk's own, close-on-exec, so not the caller's).
+    #[error("--preserve-fds: fd {fd} is not open")]
+    NotOpen {
+        /// The fd.
+        fd: RawFd,
+    },
+    /// A kind of file a byte relay cannot stand in for.
+    #[error("--preserve-fds: fd {fd} is {what}: {why}")]
+    Refused {
+        /// The fd.
+        fd: RawFd,
+        /// What it is.
+        what: &'static str,
+        /// Why that cannot be relayed.
+        why: &'static str,
+    },
+    /// A system call on it failed.
+    #[error("--preserve-fds: fd {fd}: {op}: {err}")]
+    Sys {
+        /// The fd.
+        fd: RawFd,
+        /// The call.
+        op: &'static str,
+        /// Its error.
+        err: std::io::Error,
+    },
+}
+
+/// Why a VM stands between the two ends (the tail of every refusal).
+const NOT_A_STREAM: &str = "a container's process runs in its own VM and cannot hold a \
+    host fd; husk relays only byte streams (pipes, FIFOs, files opened \
+    read-only or write-only, character devices, connected stream sockets)";
+
+/// Which way `fd`'s bytes go, or why it cannot be relayed: by its file type, its access mode
+/// (`F_GETFL`) and, for a socket, its type (`SO_TYPE`) and whether it listens
+/// (`SO_ACCEPTCONN`).
+pub fn classify(fd: RawFd) -> Result<Direction, ExtraFdError> {
+    let sys = |op| ExtraFdError::Sys {
+        fd,
+        op,
+        err: std::io::Error::last_os_error(),
+    };
+    let refused = |what, why| ExtraFdError::Refused { fd, what, why };
+    // SAFETY: fcntl takes no pointers.
+    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if fl < 0 {
+        return Err(ExtraFdError::NotOpen { fd });
+    }
+    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one stat struct that outlives the call.
+    if unsafe { libc::fstat(fd, &mut st) } < 0 {
+        return Err(sys("fstat"));
+    }
+    let one_way = match fl & libc::O_ACCMODE {
+        libc::O_RDONLY => Some(Direction::In),
+        libc::O_WRONLY => Some(Direction::Out),
+        _ => None,
+    };
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFSOCK => {
+            let opt = |name, what| {
+                let mut v: libc::c_int = 0;
+                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+                // SAFETY: getsockopt writes at most `len` bytes into `v`, which outlives it.
+                let rc = unsafe {
+                    libc::getsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        name,
+                        (&mut v as *mut libc::c_int).cast(),
+                        &mut len,
+                    )
+                };
+                if rc < 0 {
+                    Err(sys(what))
+                } else {
+                    Ok(v)
+                }
+            };
+            match opt(libc::SO_TYPE, "getsockopt(SO_TYPE)")? {
+                libc::SOCK_STREAM => {}
+                libc::SOCK_DGRAM => {
+                    return Err(refused(
+                        "a datagram socket",
+                        "message boundaries and addresses do not survive a byte relay",
+                    ))
+                }
+                libc::SOCK_SEQPACKET => {
+                    return Err(refused(
+                        "a seqpacket socket",
+                        "message boundaries do not survive a byte relay",
+                    ))
+                }
+                _ => {
+                    return Err(refused(
+                        "a socket that is not a stream socket",
+                        NOT_A_STREAM,
+                    ))
+                }
+            }
+            if opt(libc::SO_ACCEPTCONN, "getsockopt(SO_ACCEPTCONN)")? != 0 {
+                return Err(refused(
+                    "a listening socket",
+                    "husk cannot pass a listening socket into the container's VM (socket \
+                        activation); pass a connected socket, a pipe or a file instead",
+                ));
+            }
+            Ok(Direction::Both)
+        }
+        libc::S_IFIFO => one_way.ok_or_else(|| {
+            refused(
+                "a FIFO open for reading and writing",
+                "a relay would read back its own writes; open it read-only or write-only",
+            )
+        }),
+        libc::S_IFCHR => Ok(one_way.unwrap_or(Direction::Both)),
+        libc::S_IFREG | libc::S_IFBLK => one_way.ok_or_else(|| {
+            refused(
+                "a file open for reading and writing",
+                "the container sees a one-way byte stream (no seek, no shared offset); open \
+                    it read-only or write-only",
+            )
+        }),
+        libc::S_IFDIR => Err(refused("a directory", NOT_A_STREAM)),
+        _ => Err(refused(
+            "not a pipe, file, character device or socket (eventfd, epoll, ...)",
+            NOT_A_STREAM,
+        )),
+    }
+}
+
+/// Checks that the caller's fds 3..3+n-1 are open and were inherited (husk's own fds are
+/// close-on-exec), and classifies each.
+pub fn check_preserved(n: u32) -> Result<Vec<Direction>, ExtraFdError> {
+    (0..n as RawFd).map(|i| check_inherited(3 + i)).collect()
+}
+
+/// [`classify`] of an fd this process inherited (open and not close-on-exec).
+fn check_inherited(fd: RawFd) -> Result<Direction, ExtraFdError> {
+    // SAFETY: fcntl takes no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 || flags & libc::FD_CLOEXEC != 0 {
+        return Err(ExtraFdError::NotOpen { fd });
+    }
+    classify(fd)
+}
+
+/// Takes the caller's fds 3..3+n-1 (runc's `--preserve-fds n`) as the container's extra fds,
+/// first thing, before this process opens anything: each becomes close-on-exec (no child of
+/// the supervisor inherits it, so the relay's copy is the only one) and is classified. The
+/// first fd that is missing or cannot be relayed is the error (all are close-on-exec by then).
+pub fn adopt_extra_fds(n: u32) -> Result<ExtraFds, ExtraFdError> {
+    let mut taken = Vec::new();
+    let mut first_err = None;
+    for i in 0..n {
+        let fd = 3 + i as RawFd;
+        // SAFETY: fcntl takes no pointers.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags < 0 {
+            first_err.get_or_insert(ExtraFdError::NotOpen { fd });
+            continue;
+        }
+        // SAFETY: as above; only this descriptor's flags change.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+        // SAFETY: the caller gave this process the descriptor for the container; nothing
+        // else in it owns the number (it is taken before anything is opened).
+        let f = unsafe { File::from_raw_fd(fd) };
+        match classify(fd) {
+            Ok(d) => taken.push((3 + i, d, f)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(taken),
+    }
+}
+
+/// The container's extra fds as the relay takes them: fd number, direction, host file.
+pub type ExtraFds = Vec<(u32, Direction, File)>;
+
+/// Classifies fds received for a process (`exec`, a pod container) as its fds 3, 4, ...
+pub fn classify_received(files: Vec<File>) -> Result<ExtraFds, String> {
+    files
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let fd = 3 + i as u32;
+            match classify(f.as_raw_fd()) {
+                Ok(d) => Ok((fd, d, f)),
+                // Name the caller's number, not this process's.
+                Err(ExtraFdError::Refused { what, why, .. }) => Err(ExtraFdError::Refused {
+                    fd: fd as RawFd,
+                    what,
+                    why,
+                }
+                .to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .collect()
+}
+
 /// Bytes asked for per read.
 const CHUNK: u32 = 64 * 1024;
 
-/// Copies the process's stdout (or stderr) to `out` until the guest side ends.
+/// Copies the process's stdout (or stderr, or extra fd `fd` when not 0) to `out` until the
+/// guest side ends. `shutdown`: `out` is a socket that the input relay also uses; the guest's
+/// EOF shuts it down for writing instead of only dropping this copy.
 fn spawn_output(
     client: &AgentClient,
     id: &str,
     exec: &str,
-    stderr: bool,
+    (stderr, fd): (bool, u32),
     mut out: File,
+    shutdown: bool,
 ) -> Option<JoinHandle<()>> {
     let client = match client.another() {
         Ok(c) => c,
@@ -74,13 +305,17 @@ fn spawn_output(
         }
     };
     let (id, exec) = (id.to_string(), exec.to_string());
-    let name = if stderr { "stderr" } else { "stdout" };
+    let name = match (fd, stderr) {
+        (0, true) => "stderr".to_string(),
+        (0, false) => "stdout".to_string(),
+        (fd, _) => format!("fd{fd}"),
+    };
     std::thread::Builder::new()
         .name(format!("relay-{name}"))
         .spawn(move || {
             let mut broken = false;
             loop {
-                match client.read(&id, &exec, stderr, CHUNK) {
+                match client.read(&id, &exec, stderr, fd, CHUNK) {
                     Ok(Some(data)) => {
                         // Keep draining after the reader went away, so the process never
                         // blocks on a full pipe.
@@ -90,7 +325,13 @@ fn spawn_output(
                     }
                     // The guest's EOF: the thread ends and drops `out`, closing the caller's
                     // copy (the relay holds the only one).
-                    Ok(None) => break,
+                    Ok(None) => {
+                        if shutdown {
+                            // SAFETY: shutdown takes no pointers; `out` is open.
+                            unsafe { libc::shutdown(out.as_raw_fd(), libc::SHUT_WR) };
+                        }
+                        break;
+                    }
                     Err(e) => {
                         tracing::debug!(exec = %exec, "{name} relay ends: {e}");
                         break;
@@ -101,9 +342,17 @@ fn spawn_output(
         .ok()
 }
 
-/// Copies `input` to the process's stdin; closes it at EOF. Gives up (without closing)
-/// once `done` is set, so a caller's stdin that never ends does not keep the thread.
-fn spawn_input(client: &AgentClient, id: &str, exec: &str, mut input: File, done: Arc<AtomicBool>) {
+/// Copies `input` to the process's stdin (or extra fd `fd` when not 0); closes it at EOF.
+/// Gives up (without closing) once `done` is set, so a caller's stdin that never ends does
+/// not keep the thread.
+fn spawn_input(
+    client: &AgentClient,
+    id: &str,
+    exec: &str,
+    fd: u32,
+    mut input: File,
+    done: Arc<AtomicBool>,
+) {
     use nix::poll::{poll, PollFd, PollFlags};
     let client = match client.another() {
         Ok(c) => c,
@@ -114,7 +363,11 @@ fn spawn_input(client: &AgentClient, id: &str, exec: &str, mut input: File, done
     };
     let (id, exec) = (id.to_string(), exec.to_string());
     let _ = std::thread::Builder::new()
-        .name("relay-stdin".into())
+        .name(if fd == 0 {
+            "relay-stdin".into()
+        } else {
+            format!("relay-fd{fd}-in")
+        })
         .spawn(move || {
             let mut buf = vec![0u8; CHUNK as usize];
             loop {
@@ -130,11 +383,11 @@ fn spawn_input(client: &AgentClient, id: &str, exec: &str, mut input: File, done
                 }
                 match input.read(&mut buf) {
                     Ok(0) | Err(_) => {
-                        let _ = client.close_stdin(&id, &exec);
+                        let _ = client.close_stdin(&id, &exec, fd);
                         break;
                     }
                     Ok(n) => {
-                        if client.write_stdin(&id, &exec, &buf[..n]).is_err() {
+                        if client.write_stdin(&id, &exec, fd, &buf[..n]).is_err() {
                             break;
                         }
                     }
@@ -154,13 +407,15 @@ pub struct Relay {
 const WINSIZE_POLL: Duration = Duration::from_millis(200);
 
 impl Relay {
-    /// Starts relaying `stdin`/`stdout`/`stderr` (each optional) for process `exec` of `id`.
+    /// Starts relaying `stdin`/`stdout`/`stderr` (each optional) and the `extra` fds for
+    /// process `exec` of `id`.
     pub fn start(
         client: &AgentClient,
         id: &str,
         exec: &str,
         stdio: [Option<File>; 3],
         terminal: bool,
+        extra: ExtraFds,
     ) -> Relay {
         let [stdin, stdout, stderr] = stdio;
         let done = Arc::new(AtomicBool::new(false));
@@ -170,13 +425,28 @@ impl Relay {
             }
         }
         if let Some(f) = stdin {
-            spawn_input(client, id, exec, f, Arc::clone(&done));
+            spawn_input(client, id, exec, 0, f, Arc::clone(&done));
         }
         let stderr = if terminal { None } else { stderr };
-        let outputs = [(stdout, false), (stderr, true)]
+        let mut outputs: Vec<JoinHandle<()>> = [(stdout, false), (stderr, true)]
             .into_iter()
-            .filter_map(|(f, err)| spawn_output(client, id, exec, err, f?))
+            .filter_map(|(f, err)| spawn_output(client, id, exec, (err, 0), f?, false))
             .collect();
+        for (fd, dir, f) in extra {
+            match dir {
+                Direction::In => spawn_input(client, id, exec, fd, f, Arc::clone(&done)),
+                Direction::Out => {
+                    outputs.extend(spawn_output(client, id, exec, (false, fd), f, false));
+                }
+                Direction::Both => {
+                    match f.try_clone() {
+                        Ok(input) => spawn_input(client, id, exec, fd, input, Arc::clone(&done)),
+                        Err(e) => tracing::warn!("fd {fd} relay: {e}"),
+                    }
+                    outputs.extend(spawn_output(client, id, exec, (false, fd), f, true));
+                }
+            }
+        }
         Relay { outputs, done }
     }
 
@@ -230,6 +500,105 @@ fn join_all(handles: Vec<JoinHandle<()>>, timeout: std::time::Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
+
+    fn refusal(fd: RawFd) -> String {
+        classify(fd).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn pipes_files_and_char_devices_go_the_way_they_were_opened() {
+        let (r, w) = nix::unistd::pipe().unwrap();
+        // SAFETY: pipe just returned these fds; nothing else owns them.
+        let (r, w) = unsafe { (OwnedFd::from_raw_fd(r), OwnedFd::from_raw_fd(w)) };
+        assert_eq!(classify(r.as_raw_fd()).unwrap(), Direction::In);
+        assert_eq!(classify(w.as_raw_fd()).unwrap(), Direction::Out);
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("f");
+        std::fs::write(&path, "x").unwrap();
+        let ro = File::open(&path).unwrap();
+        assert_eq!(classify(ro.as_raw_fd()).unwrap(), Direction::In);
+        let wo = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        assert_eq!(classify(wo.as_raw_fd()).unwrap(), Direction::Out);
+        let rw = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let e = refusal(rw.as_raw_fd());
+        assert!(
+            e.starts_with(&format!(
+                "--preserve-fds: fd {} is a file open for reading and writing",
+                rw.as_raw_fd()
+            )),
+            "{e}"
+        );
+        let null = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        assert_eq!(classify(null.as_raw_fd()).unwrap(), Direction::Both);
+        let dir = File::open(t.path()).unwrap();
+        assert!(refusal(dir.as_raw_fd()).contains("is a directory"));
+    }
+
+    #[test]
+    fn stream_sockets_go_both_ways_and_others_are_refused_by_name() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert_eq!(classify(a.as_raw_fd()).unwrap(), Direction::Both);
+        let (d, _d2) = UnixDatagram::pair().unwrap();
+        assert!(refusal(d.as_raw_fd()).contains("is a datagram socket"));
+        let t = tempfile::tempdir().unwrap();
+        let l = UnixListener::bind(t.path().join("s")).unwrap();
+        let fd = l.as_raw_fd();
+        let e = refusal(fd);
+        assert!(
+            e.starts_with(&format!("--preserve-fds: fd {fd} is a listening socket: ")),
+            "{e}"
+        );
+        let (sp, _) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::SeqPacket,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        assert!(refusal(sp).contains("is a seqpacket socket"));
+        // SAFETY: socketpair returned `sp`; nothing else owns it.
+        drop(unsafe { OwnedFd::from_raw_fd(sp) });
+    }
+
+    #[test]
+    fn an_fd_that_is_not_open_or_not_inherited_is_named() {
+        assert_eq!(
+            classify(999_999).unwrap_err().to_string(),
+            "--preserve-fds: fd 999999 is not open"
+        );
+        // SAFETY: eventfd takes no pointers; the result is a fresh fd owned below.
+        let ev = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+        assert!(ev >= 0);
+        // SAFETY: as above.
+        let ev = unsafe { OwnedFd::from_raw_fd(ev) };
+        assert!(refusal(ev.as_raw_fd()).contains("not a pipe, file"));
+        // Close-on-exec: husk's own, not the caller's.
+        let (a, _b) = UnixStream::pair().unwrap();
+        assert!(matches!(
+            check_inherited(a.as_raw_fd()),
+            Err(ExtraFdError::NotOpen { .. })
+        ));
+        let inherited = a.as_fd().try_clone_to_owned().unwrap();
+        // SAFETY: fcntl takes no pointers; only this test's fd changes.
+        unsafe { libc::fcntl(inherited.as_raw_fd(), libc::F_SETFD, 0) };
+        assert_eq!(
+            check_inherited(inherited.as_raw_fd()).unwrap(),
+            Direction::Both
+        );
+    }
 
     /// After the adoption the original descriptor is /dev/null and only the returned copy
     /// holds the pipe: dropping the copy (the relay's EOF) gives the reader EOF although the
