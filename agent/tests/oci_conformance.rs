@@ -176,8 +176,10 @@ fn user_namespace_with_mappings() {
     );
     // No cgroup namespace of its own: the cgroup2 mount is refused (EPERM) and the hierarchy
     // is bind-mounted instead, as runc does.
-    mounts.push(serde_json::json!({"destination": "/sys/fs/cgroup", "type": "cgroup",
-        "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}));
+    mounts.push(
+        serde_json::json!({"destination": "/sys/fs/cgroup", "type": "cgroup",
+        "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    );
     s["mounts"] = mounts.into();
     let caps = serde_json::json!(["CAP_SYS_ADMIN", "CAP_SETUID", "CAP_SETGID", "CAP_CHOWN"]);
     for set in ["bounding", "effective", "permitted"] {
