@@ -11,7 +11,9 @@
 # and stdout and removing the container; `husk run --keep` with process.terminal through a
 # console socket; `kill USR1` reaching init, then `kill -9` of a supervisor leaving a stopped
 # container that `delete` cleans up; a bad config.json rejected naming the field, with nothing
-# left behind; checkpoint refused. Four guest boots in all.
+# left behind; checkpoint refused; `--preserve-fds` (run: fd 3 in, fd 4 out; exec: a host
+# pipe, a stream socket both ways; a listening socket, a read-write file and a missing fd
+# refused by number). Five guest boots in all.
 #
 # usage: tests/e2e/runc-cli.sh [--prepare]
 #   --prepare  build husk (release) and the agent initramfs on the host (don't compile under TCG)
@@ -91,6 +93,21 @@ err=$(echo '{"memory": 5}' | H update -r - nope 2>&1)
 [[ $? -ne 0 && "$err" == *"linux.resources"* ]] && ok "update -r refuses what is not linux.resources" || bad "update -r refuses what is not linux.resources" "$err"
 err=$(H checkpoint c1 2>&1)
 [[ $? -ne 0 && "$err" == *"not supported"* ]] && ok "checkpoint refused" || bad "checkpoint refused" "$err"
+# --preserve-fds: what a byte relay cannot stand in for is refused by fd number, before
+# anything is made.
+err=$(python3 -c '
+import os, socket, subprocess, sys
+l = socket.socket(socket.AF_UNIX)
+l.bind(sys.argv[1]); l.listen()
+os.dup2(l.fileno(), 3)
+r = subprocess.run(sys.argv[2:], pass_fds=[3], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+print(r.returncode, r.stderr)' "$work/listen.sock" "$husk" --root "$state" run -b "$bundle" --preserve-fds 1 pfl 2>&1)
+[[ "$err" == "1 "* && "$err" == *"--preserve-fds: fd 3 is a listening socket"* ]] && ok "--preserve-fds: a listening socket is refused by fd number" || bad "--preserve-fds: a listening socket is refused by fd number" "$err"
+err=$(H run -b "$bundle" --preserve-fds 1 pfl 3<>"$work/spec.json" 2>&1 </dev/null)
+[[ $? -ne 0 && "$err" == *"fd 3 is a file open for reading and writing"* ]] && ok "--preserve-fds: a read-write file is refused" || bad "--preserve-fds: a read-write file is refused" "$err"
+err=$(H run -b "$bundle" --preserve-fds 2 pfl 3</dev/null 2>&1 </dev/null)
+[[ $? -ne 0 && "$err" == *"fd 4 is not open"* ]] && ok "--preserve-fds: a missing fd is named" || bad "--preserve-fds: a missing fd is named" "$err"
+check "nothing left behind by the refused --preserve-fds" test ! -e "$state/pfl"
 
 echo "--- the walkthrough (boot 1): husk spec's config.json as is, a terminal through recvtty"
 # As the seed: `husk spec` unmodified (terminal, sh, runc's capabilities with ambient ones),
@@ -211,7 +228,34 @@ check "run: typed input reaches init" grep -q '^got hello' "$work/t.tty" || cat 
 check "run --keep leaves the stopped container" test "$(status_of t1)" = stopped
 H delete t1
 
-echo "--- kill, then kill -9 of a supervisor (boot 4)"
+echo "--- --preserve-fds: extra fds relayed into the guest (boot 4)"
+set_args '"sh", "-c", "cat <\&3 >\&4; exec 3<\&- 4>\&-; sleep 120"'
+printf 'line one\nline two\n' >"$work/pf.in"
+H run -d -b "$bundle" --preserve-fds 2 pf1 3<"$work/pf.in" 4>"$work/pf.out" </dev/null >/dev/null 2>&1
+check "run -d --preserve-fds 2" test "$(status_of pf1)" = running
+check "run --preserve-fds: the container reads fd 3 and writes fd 4 (cat <&3 >&4)" bash -c "end=\$((SECONDS + 20)); until cmp -s '$work/pf.in' '$work/pf.out'; do [ \$SECONDS -lt \$end ] || exit 1; sleep 0.2; done"
+out=$(H exec --preserve-fds 1 pf1 sh -c 'echo via-exec >&3; echo not-this' 3>&1 >/dev/null </dev/null)
+check "exec --preserve-fds 1: fd 3 reaches a host pipe, which then sees EOF" test "$out" = via-exec
+out=$(python3 -c '
+import os, socket, subprocess, sys
+pad = [os.open("/dev/null", os.O_RDONLY) for _ in range(3)]  # the pair lands above fd 3
+a, b = socket.socketpair()
+os.dup2(b.fileno(), 3); b.close()
+p = subprocess.Popen(sys.argv[1:], pass_fds=[3], stdin=subprocess.DEVNULL)
+os.close(3)
+a.sendall(b"ping\n"); a.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    d = a.recv(100)
+    if not d: break
+    got += d
+print(got.decode().strip(), p.wait())' "$husk" --root "$state" exec --preserve-fds 1 pf1 sh -c 'read l <&3; echo "both:$l" >&3' 2>&1)
+check "exec --preserve-fds 1: a stream socket goes both ways" test "$out" = "both:ping 0" || echo "     $out"
+H kill pf1 KILL
+check "stopped after kill" wait_status pf1 stopped 20
+H delete pf1
+
+echo "--- kill, then kill -9 of a supervisor (boot 5)"
 set_args '"sh", "-c", "trap '\''touch /dev/shm/usr1'\'' USR1; while :; do sleep 1; done"'
 H run -d -b "$bundle" --pid-file "$work/r2.pid" r2 >/dev/null 2>&1 </dev/null
 check "run --detach" test "$(status_of r2)" = running
