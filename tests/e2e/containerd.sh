@@ -11,7 +11,13 @@
 # a process OOM-killed under `--memory-limit` and its TaskOOM; `ctr run -t` through tmux
 # (prompt, window size, isatty, exit code); `kill -9` of a shim: the task is reported exited,
 # the container removable, nothing left; a pod without CRI (sandbox and container by CRI's
-# annotations: one shim, one VM, the shim in the sandbox's cgroup). Six guest boots.
+# annotations: one shim, one VM, the shim in the sandbox's cgroup); runtime options:
+# `--runtime-config-path` (runtimeoptions.v1.Options: husk's config file, its memory_mib seen in
+# the guest; a bad path refused naming ConfigPath, nothing left) and runc's options
+# (containerd.runc.v1.Options, which ctr only sends for the runtime io.containerd.runc.v2: that
+# name resolves to husk's shim on this containerd's PATH, as CRI's runtime_path would do it;
+# --runc-binary/--runc-root: the husk state under that root; a bad BinaryName refused). Eight
+# guest boots.
 #
 # usage: tests/e2e/containerd.sh [--prepare]
 #   --prepare  build husk and the shim (release) and the agent initramfs on the host
@@ -64,6 +70,9 @@ cleanup() {
         for c in $(C c ls -q 2>/dev/null); do C c rm "$c" >/dev/null 2>&1; done
     fi
     for id in $(H list -q 2>/dev/null); do H delete --force "$id" >/dev/null 2>&1; done
+    for id in $("$husk" --root "$work/runc-root/$ns" list -q 2>/dev/null); do
+        "$husk" --root "$work/runc-root/$ns" delete --force "$id" >/dev/null 2>&1
+    done
     # Shims of this run only (their -address is this run's socket).
     for p in $(pgrep -f -- "[c]ontainerd-shim-husk-v2 .*-address $sock" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
     if [ -n "$cdpid" ]; then
@@ -133,7 +142,10 @@ state = "$cd_dir/state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.husk]
       runtime_type = "$RT"
 EOF
-PATH="$bindir:$PATH" timeout -k 10 900 containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
+# runc's runtime name resolves to husk's shim (for the runc options checks): this containerd
+# runs no runc.
+mkdir -p "$work/alias" && ln -s "$shim" "$work/alias/containerd-shim-runc-v2"
+PATH="$work/alias:$bindir:$PATH" timeout -k 10 1200 containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
 cdpid=$!
 if ! wait_for 30 C version >/dev/null 2>&1; then
     bad "containerd starts" "$(tail -n 20 "$work/containerd.log")"
@@ -331,6 +343,53 @@ check "s1 removed" bash -c "! ctr --address '$sock' -n $ns c ls -q | grep -qx s1
 nothing_left s1 "$spid"
 check "p1: no husk state" test ! -e "$HUSK_SHIM_ROOT/p1"
 check "the pod's host cgroup is gone" test ! -e /sys/fs/cgroup/husk-e2e/s1
+
+echo "--- runtime options: --runtime-config-path, husk's config file (boot 7)"
+printf 'memory_mib = 384\n' >"$work/husk-config.toml"
+out=$(C run --rm --runtime $RT --runtime-config-path "$work/husk-config.toml" $image cfg1 \
+    sh -c 'while read k v u; do [ "$k" = MemTotal: ] && echo $((v / 1024)); done </proc/meminfo' \
+    </dev/null 2>"$work/cfg1.err")
+# memory_mib = 384 against the default 256: the guest kernel's MemTotal lies between.
+checkd "ConfigPath: the guest has the config file's memory (MemTotal ${out:-?} MiB, memory_mib 384)" \
+    bash -c "[ '${out:-0}' -gt 300 ] && [ '${out:-0}' -le 384 ]" || { cat "$work/cfg1.err"; logs cfg1; }
+check "cfg1: no husk state" wait_for 10 test ! -e "$HUSK_SHIM_ROOT/cfg1"
+C run --rm --runtime $RT --runtime-config-path "$work/no-such.toml" $image bad1 true </dev/null >/dev/null 2>"$work/bad1.err"
+rc=$?
+checkd "a missing ConfigPath is refused, naming the option" \
+    bash -c "[ $rc -ne 0 ] && grep -q 'ConfigPath.*no-such.toml' '$work/bad1.err'" || cat "$work/bad1.err"
+C c rm bad1 >/dev/null 2>&1
+check "bad1: nothing left (state, rootfs mount, shim)" wait_for 10 bash -c \
+    "! test -e '$HUSK_SHIM_ROOT/bad1' && ! grep -q '/bad1/rootfs ' /proc/self/mounts && ! pgrep -f -- '[c]ontainerd-shim-.* -id bad1 ' >/dev/null"
+
+echo "--- runtime options: runc's (BinaryName, Root) (boot 8)"
+rroot="$work/runc-root"
+RC=(--runtime io.containerd.runc.v2 --runc-binary "$husk" --runc-root "$rroot")
+C run -d "${RC[@]}" $image rc1 sleep 100000 </dev/null >/dev/null 2>"$work/rc1.err"
+checkd "rc1 runs" wait_for 60 bash -c "[ \"\$(ctr --address '$sock' -n $ns task ls | awk '\$1 == \"rc1\" { print \$3 }')\" = RUNNING ]" ||
+    { cat "$work/rc1.err"; logs rc1; }
+spid=$(task_pid rc1)
+check "Root: husk's state is under <Root>/<namespace>" test -d "$rroot/$ns/rc1"
+check "Root: nothing under the default root" test ! -e "$HUSK_SHIM_ROOT/rc1"
+is "Root: husk state finds rc1 there" "$("$husk" --root "$rroot/$ns" state rc1 2>&1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])' 2>&1)" running
+rb="$cd_dir/state/io.containerd.runtime.v2.task/$ns/rc1"
+is "the bundle's husk-shim.json records Root and BinaryName" \
+    "$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["root"], r["binary"])' "$rb/husk-shim.json" 2>&1)" "$rroot/$ns $husk"
+out=$(C task exec --exec-id x1 rc1 echo exec-ok 2>&1)
+is "exec in a task with runc options" "$out" exec-ok
+C task kill -s KILL rc1
+checkd "rc1 stops" wait_for 30 bash -c "[ \"\$(ctr --address '$sock' -n $ns task ls | awk '\$1 == \"rc1\" { print \$3 }')\" = STOPPED ]" || logs rc1
+C task rm rc1 >/dev/null
+C c rm rc1
+check "rc1: supervisor gone" wait_for 20 bash -c "! kill -0 $spid 2>/dev/null"
+check "rc1: no husk state under Root" wait_for 10 test ! -e "$rroot/$ns/rc1"
+check "rc1: no shim" wait_for 10 bash -c "! pgrep -f -- '[c]ontainerd-shim-husk-v2 .*-address $sock' >/dev/null"
+C run --rm --runtime io.containerd.runc.v2 --runc-binary "$work/husk-config.toml" $image bad2 true </dev/null >/dev/null 2>"$work/bad2.err"
+rc=$?
+checkd "a BinaryName that is not executable is refused, naming the option" \
+    bash -c "[ $rc -ne 0 ] && grep -q 'BinaryName.*not executable' '$work/bad2.err'" || cat "$work/bad2.err"
+C c rm bad2 >/dev/null 2>&1
+check "bad2: nothing left (rootfs mount, shim)" wait_for 10 bash -c \
+    "! grep -q '/bad2/rootfs ' /proc/self/mounts && ! pgrep -f -- '[c]ontainerd-shim-.* -id bad2 ' >/dev/null"
 
 echo "containerd: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

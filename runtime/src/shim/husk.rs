@@ -92,6 +92,9 @@ pub struct Husk {
     pub root: PathBuf,
     /// `--log` (JSON lines).
     pub log: PathBuf,
+    /// husk's host configuration (`HUSK_CONFIG` of every verb; the runtime option
+    /// `ConfigPath`), else the shim's environment's.
+    pub config: Option<PathBuf>,
     /// Waits for the verbs.
     pub reaper: Arc<Reaper>,
 }
@@ -105,6 +108,9 @@ impl Husk {
             .arg(&self.log)
             .arg("--log-format")
             .arg("json");
+        if let Some(cfg) = &self.config {
+            c.env("HUSK_CONFIG", cfg);
+        }
         c
     }
 

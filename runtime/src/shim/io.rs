@@ -287,6 +287,8 @@ pub struct Paths {
     pub stderr: String,
     /// Whether the process has a terminal.
     pub terminal: bool,
+    /// The owner (uid, gid) of the stdin pipe the shim makes (runtime options IoUid/IoGid).
+    pub owner: Option<(u32, u32)>,
 }
 
 /// A running process's stdio, as the shim holds it.
@@ -347,6 +349,19 @@ pub fn prepare(paths: &Paths) -> Result<Prepared, IoError> {
             path: paths.stdin.clone(),
             source,
         })?;
+        if let Some((uid, gid)) = paths.owner {
+            // Both ends are one pipe inode.
+            nix::unistd::fchown(
+                r.as_raw_fd(),
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .map_err(|e| IoError::Open {
+                what: "stdin",
+                path: format!("{} (IoUid/IoGid {uid}:{gid})", paths.stdin),
+                source: e.into(),
+            })?;
+        }
         let writer = Arc::new(StdinWriter {
             w: Mutex::new(Some(File::from(OwnedFd::from(w)))),
             closing: AtomicBool::new(false),
@@ -477,6 +492,24 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(out.stdout, b"hello");
+    }
+
+    #[test]
+    fn io_uid_and_gid_own_the_stdin_pipe() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: chown of a pipe needs root");
+            return;
+        }
+        let paths = Paths {
+            stdin: "/nonexistent-fifo".into(),
+            owner: Some((4321, 4322)),
+            ..Default::default()
+        };
+        let p = prepare(&paths).unwrap();
+        let w = p.stdin.as_ref().unwrap().w.lock().unwrap();
+        let m = w.as_ref().unwrap().metadata().unwrap();
+        assert_eq!((m.uid(), m.gid()), (4321, 4322));
     }
 
     #[test]

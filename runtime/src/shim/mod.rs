@@ -13,11 +13,14 @@
 //! - `delete` (containerd's cleanup after a shim died, e.g. `kill -9`): `husk delete --force`
 //!   of the container, the rootfs unmounted, a SIGKILL-style status (137).
 //!
-//! Its husk state root is private: `$HUSK_SHIM_ROOT`, else `/run/husk-shim/<namespace>`,
-//! recorded in `<bundle>/husk-shim.json` for `delete`.
+//! Its husk state root is private: `$HUSK_SHIM_ROOT`, else `/run/husk-shim/<namespace>`;
+//! containerd's runtime options (`options`: husk's config file, binary, root, the shim's
+//! cgroup) change that per container and pod. What a container's verbs use is recorded in
+//! `<bundle>/husk-shim.json` for `delete`.
 
 pub mod husk;
 pub mod io;
+pub mod options;
 pub mod reaper;
 pub mod service;
 pub mod stats;
@@ -83,6 +86,9 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ShimError {
 struct Record {
     root: PathBuf,
     binary: PathBuf,
+    /// `HUSK_CONFIG` of the verbs (the runtime option `ConfigPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config: Option<PathBuf>,
 }
 
 /// Records in `bundle` which husk serves its container, for `delete` after the shim died
@@ -91,12 +97,22 @@ pub fn write_record(bundle: &Path, husk: &Husk) {
     let record = Record {
         root: husk.root.clone(),
         binary: husk.bin.clone(),
+        config: husk.config.clone(),
     };
     if let Err(e) = std::fs::write(
         bundle.join(RECORD),
         serde_json::to_vec(&record).unwrap_or_default(),
     ) {
         tracing::warn!("{}: {e}", bundle.join(RECORD).display());
+    }
+}
+
+/// husk's `--root` for `namespace`: `<base>/<namespace>` for the runtime option `Root`, else
+/// the default.
+pub fn root_for(base: Option<&Path>, namespace: &str) -> PathBuf {
+    match base {
+        Some(b) => b.join(namespace),
+        None => default_root(namespace),
     }
 }
 
@@ -165,6 +181,10 @@ fn start(flags: &Flags) -> Result<(), ShimError> {
     let address = containerd_shim::socket_address(&flags.address, &flags.namespace, &group);
     let path = socket_path(&address).to_owned();
     let alive = UnixStream::connect(&path).is_ok();
+    // The task's runtime options, as containerd gives them to `start` (a shim of the group
+    // that is already serving got them with the group's first task). Only ShimCgroup acts
+    // here; Create decodes them again and reports what is wrong.
+    let opts = options::read_start_options(&mut std::io::stdin().lock()).unwrap_or_default();
     if !alive {
         if Path::new(&path).exists() {
             let _ = std::fs::remove_file(&path);
@@ -193,6 +213,18 @@ fn start(flags: &Flags) -> Result<(), ShimError> {
             if !status.success() {
                 return Err(ShimError::Args(format!(
                     "the shim exited ({status}) before serving {address}"
+                )));
+            }
+        }
+        if let Some(cg) = &opts.shim_cgroup {
+            // As containerd-shim-runc-v2: the new shim goes into ShimCgroup (it must exist).
+            if let Err(e) = containerd_shim::cgroup::add_task_to_cgroup(cg, child.id()) {
+                // SAFETY: kill(2) of the shim process this call just started.
+                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+                let _ = child.wait();
+                let _ = std::fs::remove_file(&path);
+                return Err(ShimError::Args(format!(
+                    "runtime option ShimCgroup {cg:?}: moving the shim there: {e}"
                 )));
             }
         }
@@ -283,15 +315,16 @@ fn serve(flags: &Flags) -> Result<(), ShimError> {
     };
     let reaper = Reaper::start().map_err(io_err("starting the reaper"))?;
     let cwd = std::env::current_dir().map_err(io_err("the working directory"))?;
+    // The defaults; a task's runtime options change them for its container (and pod).
     let husk = Husk {
         bin: husk::find_binary(),
         root: default_root(&flags.namespace),
         log: cwd.join("husk.log"),
+        config: None,
         reaper,
     };
-    std::fs::create_dir_all(&husk.root).map_err(io_err(format!("{}", husk.root.display())))?;
     tracing::info!(
-        "serving {} with {} --root {}",
+        "serving {} (defaults: {} --root {})",
         flags.socket,
         husk.bin.display(),
         husk.root.display()
@@ -300,7 +333,6 @@ fn serve(flags: &Flags) -> Result<(), ShimError> {
         .map_err(|_| ShimError::Args("TTRPC_ADDRESS is not set".into()))?;
     let publisher = RemotePublisher::new(&ttrpc_address)?;
     let exit = Arc::new(ExitSignal::default());
-    write_record(&cwd, &husk);
     let svc = service::Service::new(husk, flags.namespace.clone(), publisher, Arc::clone(&exit));
     let mut server = Server::new()
         .add_listener(listener.into_raw_fd())?
@@ -329,15 +361,16 @@ fn delete(flags: &Flags) -> Result<(), ShimError> {
     let rec: Option<Record> = std::fs::read(bundle.join(RECORD))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
-    let (root, bin) = match rec {
-        Some(r) => (r.root, r.binary),
-        None => (default_root(&flags.namespace), husk::find_binary()),
+    let (root, bin, config) = match rec {
+        Some(r) => (r.root, r.binary, r.config),
+        None => (default_root(&flags.namespace), husk::find_binary(), None),
     };
     let reaper = Reaper::start().map_err(io_err("starting the reaper"))?;
     let husk = Husk {
         bin,
         root,
         log: bundle.join("husk.log"),
+        config,
         reaper,
     };
     if let Err(e) = husk.output(&["delete", "--force", flags.id.as_str()], None) {

@@ -26,6 +26,7 @@ use containerd_shim::{Context, ExitSignal, TtrpcContext, TtrpcResult};
 
 use super::husk::{Husk, HuskError};
 use super::io::{self, Paths, ProcIo};
+use super::options::ShimOptions;
 use super::reaper::Exit;
 
 /// The CRI annotation naming a container's kind (`sandbox` or `container`).
@@ -55,6 +56,11 @@ struct ExecProc {
 
 struct Container {
     bundle: PathBuf,
+    /// The husk (binary, root, config) of the container: the runtime options of its create,
+    /// or of its pod's sandbox.
+    husk: Husk,
+    /// The runtime options' IoUid/IoGid, for its execs' stdin pipes.
+    io_owner: Option<(u32, u32)>,
     init: Proc,
     execs: HashMap<String, ExecProc>,
     rootfs_mounted: bool,
@@ -143,6 +149,15 @@ impl Service {
         self.s.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The husk (binary, root, config) serving container `id`.
+    fn husk_of(&self, id: &str) -> TtrpcResult<Husk> {
+        self.lock()
+            .containers
+            .get(id)
+            .map(|c| c.husk.clone())
+            .ok_or_else(|| not_found(id))
+    }
+
     fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
         let p = self.s.publisher.lock().unwrap_or_else(|e| e.into_inner());
         if let Err(e) = p.publish(Context::default(), topic, &self.s.namespace, event) {
@@ -215,12 +230,8 @@ impl Service {
     }
 
     /// Publishes TaskOOM for each `oom` event `husk events ID` prints.
-    fn watch_oom(&self, cid: &str) -> Option<i32> {
-        let (pid, out) = match self
-            .s
-            .husk
-            .spawn_reader(&["events", "--interval", "60s", cid])
-        {
+    fn watch_oom(&self, husk: &Husk, cid: &str) -> Option<i32> {
+        let (pid, out) = match husk.spawn_reader(&["events", "--interval", "60s", cid]) {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("{cid}: no OOM events: {e}");
@@ -282,11 +293,11 @@ impl Service {
 
     /// Moves the shim into the host cgroup of the sandbox container `cid`, so that the pod's
     /// accounting sees it beside the supervisor, VMM and virtiofsd.
-    fn join_sandbox_cgroup(&self, st: &mut State, cid: &str) {
+    fn join_sandbox_cgroup(&self, st: &mut State, husk: &Husk, cid: &str) {
         if st.joined_cgroup_of.is_some() {
             return;
         }
-        let dirs = crate::hostcg::load(&self.s.husk.root.join(cid));
+        let dirs = crate::hostcg::load(&husk.root.join(cid));
         let Some(dir) = dirs.first() else { return };
         match join_cgroup(dir) {
             Ok(()) => {
@@ -311,6 +322,7 @@ impl Service {
     }
 
     fn start_exec(&self, cid: &str, exec_id: &str) -> TtrpcResult<u32> {
+        let husk = self.husk_of(cid)?;
         let (bundle, spec, paths) = {
             let mut st = self.lock();
             let c = st.containers.get_mut(cid).ok_or_else(|| not_found(cid))?;
@@ -348,7 +360,7 @@ impl Service {
             }
             args.push(cid.into());
             let (stdio, rest) = split(prepared);
-            let r = self.s.husk.run_with(&args, stdio);
+            let r = husk.run_with(&args, stdio);
             let _ = std::fs::remove_file(&spec_path);
             r.map_err(husk_err)?;
             let pid = read_pid(&pid_path)?;
@@ -428,8 +440,8 @@ fn tail(path: &Path, n: usize) -> String {
 impl Service {
     /// Before `husk delete` removes them: the ends of the supervisor's and the guest console's
     /// logs of a container whose sandbox was lost, into the shim's log (containerd's).
-    fn log_sandbox_logs(&self, id: &str) {
-        let dir = self.s.husk.root.join(id);
+    fn log_sandbox_logs(&self, husk: &Husk, id: &str) {
+        let dir = husk.root.join(id);
         for f in ["supervisor.log", "console.log"] {
             tracing::warn!("{id}: sandbox lost; {f}:\n{}", tail(&dir.join(f), 25));
         }
@@ -457,6 +469,73 @@ pub fn unmount_rootfs(bundle: &Path) {
         if nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH).is_err() {
             break;
         }
+    }
+}
+
+impl Service {
+    /// The husk a new container's verbs use: the shim's defaults changed by the task's runtime
+    /// options (decoded and checked here, before anything is made), or for a pod container
+    /// its sandbox's (the VM is the sandbox's); its own options, if any, must agree. Its
+    /// verbs log to `<bundle>/husk.log`.
+    fn husk_for(
+        &self,
+        req: &api::CreateTaskRequest,
+        bundle: &Path,
+        sandbox: Option<&str>,
+    ) -> TtrpcResult<(Husk, ShimOptions)> {
+        let opts = ShimOptions::decode(req.options.as_ref())
+            .and_then(ShimOptions::validate)
+            .map_err(|e| err(Code::INVALID_ARGUMENT, e))?;
+        let mut husk = self.s.husk.clone();
+        husk.log = bundle.join("husk.log");
+        if let Some(b) = &opts.binary {
+            husk.bin = b.clone();
+        }
+        if let Some(r) = &opts.root {
+            husk.root = super::root_for(Some(r), &self.s.namespace);
+        }
+        husk.config = opts.config.clone();
+        let pod = sandbox.and_then(|sb| {
+            self.lock()
+                .containers
+                .get(sb)
+                .map(|c| (sb.to_owned(), c.husk.clone()))
+        });
+        if let Some((sb, pod)) = pod {
+            if opts != ShimOptions::default() {
+                let differs = [
+                    ("BinaryName", husk.bin != pod.bin),
+                    ("Root", husk.root != pod.root),
+                    ("ConfigPath", husk.config != pod.config),
+                ]
+                .into_iter()
+                .find(|(_, d)| *d);
+                if let Some((option, _)) = differs {
+                    return Err(err(
+                        Code::INVALID_ARGUMENT,
+                        format!(
+                            "runtime option {option} of {}: differs from its pod sandbox                              {sb}'s, whose VM it joins",
+                            req.id
+                        ),
+                    ));
+                }
+            }
+            husk = Husk {
+                log: husk.log,
+                ..pod
+            };
+        }
+        tracing::debug!(
+            "{}: {} --root {}{}",
+            req.id,
+            husk.bin.display(),
+            husk.root.display(),
+            husk.config
+                .as_ref()
+                .map(|c| format!(" (HUSK_CONFIG={})", c.display()))
+                .unwrap_or_default()
+        );
+        Ok((husk, opts))
     }
 }
 
@@ -489,13 +568,26 @@ impl containerd_shim::Task for Service {
         }
         let bundle = PathBuf::from(&req.bundle);
         let sandbox = pod_sandbox_of(&bundle);
-        super::write_record(&bundle, &self.s.husk);
+        let (husk, opts) = self.husk_for(&req, &bundle, sandbox.as_deref())?;
+        std::fs::create_dir_all(&husk.root).map_err(|e| {
+            let what = if opts.root.is_some() {
+                "runtime option Root: "
+            } else {
+                ""
+            };
+            err(
+                Code::INTERNAL,
+                format!("{what}husk root {}: {e}", husk.root.display()),
+            )
+        })?;
+        super::write_record(&bundle, &husk);
         let mounted = self.mount_rootfs(&req)?;
         let paths = Paths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
             stderr: req.stderr.clone(),
             terminal: req.terminal,
+            owner: opts.io_owner,
         };
         let pid_path = bundle.join("init.pid");
         let result = (|| {
@@ -514,7 +606,7 @@ impl containerd_shim::Task for Service {
             }
             args.push(id.clone());
             let (stdio, rest) = split(prepared);
-            self.s.husk.run_with(&args, stdio).map_err(husk_err)?;
+            husk.run_with(&args, stdio).map_err(husk_err)?;
             let pid = read_pid(&pid_path)?;
             let io = rest.finish().map_err(|e| err(Code::INTERNAL, e))?;
             Ok((pid, io))
@@ -532,15 +624,17 @@ impl containerd_shim::Task for Service {
         if sandbox.is_none() {
             // Before the OOM watcher starts: it is one of the pod's host processes too.
             let mut st = self.lock();
-            self.join_sandbox_cgroup(&mut st, &id);
+            self.join_sandbox_cgroup(&mut st, &husk, &id);
         }
-        let oom_watch = self.watch_oom(&id);
+        let oom_watch = self.watch_oom(&husk, &id);
         {
             let mut st = self.lock();
             st.containers.insert(
                 id.clone(),
                 Container {
                     bundle: bundle.clone(),
+                    husk,
+                    io_owner: opts.io_owner,
                     init: Proc {
                         pid,
                         status: Status::CREATED,
@@ -606,7 +700,9 @@ impl containerd_shim::Task for Service {
             c.init.starting = true;
             c.init.pid
         };
-        let r = self.s.husk.output(&["start", req.id.as_str()], None);
+        let r = self
+            .husk_of(&req.id)?
+            .output(&["start", req.id.as_str()], None);
         let exit_to_publish = {
             let mut st = self.lock();
             let Some(c) = st.containers.get_mut(&req.id) else {
@@ -700,10 +796,9 @@ impl containerd_shim::Task for Service {
             .flatten()
             == Some(LOST);
         if lost {
-            self.log_sandbox_logs(&req.id);
+            self.log_sandbox_logs(&self.husk_of(&req.id)?, &req.id);
         }
-        self.s
-            .husk
+        self.husk_of(&req.id)?
             .output(&["delete", "--force", req.id.as_str()], None)
             .map_err(husk_err)?;
         if mounted {
@@ -757,6 +852,7 @@ impl containerd_shim::Task for Service {
                 .as_ref()
                 .map(|a| a.value.clone())
                 .unwrap_or_default();
+            let owner = c.io_owner;
             c.execs.insert(
                 req.exec_id.clone(),
                 ExecProc {
@@ -767,6 +863,7 @@ impl containerd_shim::Task for Service {
                             stdout: req.stdout.clone(),
                             stderr: req.stderr.clone(),
                             terminal: req.terminal,
+                            owner,
                         },
                         ..Default::default()
                     },
@@ -829,8 +926,7 @@ impl containerd_shim::Task for Service {
     fn pids(&self, _ctx: &TtrpcContext, req: api::PidsRequest) -> TtrpcResult<api::PidsResponse> {
         self.proc_view(&req.id, "", |_| ())?;
         let out = self
-            .s
-            .husk
+            .husk_of(&req.id)?
             .output(&["ps", "--format", "json", req.id.as_str()], None)
             .map_err(husk_err)?;
         let pids: Vec<u32> = serde_json::from_str(out.trim())
@@ -849,8 +945,7 @@ impl containerd_shim::Task for Service {
 
     fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<api::Empty> {
         self.proc_view(&req.id, "", |_| ())?;
-        self.s
-            .husk
+        self.husk_of(&req.id)?
             .output(&["pause", req.id.as_str()], None)
             .map_err(husk_err)?;
         if let Some(c) = self.lock().containers.get_mut(&req.id) {
@@ -870,8 +965,7 @@ impl containerd_shim::Task for Service {
 
     fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtrpcResult<api::Empty> {
         self.proc_view(&req.id, "", |_| ())?;
-        self.s
-            .husk
+        self.husk_of(&req.id)?
             .output(&["resume", req.id.as_str()], None)
             .map_err(husk_err)?;
         if let Some(c) = self.lock().containers.get_mut(&req.id) {
@@ -921,8 +1015,7 @@ impl containerd_shim::Task for Service {
                 )
             })?;
             let sig = req.signal.to_string();
-            self.s
-                .husk
+            self.husk_of(&req.id)?
                 .output(
                     &[
                         "kill",
@@ -943,7 +1036,7 @@ impl containerd_shim::Task for Service {
         }
         args.push(&req.id);
         args.push(&sig);
-        match self.s.husk.output(&args, None) {
+        match self.husk_of(&req.id)?.output(&args, None) {
             Ok(_) => Ok(api::Empty::new()),
             Err(e) => {
                 // It may have stopped meanwhile.
@@ -966,8 +1059,7 @@ impl containerd_shim::Task for Service {
         let Some(res) = req.resources.as_ref() else {
             return Ok(api::Empty::new());
         };
-        self.s
-            .husk
+        self.husk_of(&req.id)?
             .output(&["update", "-r", "-", req.id.as_str()], Some(&res.value))
             .map_err(husk_err)?;
         Ok(api::Empty::new())
@@ -1008,8 +1100,7 @@ impl containerd_shim::Task for Service {
     ) -> TtrpcResult<api::StatsResponse> {
         self.proc_view(&req.id, "", |_| ())?;
         let out = self
-            .s
-            .husk
+            .husk_of(&req.id)?
             .output(&["events", "--stats", req.id.as_str()], None)
             .map_err(husk_err)?;
         let ev: serde_json::Value = serde_json::from_str(out.trim())
