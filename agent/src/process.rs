@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,8 @@ pub enum IoError {
     NoStream(&'static str),
     #[error("fd {0}: the process has no such extra fd")]
     NoExtra(u32),
+    #[error("fd {0}: not a listening extra fd")]
+    NotListening(u32),
     #[error("extra_fds: {0} extra fds (at most 256)")]
     TooMany(usize),
     #[error("{0}: {1}")]
@@ -71,7 +74,21 @@ pub enum ExtraDir {
     Out,
     /// Both ways: the process gets one end of an AF_UNIX stream socketpair.
     Both,
+    /// A listening socket (socket activation): the process gets a listening AF_UNIX stream
+    /// socket (autobound, abstract); each host connection is relayed to a connection the
+    /// agent makes to it ([`ProcessIo::connect_extra`]).
+    Listen,
 }
+
+/// Where the agent connects for a listening extra fd: its autobound abstract address.
+#[derive(Clone, Copy)]
+struct ListenAddr {
+    addr: libc::sockaddr_un,
+    len: libc::socklen_t,
+}
+
+/// Stream ids of connections to a listening extra fd start here (fds are below).
+pub const CONNECTION_BASE: u32 = 1 << 20;
 
 /// Most extra fds one process may have.
 pub const MAX_EXTRA_FDS: usize = 256;
@@ -83,6 +100,57 @@ struct ExtraStream {
     reader: Mutex<Option<File>>,
     /// Both: closing the writer shuts the socket down for writing (the reader shares it).
     socket: bool,
+    /// A listening extra fd: where its connections go (no writer, no reader).
+    listen: Option<ListenAddr>,
+    /// A connection's directions that ended (host closed, process's EOF read): with both,
+    /// the connection is forgotten.
+    closed: AtomicBool,
+    eof: AtomicBool,
+}
+
+impl ExtraStream {
+    fn new(fd: u32, writer: Option<File>, reader: Option<File>, socket: bool) -> ExtraStream {
+        ExtraStream {
+            fd,
+            writer: Mutex::new(writer),
+            reader: Mutex::new(reader),
+            socket,
+            listen: None,
+            closed: AtomicBool::new(false),
+            eof: AtomicBool::new(false),
+        }
+    }
+}
+
+/// A listening AF_UNIX stream socket, autobound to an abstract address (close-on-exec here).
+fn listening_socket() -> Result<(OwnedFd, ListenAddr), IoError> {
+    let err = |what| IoError::Io(what, std::io::Error::last_os_error());
+    // SAFETY: socket takes no pointers; the fd it returns is owned below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(err("socket"));
+    }
+    // SAFETY: a fresh fd nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero sockaddr_un is valid; only its family is set.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let family_len = std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
+    // SAFETY: bind reads `family_len` bytes of `addr` (the family only: autobind).
+    if unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), family_len) } < 0 {
+        return Err(err("bind (autobind)"));
+    }
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: getsockname writes at most `len` bytes into `addr`, which outlives the call.
+    if unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len) } < 0
+    {
+        return Err(err("getsockname"));
+    }
+    // SAFETY: listen takes no pointers.
+    if unsafe { libc::listen(fd, 128) } < 0 {
+        return Err(err("listen"));
+    }
+    Ok((sock, ListenAddr { addr, len }))
 }
 
 /// The container side of a process' stdio, handed to the stage and closed in the agent once
@@ -135,8 +203,9 @@ pub struct ProcessIo {
     stderr: Mutex<Option<File>>,
     /// The pty master, for window size changes (terminal processes only).
     tty: Option<File>,
-    /// The agent's ends of the extra fds (3, 4, ...).
-    extra: Vec<ExtraStream>,
+    /// The agent's ends of the extra fds (3, 4, ...) and of connections to listening ones.
+    extra: Mutex<Vec<Arc<ExtraStream>>>,
+    next_connection: AtomicU32,
 }
 
 /// Makes the extra fds `dirs` asks for: the agent's ends (close-on-exec) and the process's
@@ -165,6 +234,14 @@ fn extra_streams(dirs: &[ExtraDir]) -> Result<(Vec<ExtraStream>, Vec<OwnedFd>), 
                 let (r, w) = pipe()?;
                 (None, Some(file(r)), w, false)
             }
+            ExtraDir::Listen => {
+                let (sock, addr) = listening_socket()?;
+                let mut e = ExtraStream::new(fd, None, None, true);
+                e.listen = Some(addr);
+                ours.push(e);
+                theirs.push(sock);
+                continue;
+            }
             ExtraDir::Both => {
                 let (a, b) = socketpair(
                     AddressFamily::Unix,
@@ -180,12 +257,7 @@ fn extra_streams(dirs: &[ExtraDir]) -> Result<(Vec<ExtraStream>, Vec<OwnedFd>), 
                 (Some(a), Some(r), b, true)
             }
         };
-        ours.push(ExtraStream {
-            fd,
-            writer: Mutex::new(writer),
-            reader: Mutex::new(reader),
-            socket,
-        });
+        ours.push(ExtraStream::new(fd, writer, reader, socket));
         theirs.push(child);
     }
     Ok((ours, theirs))
@@ -217,7 +289,8 @@ impl ProcessIo {
             stdout: Mutex::new(Some(file(own(out_r)))),
             stderr: Mutex::new(Some(file(own(err_r)))),
             tty: None,
-            extra: ours,
+            extra: Mutex::new(ours.into_iter().map(Arc::new).collect()),
+            next_connection: AtomicU32::new(CONNECTION_BASE),
         };
         Ok((
             io,
@@ -253,15 +326,68 @@ impl ProcessIo {
             stdout: Mutex::new(Some(dup(&master)?)),
             stderr: Mutex::new(None),
             tty: Some(master),
-            extra: extra.0,
+            extra: Mutex::new(extra.0.into_iter().map(Arc::new).collect()),
+            next_connection: AtomicU32::new(CONNECTION_BASE),
         })
     }
 
-    fn extra(&self, fd: u32) -> Result<&ExtraStream, IoError> {
-        self.extra
+    fn extras(&self) -> std::sync::MutexGuard<'_, Vec<Arc<ExtraStream>>> {
+        self.extra.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn extra(&self, fd: u32) -> Result<Arc<ExtraStream>, IoError> {
+        self.extras()
             .iter()
             .find(|e| e.fd == fd)
+            .cloned()
             .ok_or(IoError::NoExtra(fd))
+    }
+
+    /// Forgets a connection whose both directions ended.
+    fn reap(&self, e: &ExtraStream) {
+        if e.fd >= CONNECTION_BASE
+            && e.closed.load(Ordering::SeqCst)
+            && e.eof.load(Ordering::SeqCst)
+        {
+            self.extras().retain(|x| x.fd != e.fd);
+        }
+    }
+
+    /// Connects to the listening extra fd `fd` (what the process accepts) and returns the
+    /// new connection's stream id, which the stream RPCs take as `fd` (both ways).
+    pub fn connect_extra(&self, fd: u32) -> Result<u32, IoError> {
+        let e = self.extra(fd)?;
+        let Some(addr) = e.listen else {
+            return Err(IoError::NotListening(fd));
+        };
+        let err = |what| IoError::Io(what, std::io::Error::last_os_error());
+        // SAFETY: socket takes no pointers; the fd it returns is owned below.
+        let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(err("socket"));
+        }
+        // SAFETY: a fresh fd nothing else owns.
+        let sock = file(unsafe { OwnedFd::from_raw_fd(raw) });
+        // SAFETY: connect reads `addr.len` bytes of the address getsockname gave.
+        let rc = unsafe {
+            libc::connect(
+                raw,
+                (&addr.addr as *const libc::sockaddr_un).cast(),
+                addr.len,
+            )
+        };
+        if rc < 0 {
+            return Err(err("connecting to the process's listening socket"));
+        }
+        let reader = sock.try_clone().map_err(|e| IoError::Io("dup", e))?;
+        let id = self.next_connection.fetch_add(1, Ordering::SeqCst);
+        self.extras().push(Arc::new(ExtraStream::new(
+            id,
+            Some(sock),
+            Some(reader),
+            true,
+        )));
+        Ok(id)
     }
 
     /// Writes all of `data` to the process's extra fd `fd` (an in or both fd).
@@ -282,6 +408,9 @@ impl ProcessIo {
             let _ = nix::sys::socket::shutdown(f.as_raw_fd(), nix::sys::socket::Shutdown::Write);
         }
         *g = None;
+        drop(g);
+        e.closed.store(true, Ordering::SeqCst);
+        self.reap(&e);
         Ok(())
     }
 
@@ -299,10 +428,16 @@ impl ProcessIo {
             match f.read(&mut buf) {
                 Ok(n) => {
                     buf.truncate(n);
+                    if n == 0 && e.fd >= CONNECTION_BASE {
+                        *g = None;
+                        drop(g);
+                        e.eof.store(true, Ordering::SeqCst);
+                        self.reap(&e);
+                    }
                     return Ok(buf);
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(IoError::Io("extra fd", e)),
+                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(IoError::Io("extra fd", err)),
             }
         }
     }

@@ -99,6 +99,9 @@ pub fn code_of(e: &SandboxError) -> Code {
             ContainerError::NoExec(_) => Code::NOT_FOUND,
             ContainerError::Io(crate::process::IoError::NoStream(_)) => Code::FAILED_PRECONDITION,
             ContainerError::Io(crate::process::IoError::NoExtra(_)) => Code::NOT_FOUND,
+            ContainerError::Io(crate::process::IoError::NotListening(_)) => {
+                Code::FAILED_PRECONDITION
+            }
             ContainerError::Io(crate::process::IoError::TooMany(_)) => Code::INVALID_ARGUMENT,
             ContainerError::Io(crate::process::IoError::DeadlineExceeded(_)) => {
                 Code::DEADLINE_EXCEEDED
@@ -304,6 +307,20 @@ impl pb::AgentService for AgentService {
         self.read(ctx, req, true)
     }
 
+    fn connect_extra_fd(
+        &self,
+        _: &TtrpcContext,
+        req: pb::ProcessRequest,
+    ) -> R<pb::ConnectExtraFdResponse> {
+        let c = self.sandbox.container(&req.container_id).map_err(status)?;
+        let p = c.process(&req.exec_id).map_err(cerr)?;
+        let stream = p.io.connect_extra(req.fd).map_err(|e| cerr(e.into()))?;
+        Ok(pb::ConnectExtraFdResponse {
+            stream,
+            ..Default::default()
+        })
+    }
+
     fn tty_win_resize(&self, _: &TtrpcContext, req: pb::TtyWinResizeRequest) -> R<pb::Empty> {
         let c = self.sandbox.container(&req.container_id).map_err(status)?;
         let p = c.process(&req.exec_id).map_err(cerr)?;
@@ -428,9 +445,10 @@ fn extra_dirs(fds: &[pb::ExtraFd]) -> R<Vec<ExtraDir>> {
                 Ok(pb::FdDirection::FD_DIRECTION_IN) => Ok(ExtraDir::In),
                 Ok(pb::FdDirection::FD_DIRECTION_OUT) => Ok(ExtraDir::Out),
                 Ok(pb::FdDirection::FD_DIRECTION_BOTH) => Ok(ExtraDir::Both),
+                Ok(pb::FdDirection::FD_DIRECTION_LISTEN) => Ok(ExtraDir::Listen),
                 _ => Err(invalid(
                     "extra_fds",
-                    format!("fd {}: no direction (in, out or both)", e.fd),
+                    format!("fd {}: no direction (in, out, both or listen)", e.fd),
                 )),
             }
         })

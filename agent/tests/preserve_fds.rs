@@ -4,6 +4,9 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::os::fd::FromRawFd;
+
 use common::{ctx, spec, Agent};
 use husk_agent::protocol as pb;
 
@@ -159,4 +162,71 @@ fn extra_fds_must_be_numbered_from_3_and_have_a_direction() {
         assert_eq!(c, ttrpc::Code::INVALID_ARGUMENT, "{msg}");
         assert!(msg.starts_with("extra_fds"), "{msg}");
     }
+}
+
+/// A listening extra fd: the process gets a listening socket at fd 3; ConnectExtraFd makes a
+/// connection to it, relayed through the returned stream both ways. The test takes the
+/// process's fd 3 (pidfd_getfd) and accepts on it as the process would.
+#[test]
+fn a_listening_fd_takes_connections_made_through_the_agent() {
+    require_host_mode!();
+    let a = Agent::start();
+    let root = a.rootfs();
+    let req = pb::CreateContainerRequest {
+        container_id: "pl".into(),
+        oci_spec_json: spec(&root, &["sleep", "30"]).to_string(),
+        extra_fds: extra(&[pb::FdDirection::FD_DIRECTION_LISTEN]),
+        ..Default::default()
+    };
+    a.client.create_container(ctx(), &req).unwrap();
+    a.start_c("pl").unwrap();
+    let pid = a.pids("pl")[0];
+    // SAFETY: raw syscalls that take no pointers; the fds they return are owned below.
+    let listener = unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        assert!(
+            pidfd >= 0,
+            "pidfd_open: {}",
+            std::io::Error::last_os_error()
+        );
+        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, 3, 0) as i32;
+        libc::close(pidfd);
+        assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+        std::os::unix::net::UnixListener::from_raw_fd(fd)
+    };
+    let conn = |a: &Agent| {
+        let req = pb::ProcessRequest {
+            container_id: "pl".into(),
+            fd: 3,
+            ..Default::default()
+        };
+        a.client.connect_extra_fd(ctx(), &req).unwrap().stream
+    };
+    let (s1, s2) = (conn(&a), conn(&a));
+    assert_ne!(s1, s2);
+    for (stream, word) in [(s1, "one"), (s2, "two")] {
+        write(&a, "pl", "", stream, word.as_bytes());
+        close(&a, "pl", "", stream);
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut got = String::new();
+        peer.read_to_string(&mut got).unwrap();
+        assert_eq!(got, word);
+        peer.write_all(format!("back:{word}").as_bytes()).unwrap();
+        drop(peer);
+        assert_eq!(read_all_fd(&a, "pl", "", stream), format!("back:{word}"));
+        // Both directions ended: the connection is forgotten.
+        let (c, _) = code(read_fd(&a, "pl", "", stream).unwrap_err());
+        assert_eq!(c, ttrpc::Code::NOT_FOUND);
+    }
+    // Only a listening fd takes connections.
+    let req = pb::ProcessRequest {
+        container_id: "pl".into(),
+        fd: 4,
+        ..Default::default()
+    };
+    let (c, _) = code(a.client.connect_extra_fd(ctx(), &req).unwrap_err());
+    assert_eq!(c, ttrpc::Code::NOT_FOUND);
+    a.signal("pl", "", libc::SIGKILL).unwrap();
+    a.wait("pl", "");
+    a.remove("pl").unwrap();
 }

@@ -24,6 +24,7 @@ fn extra_fds(dirs: &[Direction]) -> Vec<pb::ExtraFd> {
                 Direction::In => pb::FdDirection::FD_DIRECTION_IN,
                 Direction::Out => pb::FdDirection::FD_DIRECTION_OUT,
                 Direction::Both => pb::FdDirection::FD_DIRECTION_BOTH,
+                Direction::Listen => pb::FdDirection::FD_DIRECTION_LISTEN,
             }
             .into(),
             ..Default::default()
@@ -367,6 +368,16 @@ impl AgentClient {
         };
         self.inner.close_stdin(ctx(), &req)?;
         Ok(())
+    }
+
+    /// ConnectExtraFd: a connection to the process's listening extra fd `fd`; its stream id
+    /// (the stream RPCs' `fd`).
+    pub fn connect_extra(&self, id: &str, exec: &str, fd: u32) -> Result<u32, AgentError> {
+        let req = pb::ProcessRequest {
+            fd,
+            ..Self::preq(id, exec)
+        };
+        Ok(self.inner.connect_extra_fd(ctx(), &req)?.stream)
     }
 
     /// TtyWinResize: the guest pty's window size.

@@ -12,11 +12,12 @@
 //!
 //! Extra fds (runc's `--preserve-fds N`: the caller's fds 3..3+N-1) cannot cross into the
 //! guest either: [`classify`] decides which way each one's bytes go (in: host -> guest, out:
-//! guest -> host, both: a stream socket or a read-write character device) and refuses what a
-//! byte relay cannot stand in for (a read-write regular file, a datagram or listening
-//! socket, ...); the relay then moves their bytes like stdio's, through the same stream RPCs
-//! with the fd number set. The guest process gets a pipe or socketpair end at the same
-//! number.
+//! guest -> host, both: a stream socket or a read-write character device, listen: a
+//! listening stream socket) and refuses what a byte relay cannot stand in for (a read-write
+//! regular file, a datagram socket, ...); the relay then moves their bytes like stdio's,
+//! through the same stream RPCs with the fd number set. The guest process gets a pipe or
+//! socketpair end at the same number, or for a listening socket a listening AF_UNIX socket:
+//! each connection accepted on the host is relayed to a connection the agent makes to it.
 //!
 //! Owns: copying bytes, closing stdin at EOF, window sizes, which way an extra fd goes.
 //! Knows nothing of the control socket.
@@ -72,6 +73,10 @@ pub enum Direction {
     Out,
     /// Both ways (a stream socket, a read-write character device such as a tty).
     Both,
+    /// A listening stream socket (socket activation): the container gets a listening
+    /// AF_UNIX socket; each connection accepted here is relayed both ways to a connection
+    /// the agent makes to it.
+    Listen,
 }
 
 /// Why a preserved fd cannot be relayed.
@@ -112,7 +117,7 @@ const NOT_A_STREAM: &str = "a container's process runs in its own VM and cannot 
 
 /// Which way `fd`'s bytes go, or why it cannot be relayed: by its file type, its access mode
 /// (`F_GETFL`) and, for a socket, its type (`SO_TYPE`) and whether it listens
-/// (`SO_ACCEPTCONN`).
+/// (`SO_ACCEPTCONN`: [`Direction::Listen`]).
 pub fn classify(fd: RawFd) -> Result<Direction, ExtraFdError> {
     let sys = |op| ExtraFdError::Sys {
         fd,
@@ -179,11 +184,7 @@ pub fn classify(fd: RawFd) -> Result<Direction, ExtraFdError> {
                 }
             }
             if opt(libc::SO_ACCEPTCONN, "getsockopt(SO_ACCEPTCONN)")? != 0 {
-                return Err(refused(
-                    "a listening socket",
-                    "husk cannot pass a listening socket into the container's VM (socket \
-                        activation); pass a connected socket, a pipe or a file instead",
-                ));
+                return Ok(Direction::Listen);
             }
             Ok(Direction::Both)
         }
@@ -396,6 +397,78 @@ fn spawn_input(
         });
 }
 
+/// Accepts on the host listening socket `listener` (the process's extra fd `fd`) until `done`:
+/// each connection gets a connection to the process's listening socket in the guest (the
+/// agent's ConnectExtraFd) and is relayed both ways like a stream socket.
+fn spawn_listener(
+    client: &AgentClient,
+    id: &str,
+    exec: &str,
+    fd: u32,
+    listener: File,
+    done: Arc<AtomicBool>,
+) {
+    use nix::poll::{poll, PollFd, PollFlags};
+    let client = client.clone();
+    let (id, exec) = (id.to_string(), exec.to_string());
+    let _ = std::thread::Builder::new()
+        .name(format!("relay-fd{fd}-accept"))
+        .spawn(move || loop {
+            let mut pfd = [PollFd::new(listener.as_raw_fd(), PollFlags::POLLIN)];
+            match poll(&mut pfd, 200) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => {
+                    if done.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!("fd {fd}: poll: {e}");
+                    break;
+                }
+            }
+            if done.load(Ordering::Relaxed) {
+                break;
+            }
+            // SAFETY: accept4 with null address pointers writes nothing; the result is a
+            // fresh fd owned below.
+            let conn = unsafe {
+                libc::accept4(
+                    listener.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if conn < 0 {
+                let e = std::io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR | libc::EAGAIN | libc::ECONNABORTED) => continue,
+                    _ => {
+                        tracing::warn!("fd {fd}: accept: {e}");
+                        break;
+                    }
+                }
+            }
+            // SAFETY: a fresh fd nothing else owns.
+            let conn = unsafe { File::from_raw_fd(conn) };
+            let stream = match client.connect_extra(&id, &exec, fd) {
+                Ok(s) => s,
+                Err(e) => {
+                    // The connection is dropped: its peer sees it closed.
+                    tracing::warn!("fd {fd}: ConnectExtraFd: {e}");
+                    continue;
+                }
+            };
+            match conn.try_clone() {
+                Ok(input) => spawn_input(&client, &id, &exec, stream, input, Arc::clone(&done)),
+                Err(e) => tracing::warn!("fd {fd} relay: {e}"),
+            }
+            let _ = spawn_output(&client, &id, &exec, (false, stream), conn, true);
+        });
+}
+
 /// A process's relays: output threads to join and the window-size watcher to stop.
 pub struct Relay {
     outputs: Vec<JoinHandle<()>>,
@@ -445,6 +518,7 @@ impl Relay {
                     }
                     outputs.extend(spawn_output(client, id, exec, (false, fd), f, true));
                 }
+                Direction::Listen => spawn_listener(client, id, exec, fd, f, Arc::clone(&done)),
             }
         }
         Relay { outputs, done }
@@ -548,19 +622,14 @@ mod tests {
     }
 
     #[test]
-    fn stream_sockets_go_both_ways_and_others_are_refused_by_name() {
+    fn stream_sockets_go_both_ways_or_listen_and_others_are_refused_by_name() {
         let (a, _b) = UnixStream::pair().unwrap();
         assert_eq!(classify(a.as_raw_fd()).unwrap(), Direction::Both);
         let (d, _d2) = UnixDatagram::pair().unwrap();
         assert!(refusal(d.as_raw_fd()).contains("is a datagram socket"));
         let t = tempfile::tempdir().unwrap();
         let l = UnixListener::bind(t.path().join("s")).unwrap();
-        let fd = l.as_raw_fd();
-        let e = refusal(fd);
-        assert!(
-            e.starts_with(&format!("--preserve-fds: fd {fd} is a listening socket: ")),
-            "{e}"
-        );
+        assert_eq!(classify(l.as_raw_fd()).unwrap(), Direction::Listen);
         let (sp, _) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::SeqPacket,
