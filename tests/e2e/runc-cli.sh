@@ -12,8 +12,9 @@
 # console socket; `kill USR1` reaching init, then `kill -9` of a supervisor leaving a stopped
 # container that `delete` cleans up; a bad config.json rejected naming the field, with nothing
 # left behind; checkpoint refused; `--preserve-fds` (run: fd 3 in, fd 4 out; exec: a host
-# pipe, a stream socket both ways; a listening socket, a read-write file and a missing fd
-# refused by number). Five guest boots in all.
+# pipe, a stream socket both ways; a listening socket whose connections reach the container's
+# accept(); a datagram socket, a read-write file and a missing fd refused by number). Six
+# guest boots in all.
 #
 # usage: tests/e2e/runc-cli.sh [--prepare]
 #   --prepare  build husk (release) and the agent initramfs on the host (don't compile under TCG)
@@ -29,8 +30,35 @@ husk="${HUSK_BIN:-$target/release/husk}"
 applets="sh echo cat sleep ls hostname ps true false id env stty tty dd touch"
 recvtty="$root/tests/e2e/recvtty.py"
 
+# A static helper the container runs for socket activation (busybox cannot accept on an
+# inherited socket): accepts N connections on fd 3, answers each with "got:" and what it read.
+accept_echo="$target/e2e/accept-echo"
+build_accept_echo() {
+    mkdir -p "$(dirname "$accept_echo")" &&
+        gcc -static -O2 -o "$accept_echo" -x c - <<'C'
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    int n = argc > 1 ? atoi(argv[1]) : 1;
+    for (int i = 0; i < n; i++) {
+        int c = accept(3, 0, 0);
+        if (c < 0) return 1;
+        char buf[4096];
+        size_t len = 0;
+        ssize_t r;
+        while (len < sizeof buf && (r = read(c, buf + len, sizeof buf - len)) > 0) len += r;
+        if (write(c, "got:", 4) != 4 || write(c, buf, len) != (ssize_t)len) return 2;
+        close(c);
+    }
+    return 0;
+}
+C
+}
+
 if [ "${1:-}" = --prepare ]; then
     (cd "$root" && cargo build --release --locked -p husk) >&2 || exit 1
+    build_accept_echo || echo "runc-cli: no static accept-echo (gcc -static); its check will be skipped" >&2
     "$root/guest-image/build" | tail -n1
     exit $?
 fi
@@ -97,12 +125,11 @@ err=$(H checkpoint c1 2>&1)
 # anything is made.
 err=$(python3 -c '
 import os, socket, subprocess, sys
-l = socket.socket(socket.AF_UNIX)
-l.bind(sys.argv[1]); l.listen()
-os.dup2(l.fileno(), 3)
-r = subprocess.run(sys.argv[2:], pass_fds=[3], stdin=subprocess.DEVNULL, capture_output=True, text=True)
-print(r.returncode, r.stderr)' "$work/listen.sock" "$husk" --root "$state" run -b "$bundle" --preserve-fds 1 pfl 2>&1)
-[[ "$err" == "1 "* && "$err" == *"--preserve-fds: fd 3 is a listening socket"* ]] && ok "--preserve-fds: a listening socket is refused by fd number" || bad "--preserve-fds: a listening socket is refused by fd number" "$err"
+d = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+os.dup2(d.fileno(), 3)
+r = subprocess.run(sys.argv[1:], pass_fds=[3], stdin=subprocess.DEVNULL, capture_output=True, text=True)
+print(r.returncode, r.stderr)' "$husk" --root "$state" run -b "$bundle" --preserve-fds 1 pfl 2>&1)
+[[ "$err" == "1 "* && "$err" == *"--preserve-fds: fd 3 is a datagram socket"* ]] && ok "--preserve-fds: a datagram socket is refused by fd number" || bad "--preserve-fds: a datagram socket is refused by fd number" "$err"
 err=$(H run -b "$bundle" --preserve-fds 1 pfl 3<>"$work/spec.json" 2>&1 </dev/null)
 [[ $? -ne 0 && "$err" == *"fd 3 is a file open for reading and writing"* ]] && ok "--preserve-fds: a read-write file is refused" || bad "--preserve-fds: a read-write file is refused" "$err"
 err=$(H run -b "$bundle" --preserve-fds 2 pfl 3</dev/null 2>&1 </dev/null)
@@ -255,7 +282,45 @@ H kill pf1 KILL
 check "stopped after kill" wait_status pf1 stopped 20
 H delete pf1
 
-echo "--- kill, then kill -9 of a supervisor (boot 5)"
+echo "--- --preserve-fds: a listening socket (socket activation, boot 5)"
+if [ -x "$accept_echo" ] || build_accept_echo 2>/dev/null; then
+    cp "$accept_echo" "$bundle/rootfs/bin/accept-echo"
+    set_args '"accept-echo", "2"'
+    out=$(python3 - "$work/act.sock" "$husk" --root "$state" run -d -b "$bundle" --preserve-fds 1 act <<'PY' 2>&1
+import os, socket, subprocess, sys
+l = socket.socket(socket.AF_UNIX)
+l.bind(sys.argv[1]); l.listen()
+os.dup2(l.fileno(), 3)
+# The container's stdio must not be a pipe this script reads to EOF (the container keeps it).
+with open(sys.argv[1] + ".err", "w+") as err:
+    r = subprocess.run(sys.argv[2:], pass_fds=[3], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=err)
+    if r.returncode:
+        err.seek(0)
+        sys.exit("run: %d %s" % (r.returncode, err.read()))
+got = []
+for i in (1, 2):
+    c = socket.socket(socket.AF_UNIX)
+    c.connect(sys.argv[1])
+    c.sendall(b"ping%d" % i); c.shutdown(socket.SHUT_WR)
+    data = b""
+    while True:
+        d = c.recv(100)
+        if not d: break
+        data += d
+    got.append(data.decode())
+print(" ".join(got))
+PY
+)
+    check "run --preserve-fds 1 with a listening socket: each connection reaches the container's accept()" test "$out" = "got:ping1 got:ping2" || echo "     $out"
+    check "the container exits after its two connections" wait_status act stopped 30
+    H delete act
+    rm -f "$bundle/rootfs/bin/accept-echo"
+else
+    echo "SKIP socket activation: no static accept-echo (gcc -static)"
+fi
+
+echo "--- kill, then kill -9 of a supervisor (boot 6)"
 set_args '"sh", "-c", "trap '\''touch /dev/shm/usr1'\'' USR1; while :; do sleep 1; done"'
 H run -d -b "$bundle" --pid-file "$work/r2.pid" r2 >/dev/null 2>&1 </dev/null
 check "run --detach" test "$(status_of r2)" = running
