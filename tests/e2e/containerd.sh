@@ -16,8 +16,10 @@
 # the guest; a bad path refused naming ConfigPath, nothing left) and runc's options
 # (containerd.runc.v1.Options, which ctr only sends for the runtime io.containerd.runc.v2: that
 # name resolves to husk's shim on this containerd's PATH, as CRI's runtime_path would do it;
-# --runc-binary/--runc-root: the husk state under that root; a bad BinaryName refused). Eight
-# guest boots.
+# --runc-binary/--runc-root: the husk state under that root; a bad BinaryName refused);
+# containerd stopped (by PID) and started again while a shim serves a running task: the task
+# still RUNNING, exec, kill with its TaskExit reaching the new containerd, delete, nothing left.
+# Nine guest boots.
 #
 # usage: tests/e2e/containerd.sh [--prepare]
 #   --prepare  build husk and the shim (release) and the agent initramfs on the host
@@ -390,6 +392,44 @@ checkd "a BinaryName that is not executable is refused, naming the option" \
 C c rm bad2 >/dev/null 2>&1
 check "bad2: nothing left (rootfs mount, shim)" wait_for 10 bash -c \
     "! grep -q '/bad2/rootfs ' /proc/self/mounts && ! pgrep -f -- '[c]ontainerd-shim-.* -id bad2 ' >/dev/null"
+
+echo "--- containerd restarts while a shim serves a running task (boot 9)"
+C run -d --runtime $RT $image cr1 sh -c "trap 'exit 44' TERM; while :; do sleep 1; done" </dev/null >/dev/null 2>"$work/cr1.err"
+checkd "cr1 runs" wait_for 60 bash -c "[ \"\$(ctr --address '$sock' -n $ns task ls | awk '\$1 == \"cr1\" { print \$3 }')\" = RUNNING ]" ||
+    { cat "$work/cr1.err"; logs cr1; }
+spid=$(task_pid cr1)
+out=$(C task exec --exec-id before cr1 echo before-restart 2>&1)
+is "exec before the restart" "$out" before-restart
+shimpid=$(pgrep -f -- "[c]ontainerd-shim-husk-v2 .*-id cr1 " | head -n1)
+kill "$cdpid"
+for _ in $(seq 100); do kill -0 "$cdpid" 2>/dev/null || break; sleep 0.2; done
+check "containerd stopped (by its PID)" bash -c "! kill -0 $cdpid 2>/dev/null"
+wait "$cdpid" 2>/dev/null
+check "the shim serves on while containerd is down" kill -0 "${shimpid:-0}"
+check "the task's supervisor runs on" kill -0 "${spid:-0}"
+PATH="$work/alias:$bindir:$PATH" timeout -k 10 1200 containerd --config "$work/config.toml" >>"$work/containerd.log" 2>&1 &
+cdpid=$!
+checkd "containerd starts again with the same config" wait_for 30 bash -c "ctr --address '$sock' version >/dev/null 2>&1" ||
+    tail -n 20 "$work/containerd.log" | sed 's/^/     /'
+C events >"$work/events2.out" 2>&1 &
+ev2=$!
+checkd "after the restart: task ls shows cr1 RUNNING" wait_for 30 bash -c "[ \"\$(ctr --address '$sock' -n $ns task ls | awk '\$1 == \"cr1\" { print \$3 }')\" = RUNNING ]" ||
+    { C task ls 2>&1 | sed 's/^/     /'; grep -iE 'cr1|shim' "$work/containerd.log" | tail -n 10 | sed 's/^/     /'; }
+is "after the restart: the same task pid" "$(task_pid cr1)" "$spid"
+out=$(C task exec --exec-id after cr1 echo after-restart 2>&1)
+is "after the restart: exec" "$out" after-restart
+out=$(echo piped | C task exec --exec-id after2 cr1 cat 2>&1)
+is "after the restart: exec with stdin" "$out" piped
+C task kill cr1
+checkd "after the restart: kill stops cr1" wait_for 30 bash -c "[ \"\$(ctr --address '$sock' -n $ns task ls | awk '\$1 == \"cr1\" { print \$3 }')\" = STOPPED ]" || logs cr1
+checkd "after the restart: the shim's TaskExit reaches containerd (ctr events)" wait_for 20 grep -q '/tasks/exit.*cr1' "$work/events2.out" ||
+    grep -iE 'event|forward' "$work/containerd.log" | grep -i cr1 | tail -n 5 | sed 's/^/     /'
+C task rm cr1 >"$work/cr1.rm" 2>&1
+check "after the restart: task delete" test $? -eq 0 || cat "$work/cr1.rm"
+C c rm cr1
+check "after the restart: container removed" bash -c "! ctr --address '$sock' -n $ns c ls -q | grep -qx cr1"
+kill $ev2 2>/dev/null
+nothing_left cr1 "$spid"
 
 echo "containerd: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

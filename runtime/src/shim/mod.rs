@@ -9,7 +9,8 @@
 //!   from stdout).
 //! - serving (`-socket`): a subreaper with a reaper thread (`reaper`), the Task service
 //!   (`service`) registered as both `containerd.task.v2.Task` (containerd 1.6/1.7) and
-//!   `containerd.task.v3.Task` (containerd 2), and an event publisher to containerd.
+//!   `containerd.task.v3.Task` (containerd 2), and an event publisher to containerd
+//!   (`publisher`, which reconnects after containerd restarts).
 //! - `delete` (containerd's cleanup after a shim died, e.g. `kill -9`): `husk delete --force`
 //!   of the container, the rootfs unmounted, a SIGKILL-style status (137).
 //!
@@ -21,6 +22,7 @@
 pub mod husk;
 pub mod io;
 pub mod options;
+pub mod publisher;
 pub mod reaper;
 pub mod service;
 pub mod stats;
@@ -37,7 +39,6 @@ use std::sync::Arc;
 use containerd_shim::protos::protobuf::Message;
 use containerd_shim::protos::shim::shim_ttrpc::create_task;
 use containerd_shim::protos::ttrpc::Server;
-use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{DeleteResponse, ExitSignal, Flags};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +75,9 @@ pub enum ShimError {
     /// A husk verb.
     #[error("{0}")]
     Husk(#[from] husk::HuskError),
+    /// containerd's event service.
+    #[error("{0}")]
+    Publish(#[from] publisher::PublishError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ShimError {
@@ -331,7 +335,7 @@ fn serve(flags: &Flags) -> Result<(), ShimError> {
     );
     let ttrpc_address = std::env::var("TTRPC_ADDRESS")
         .map_err(|_| ShimError::Args("TTRPC_ADDRESS is not set".into()))?;
-    let publisher = RemotePublisher::new(&ttrpc_address)?;
+    let publisher = publisher::Publisher::new(&ttrpc_address)?;
     let exit = Arc::new(ExitSignal::default());
     let svc = service::Service::new(husk, flags.namespace.clone(), publisher, Arc::clone(&exit));
     let mut server = Server::new()

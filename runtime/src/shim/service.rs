@@ -21,12 +21,12 @@ use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::topics;
 use containerd_shim::protos::ttrpc::{self, Code};
-use containerd_shim::publisher::RemotePublisher;
-use containerd_shim::{Context, ExitSignal, TtrpcContext, TtrpcResult};
+use containerd_shim::{ExitSignal, TtrpcContext, TtrpcResult};
 
 use super::husk::{Husk, HuskError};
 use super::io::{self, Paths, ProcIo};
 use super::options::ShimOptions;
+use super::publisher::Publisher;
 use super::reaper::Exit;
 
 /// The CRI annotation naming a container's kind (`sandbox` or `container`).
@@ -78,7 +78,7 @@ struct State {
 struct Shared {
     husk: Husk,
     namespace: String,
-    publisher: Mutex<RemotePublisher>,
+    publisher: Mutex<Publisher>,
     state: Mutex<State>,
     changed: Condvar,
     exit: Arc<ExitSignal>,
@@ -129,7 +129,7 @@ impl Service {
     pub fn new(
         husk: Husk,
         namespace: String,
-        publisher: RemotePublisher,
+        publisher: Publisher,
         exit: Arc<ExitSignal>,
     ) -> Service {
         Service {
@@ -159,8 +159,8 @@ impl Service {
     }
 
     fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        let p = self.s.publisher.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = p.publish(Context::default(), topic, &self.s.namespace, event) {
+        let mut p = self.s.publisher.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = p.publish(topic, &self.s.namespace, event) {
             tracing::warn!("publishing {topic}: {e}");
         }
     }
