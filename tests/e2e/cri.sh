@@ -104,6 +104,13 @@ logs() {
     if [ "$1" = husk ] && [ -n "${2:-}" ]; then
         tail -n 12 "/run/husk-shim/k8s.io/$2/supervisor.log" "/run/husk-shim/k8s.io/$2/console.log" \
             2>/dev/null | sed 's/^/       /'
+    elif [ "$1" = husk ]; then
+        # No pod id (RunPodSandbox failed): the newest sandbox husk made, if any is left.
+        local d
+        d=$(ls -td /run/husk-shim/k8s.io/*/ 2>/dev/null | head -n 1)
+        [ -n "$d" ] && tail -n 12 "$d/supervisor.log" "$d/console.log" 2>/dev/null | sed 's/^/       /'
+        grep -E 'level=(error|warning)|husk' "$CRI_WORK/containerd.log" | grep -iE 'shim|sandbox|husk' |
+            tail -n 12 | sed 's/^/       /'
     fi
 }
 # leftovers ID...: what is left on the host of the pods/containers ID: processes naming them,
@@ -297,10 +304,10 @@ if [ $# -ge 2 ]; then
     check "pods of both handlers SANDBOX_READY at once" \
         test "$(C pods | jq '[.[] | select(.state == "SANDBOX_READY") | .handler] | sort | unique | length')" = 2
     fetch_from() { # FROM-HANDLER TO-HANDLER
-        [ "$(C exec "${client[$1]:-none}" -- timeout 10 wget -q -O - "http://${ip[$2]}:8080/index.html" 2>/dev/null)" = hello-from-cri ]
+        [ "$(C exec "${client[$1]:-none}" -- timeout 10 wget -q -O - "http://${ip[$2]:-none}:8080/index.html" 2>/dev/null)" = hello-from-cri ]
     }
-    check "the $a pod fetches the $b pod's page over the bridge (${ip[$b]}:8080)" wait_for 30 fetch_from "$a" "$b"
-    check "the $b pod fetches the $a pod's page over the bridge (${ip[$a]}:8080)" wait_for 30 fetch_from "$b" "$a"
+    check "the $a pod fetches the $b pod's page over the bridge (${ip[$b]:-no ip}:8080)" wait_for 30 fetch_from "$a" "$b"
+    check "the $b pod fetches the $a pod's page over the bridge (${ip[$a]:-no ip}:8080)" wait_for 30 fetch_from "$b" "$a"
 fi
 
 for h in $handlers; do teardown "$h"; done

@@ -119,58 +119,35 @@ const NOT_A_STREAM: &str = "a container's process runs in its own VM and cannot 
 /// (`F_GETFL`) and, for a socket, its type (`SO_TYPE`) and whether it listens
 /// (`SO_ACCEPTCONN`: [`Direction::Listen`]).
 pub fn classify(fd: RawFd) -> Result<Direction, ExtraFdError> {
-    let sys = |op| ExtraFdError::Sys {
-        fd,
-        op,
-        err: std::io::Error::last_os_error(),
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::socket::{getsockopt, sockopt, SockType};
+    use nix::sys::stat::fstat;
+    let sys = |op| {
+        move |e: nix::errno::Errno| ExtraFdError::Sys {
+            fd,
+            op,
+            err: e.into(),
+        }
     };
     let refused = |what, why| ExtraFdError::Refused { fd, what, why };
-    // SAFETY: fcntl takes no pointers.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if fl < 0 {
-        return Err(ExtraFdError::NotOpen { fd });
-    }
-    // SAFETY: an all-zero stat is a valid value for fstat to overwrite.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat writes one stat struct that outlives the call.
-    if unsafe { libc::fstat(fd, &mut st) } < 0 {
-        return Err(sys("fstat"));
-    }
-    let one_way = match fl & libc::O_ACCMODE {
-        libc::O_RDONLY => Some(Direction::In),
-        libc::O_WRONLY => Some(Direction::Out),
+    let fl = fcntl(fd, FcntlArg::F_GETFL).map_err(|_| ExtraFdError::NotOpen { fd })?;
+    let st = fstat(fd).map_err(sys("fstat"))?;
+    let one_way = match OFlag::from_bits_truncate(fl) & OFlag::O_ACCMODE {
+        m if m == OFlag::O_RDONLY => Some(Direction::In),
+        m if m == OFlag::O_WRONLY => Some(Direction::Out),
         _ => None,
     };
     match st.st_mode & libc::S_IFMT {
         libc::S_IFSOCK => {
-            let opt = |name, what| {
-                let mut v: libc::c_int = 0;
-                let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-                // SAFETY: getsockopt writes at most `len` bytes into `v`, which outlives it.
-                let rc = unsafe {
-                    libc::getsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        name,
-                        (&mut v as *mut libc::c_int).cast(),
-                        &mut len,
-                    )
-                };
-                if rc < 0 {
-                    Err(sys(what))
-                } else {
-                    Ok(v)
-                }
-            };
-            match opt(libc::SO_TYPE, "getsockopt(SO_TYPE)")? {
-                libc::SOCK_STREAM => {}
-                libc::SOCK_DGRAM => {
+            match getsockopt(fd, sockopt::SockType).map_err(sys("getsockopt(SO_TYPE)"))? {
+                SockType::Stream => {}
+                SockType::Datagram => {
                     return Err(refused(
                         "a datagram socket",
                         "message boundaries and addresses do not survive a byte relay",
                     ))
                 }
-                libc::SOCK_SEQPACKET => {
+                SockType::SeqPacket => {
                     return Err(refused(
                         "a seqpacket socket",
                         "message boundaries do not survive a byte relay",
@@ -183,7 +160,7 @@ pub fn classify(fd: RawFd) -> Result<Direction, ExtraFdError> {
                     ))
                 }
             }
-            if opt(libc::SO_ACCEPTCONN, "getsockopt(SO_ACCEPTCONN)")? != 0 {
+            if getsockopt(fd, sockopt::AcceptConn).map_err(sys("getsockopt(SO_ACCEPTCONN)"))? {
                 return Ok(Direction::Listen);
             }
             Ok(Direction::Both)
@@ -218,12 +195,13 @@ pub fn check_preserved(n: u32) -> Result<Vec<Direction>, ExtraFdError> {
 
 /// [`classify`] of an fd this process inherited (open and not close-on-exec).
 fn check_inherited(fd: RawFd) -> Result<Direction, ExtraFdError> {
-    // SAFETY: fcntl takes no pointers.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    if flags < 0 || flags & libc::FD_CLOEXEC != 0 {
-        return Err(ExtraFdError::NotOpen { fd });
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    match fcntl(fd, FcntlArg::F_GETFD) {
+        Ok(flags) if !FdFlag::from_bits_truncate(flags).contains(FdFlag::FD_CLOEXEC) => {
+            classify(fd)
+        }
+        _ => Err(ExtraFdError::NotOpen { fd }),
     }
-    classify(fd)
 }
 
 /// Takes the caller's fds 3..3+n-1 (runc's `--preserve-fds n`) as the container's extra fds,
@@ -235,14 +213,13 @@ pub fn adopt_extra_fds(n: u32) -> Result<ExtraFds, ExtraFdError> {
     let mut first_err = None;
     for i in 0..n {
         let fd = 3 + i as RawFd;
-        // SAFETY: fcntl takes no pointers.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-        if flags < 0 {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let Ok(flags) = fcntl(fd, FcntlArg::F_GETFD) else {
             first_err.get_or_insert(ExtraFdError::NotOpen { fd });
             continue;
-        }
-        // SAFETY: as above; only this descriptor's flags change.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+        };
+        let flags = FdFlag::from_bits_truncate(flags) | FdFlag::FD_CLOEXEC;
+        let _ = fcntl(fd, FcntlArg::F_SETFD(flags));
         // SAFETY: the caller gave this process the descriptor for the container; nothing
         // else in it owns the number (it is taken before anything is opened).
         let f = unsafe { File::from_raw_fd(fd) };
@@ -328,8 +305,10 @@ fn spawn_output(
                     // copy (the relay holds the only one).
                     Ok(None) => {
                         if shutdown {
-                            // SAFETY: shutdown takes no pointers; `out` is open.
-                            unsafe { libc::shutdown(out.as_raw_fd(), libc::SHUT_WR) };
+                            let _ = nix::sys::socket::shutdown(
+                                out.as_raw_fd(),
+                                nix::sys::socket::Shutdown::Write,
+                            );
                         }
                         break;
                     }
@@ -431,26 +410,18 @@ fn spawn_listener(
             if done.load(Ordering::Relaxed) {
                 break;
             }
-            // SAFETY: accept4 with null address pointers writes nothing; the result is a
-            // fresh fd owned below.
-            let conn = unsafe {
-                libc::accept4(
-                    listener.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    libc::SOCK_CLOEXEC,
-                )
-            };
-            if conn < 0 {
-                let e = std::io::Error::last_os_error();
-                match e.raw_os_error() {
-                    Some(libc::EINTR | libc::EAGAIN | libc::ECONNABORTED) => continue,
-                    _ => {
-                        tracing::warn!("fd {fd}: accept: {e}");
-                        break;
-                    }
+            use nix::errno::Errno;
+            let conn = match nix::sys::socket::accept4(
+                listener.as_raw_fd(),
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            ) {
+                Ok(conn) => conn,
+                Err(Errno::EINTR | Errno::EAGAIN | Errno::ECONNABORTED) => continue,
+                Err(e) => {
+                    tracing::warn!("fd {fd}: accept: {e}");
+                    break;
                 }
-            }
+            };
             // SAFETY: a fresh fd nothing else owns.
             let conn = unsafe { File::from_raw_fd(conn) };
             let stream = match client.connect_extra(&id, &exec, fd) {
