@@ -49,6 +49,8 @@ for c in containerd ctr runc jq python3; do
 done
 
 work="$(mktemp -d /tmp/hkcrib.XXXX)"
+# husk's default guest memory (the setup's ConfigPath would give 288 MiB), as in earlier runs.
+CRI_HUSK_MEMORY=${CRI_HUSK_MEMORY:-256}
 . "$root/tests/cri/containerd.sh"
 trap 'cri_stop; rmdir "$work" 2>/dev/null' EXIT
 cri_setup "$work" "$(dirname "$(dirname "$husk")")" || exit 1

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Sourced by tests/e2e/cri.sh and tests/bench/cri.sh: a private containerd 1.6 with its CRI
 # plugin, two runtime handlers (runc: io.containerd.runc.v2; husk: io.containerd.husk.v2, the
-# shim found on PATH in the target dir), a CNI bridge network, and the busybox images
+# shim found on PATH in the target dir, its options' ConfigPath a husk config file giving
+# VMs $CRI_HUSK_MEMORY MiB), a CNI bridge network, and the busybox images
 # imported offline. Everything (root, state, socket, CNI config and IPAM leases, pod logs)
 # lives under one tmpfs at $CRI_WORK, so overlayfs works (the KVM test host's / is itself an
 # overlay) and nothing outlives the run.
@@ -22,6 +23,9 @@ CRI_IMAGE=localhost/husk-cri/busybox:1
 CRI_PAUSE=localhost/husk-cri/pause:1
 CRI_SUBNET_PREFIX=10.89.0.
 CRI_BRIDGE=hkcri0
+# The husk handler's options table names a husk config file (ConfigPath, as Kata's users
+# point at configuration.toml): its VMs get this much memory instead of husk's default 256.
+CRI_HUSK_MEMORY=${CRI_HUSK_MEMORY:-288}
 
 # cri_setup WORK TARGET
 cri_setup() {
@@ -38,6 +42,7 @@ cri_setup() {
         return 1
     }
     mkdir -p "$CRI_WORK"/{cni,cni-ipam,opt,logs,image} || return 1
+    printf 'memory_mib = %s\n' "$CRI_HUSK_MEMORY" >"$CRI_WORK/husk-config.toml" || return 1
     cat >"$CRI_WORK/config.toml" <<EOF
 version = 2
 root = "$CRI_ROOT"
@@ -74,6 +79,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.husk]
   runtime_type = "io.containerd.husk.v2"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.husk.options]
+  ConfigPath = "$CRI_WORK/husk-config.toml"
 
 [plugins."io.containerd.grpc.v1.cri".cni]
   bin_dir = "/usr/lib/cni"

@@ -206,6 +206,12 @@ scenario() {
     done
     check "$h: the pod's host processes are in its cgroup parent $cg" test -n "$shim" -a -z "$bad_cg" ||
         echo "     shim ${shim:-not found}; outside:$bad_cg"
+    if [ "$h" = husk ]; then
+        local mem
+        mem=$(C exec "${client[$h]}" -- sh -c 'read -r _ kb _ </proc/meminfo; echo $((kb / 1024))' 2>/dev/null)
+        check "husk: the VM has the memory of the handler's options ConfigPath (MemTotal ${mem:-?} MiB, memory_mib $CRI_HUSK_MEMORY)" \
+            test "${mem:-0}" -gt $((CRI_HUSK_MEMORY - 48)) -a "${mem:-0}" -le "$CRI_HUSK_MEMORY"
+    fi
     fetch_local() { [ "$(C exec "${client[$h]}" -- timeout 10 wget -q -O - http://127.0.0.1:8080/index.html 2>/dev/null)" = hello-from-cri ]; }
     check "$h: client fetches web's page from 127.0.0.1:8080 (ExecSync wget)" wait_for 60 fetch_local ||
         { C exec "${client[$h]}" -- timeout 10 wget -q -O - http://127.0.0.1:8080/index.html 2>&1 | sed 's/^/     /'; logs "$h" "${pod[$h]}"; }
