@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # Sourced by the tests/e2e suites: pass/fail bookkeeping, one line per check.
 #   ok NAME                 record a pass
-#   bad NAME [DETAIL]       record a failure (the first one also prints the kernel log's tail)
+#   bad NAME [DETAIL]       record a failure (the first one also prints the kernel log's tail
+#                           and, when the suite's husk root is $state, its sandboxes' logs)
 #   check NAME COMMAND...   a pass when COMMAND succeeds, else a failure
 # Each suite ends with: echo "<suite>: $passed passed, $failed failed" and a non-zero exit
 # status when $failed is not 0.
@@ -16,6 +17,13 @@ bad() {
     if [ "$failed" -eq 1 ]; then
         echo "     kernel log at the first failure:"
         dmesg 2>/dev/null | tail -n 15 | sed 's/^/       /'
+        # A suite's husk root ($state): each sandbox's last words (a lost VM says why there).
+        local f
+        for f in "${state:-/nonexistent}"/*/supervisor.log "${state:-/nonexistent}"/*/console.log; do
+            [ -f "$f" ] || continue
+            echo "     $f (last lines):"
+            tail -n 8 "$f" | sed 's/^/       /'
+        done
     fi
 }
 check() {
