@@ -71,6 +71,16 @@ wait_for() { # SECONDS COMMAND...: until COMMAND succeeds
 logs() { # ID: husk's logs, for a failure
     tail -n 25 "$state/$1/supervisor.log" "$state/$1/console.log" 2>/dev/null | sed 's/^/     /'
 }
+# sandbox_alive SECTION: the sections below need sandbox sb running; when its VM was lost,
+# say so with its logs and end the suite, instead of sitting out every later check's timeout
+# (a lost sandbox made one CI attempt run into the 600 s limit).
+sandbox_alive() {
+    [ "$(status_of sb)" = running ] && return 0
+    bad "the sandbox still runs before: $1" "$(H state sb 2>&1 | tr -d '\n')"
+    logs sb
+    echo "pod: $passed passed, $failed failed (ended early: the sandbox is gone)"
+    exit 1
+}
 checkv() { # NAME DUMP COMMAND...: check; on a failure, eval DUMP
     local name=$1 dump=$2
     shift 2
@@ -216,6 +226,7 @@ del=$(H delete c2 2>&1)
 checkv "delete refuses a running pod container" 'echo "$del"' \
     bash -c "grep -q 'not stopped' <<<'$del' && [ -d '$state/c2' ]"
 
+sandbox_alive "pod container c3: exit code"
 echo "--- pod container c3: exit code"
 bundle "$work/c3" 'echo c3-ran; exit 7' "$(pod_patch "$sbpid")" || { echo "pod: cannot build c3's bundle"; exit 1; }
 reap "$work/c3.pid" "$work/c3.exit" -- "$husk" --root "$state" create --sandbox sb \
@@ -233,6 +244,7 @@ check "delete c3: no state" test ! -e "$state/c3"
 check "delete c3: no mount in the supervisor's namespace" bash -c "! grep -qF '$state/sb/share/c3' /proc/$sbpid/mountinfo"
 check "delete c3: no stub in the share" test ! -e "$state/sb/share/c3"
 
+sandbox_alive "kill and delete c2"
 echo "--- kill and delete c2"
 H kill c2 KILL
 checkv "kill c2: its stand-in exits 137" 'cat "$work/c2.exit"' wait_for 30 grep -qsx 137 "$work/c2.exit"
@@ -246,6 +258,7 @@ check "delete c2: the volume's data stays" grep -qx pod-volume "$work/vol/writte
 check "delete c2: its host cgroup is gone" test ! -e "/sys/fs/cgroup/$cg/c2"
 check "delete c2: its overlay rootfs is untouched on the host" grep -qx pod-rootfs "$work/c2/rootfs/pod-file.txt"
 
+sandbox_alive "pod container c7: a terminal through --console-socket"
 echo "--- pod container c7: a terminal through --console-socket"
 bundle "$work/c7" 'test -t 0 && echo c7-isatty; stty size; read line; echo "c7-read-$line"; exit 5' \
     "$(pod_patch "$sbpid" "spec['process']['terminal'] = True")" || exit 1
@@ -273,6 +286,7 @@ H delete c7
 check "delete c7: no state, no mount" bash -c "[ ! -e '$state/c7' ] && ! grep -qF '$state/sb/share/c7' /proc/$sbpid/mountinfo"
 checkv "c7's terminal hangs up by its delete at the latest" 'kill $rp' wait_for 10 bash -c "! [ -e /proc/$rp ] || grep -q ') Z' /proc/$rp/stat"
 
+sandbox_alive "bad input (nothing left behind)"
 echo "--- bad input (nothing left behind)"
 bundle "$work/c5" 'exit 0' "$(pod_patch "$sbpid")" || exit 1
 err=$(H create --sandbox nosuch --bundle "$work/c5" c5 2>&1 </dev/null)
