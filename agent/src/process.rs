@@ -81,11 +81,7 @@ pub enum ExtraDir {
 }
 
 /// Where the agent connects for a listening extra fd: its autobound abstract address.
-#[derive(Clone, Copy)]
-struct ListenAddr {
-    addr: libc::sockaddr_un,
-    len: libc::socklen_t,
-}
+type ListenAddr = nix::sys::socket::UnixAddr;
 
 /// Stream ids of connections to a listening extra fd start here (fds are below).
 pub const CONNECTION_BASE: u32 = 1 << 20;
@@ -122,35 +118,30 @@ impl ExtraStream {
     }
 }
 
+/// A close-on-exec AF_UNIX stream socket.
+fn unix_stream_socket() -> Result<OwnedFd, IoError> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| IoError::Io("socket", e.into()))?;
+    // SAFETY: socket just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A listening AF_UNIX stream socket, autobound to an abstract address (close-on-exec here).
 fn listening_socket() -> Result<(OwnedFd, ListenAddr), IoError> {
-    let err = |what| IoError::Io(what, std::io::Error::last_os_error());
-    // SAFETY: socket takes no pointers; the fd it returns is owned below.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(err("socket"));
-    }
-    // SAFETY: a fresh fd nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: an all-zero sockaddr_un is valid; only its family is set.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let family_len = std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
-    // SAFETY: bind reads `family_len` bytes of `addr` (the family only: autobind).
-    if unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_un).cast(), family_len) } < 0 {
-        return Err(err("bind (autobind)"));
-    }
-    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-    // SAFETY: getsockname writes at most `len` bytes into `addr`, which outlives the call.
-    if unsafe { libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_un).cast(), &mut len) } < 0
-    {
-        return Err(err("getsockname"));
-    }
-    // SAFETY: listen takes no pointers.
-    if unsafe { libc::listen(fd, 128) } < 0 {
-        return Err(err("listen"));
-    }
-    Ok((sock, ListenAddr { addr, len }))
+    use nix::sys::socket::{bind, getsockname, listen, UnixAddr};
+    let err = |what| move |e: nix::errno::Errno| IoError::Io(what, e.into());
+    let sock = unix_stream_socket()?;
+    // Binding the family alone autobinds an abstract name.
+    bind(sock.as_raw_fd(), &UnixAddr::new_unnamed()).map_err(err("bind (autobind)"))?;
+    let addr: UnixAddr = getsockname(sock.as_raw_fd()).map_err(err("getsockname"))?;
+    listen(sock.as_raw_fd(), 128).map_err(err("listen"))?;
+    Ok((sock, addr))
 }
 
 /// The container side of a process' stdio, handed to the stage and closed in the agent once
@@ -263,6 +254,30 @@ fn extra_streams(dirs: &[ExtraDir]) -> Result<(Vec<ExtraStream>, Vec<OwnedFd>), 
     Ok((ours, theirs))
 }
 
+/// Waits (as `watch` allows) until `f` is readable, then reads up to `len` bytes; empty at
+/// EOF. `pty`: `f` is a pty master, which reads EIO once every slave fd is closed: that is EOF.
+fn read_some(
+    f: &mut File,
+    name: &'static str,
+    len: usize,
+    watch: &ReadWatch,
+    pty: bool,
+) -> Result<Vec<u8>, IoError> {
+    wait_readable(f.as_fd(), name, watch)?;
+    let mut buf = vec![0; len.clamp(1, 1 << 20)];
+    loop {
+        match f.read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if pty && e.raw_os_error() == Some(libc::EIO) => return Ok(Vec::new()),
+            Err(e) => return Err(IoError::Io(name, e)),
+        }
+    }
+}
+
 fn file(fd: OwnedFd) -> File {
     File::from(fd)
 }
@@ -360,25 +375,9 @@ impl ProcessIo {
         let Some(addr) = e.listen else {
             return Err(IoError::NotListening(fd));
         };
-        let err = |what| IoError::Io(what, std::io::Error::last_os_error());
-        // SAFETY: socket takes no pointers; the fd it returns is owned below.
-        let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(err("socket"));
-        }
-        // SAFETY: a fresh fd nothing else owns.
-        let sock = file(unsafe { OwnedFd::from_raw_fd(raw) });
-        // SAFETY: connect reads `addr.len` bytes of the address getsockname gave.
-        let rc = unsafe {
-            libc::connect(
-                raw,
-                (&addr.addr as *const libc::sockaddr_un).cast(),
-                addr.len,
-            )
-        };
-        if rc < 0 {
-            return Err(err("connecting to the process's listening socket"));
-        }
+        let sock = file(unix_stream_socket()?);
+        nix::sys::socket::connect(sock.as_raw_fd(), &addr)
+            .map_err(|e| IoError::Io("connecting to the process's listening socket", e.into()))?;
         let reader = sock.try_clone().map_err(|e| IoError::Io("dup", e))?;
         let id = self.next_connection.fetch_add(1, Ordering::SeqCst);
         self.extras().push(Arc::new(ExtraStream::new(
@@ -422,24 +421,14 @@ impl ProcessIo {
         let Some(f) = g.as_mut() else {
             return Err(IoError::NoStream("extra fd output"));
         };
-        wait_readable(f.as_fd(), "extra fd", watch)?;
-        let mut buf = vec![0; len.clamp(1, 1 << 20)];
-        loop {
-            match f.read(&mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    if n == 0 && e.fd >= CONNECTION_BASE {
-                        *g = None;
-                        drop(g);
-                        e.eof.store(true, Ordering::SeqCst);
-                        self.reap(&e);
-                    }
-                    return Ok(buf);
-                }
-                Err(err) if err.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(err) => return Err(IoError::Io("extra fd", err)),
-            }
+        let buf = read_some(f, "extra fd", len, watch, false)?;
+        if buf.is_empty() && e.fd >= CONNECTION_BASE {
+            *g = None;
+            drop(g);
+            e.eof.store(true, Ordering::SeqCst);
+            self.reap(&e);
         }
+        Ok(buf)
     }
 
     pub fn write_stdin(&self, data: &[u8]) -> Result<usize, IoError> {
@@ -474,22 +463,7 @@ impl ProcessIo {
         let Some(f) = g.as_mut() else {
             return Ok(Vec::new());
         };
-        wait_readable(f.as_fd(), name, watch)?;
-        let mut buf = vec![0; len.clamp(1, 1 << 20)];
-        loop {
-            match f.read(&mut buf) {
-                Ok(n) => {
-                    buf.truncate(n);
-                    return Ok(buf);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                // A pty master reads EIO once every slave fd is closed: that is EOF.
-                Err(e) if e.raw_os_error() == Some(libc::EIO) && self.tty.is_some() => {
-                    return Ok(Vec::new())
-                }
-                Err(e) => return Err(IoError::Io(name, e)),
-            }
-        }
+        read_some(f, name, len, watch, self.tty.is_some())
     }
 
     pub fn resize(&self, rows: u16, cols: u16) -> Result<(), IoError> {
