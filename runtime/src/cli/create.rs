@@ -11,7 +11,7 @@
 //! everything (state, cgroup), and `create` fails with the hook's error.
 
 use std::io::{BufRead, BufReader};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -88,15 +88,39 @@ pub const CGROUP_PATIENCE: Duration = Duration::from_secs(5);
 /// Most extra fds (`--preserve-fds`): what one control message carries beside stdio.
 pub const MAX_PRESERVE_FDS: u32 = crate::control::MAX_FDS as u32 - 3;
 
+/// The caller's fds 3..3+N-1 (`--preserve-fds N`), checked. Dropped once the supervisor has
+/// its copies (inherited, or sent with a control request): its relay then holds the only
+/// ones, so a reader sees EOF when the container closes one, not when this process exits
+/// (as with stdio).
+#[derive(Debug)]
+pub struct Preserved(Vec<OwnedFd>);
+
+impl Preserved {
+    /// The fds' numbers (3, 4, ...), to inherit or send.
+    pub fn raw(&self) -> Vec<RawFd> {
+        self.0.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
+    /// No extra fds.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Checks runc's `--preserve-fds N`: the caller's fds 3..3+N-1 must be open (inherited: an
 /// fd of husk's own is close-on-exec) and each a byte stream the supervisor can relay into
 /// the guest; returns them.
-pub fn check_preserve_fds(n: u32) -> anyhow::Result<Vec<RawFd>> {
+pub fn check_preserve_fds(n: u32) -> anyhow::Result<Preserved> {
     if n > MAX_PRESERVE_FDS {
         bail!("--preserve-fds {n}: at most {MAX_PRESERVE_FDS} extra fds");
     }
     crate::supervisor::stdio::check_preserved(n)?;
-    Ok((3..3 + n as RawFd).collect())
+    Ok(Preserved(
+        (3..3 + n as RawFd)
+            // SAFETY: each was checked open and inherited: no value of this process owns it.
+            .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+            .collect(),
+    ))
 }
 
 /// `create` proper; returns the supervisor (a child of this process). `detach`: the caller
@@ -170,12 +194,8 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, detach: bool) -> anyhow::Result<Child> 
         .spawn()
         .context("starting the supervisor (and placing it in linux.cgroupsPath's cgroup)")?;
     drop(cgroup);
-    // The supervisor inherited the extra fds; its relay holds the only copies from here on,
-    // so the caller's reader sees EOF when the container closes one (as stdio's).
-    for fd in preserved {
-        // SAFETY: close takes no pointers; the caller's fd is owned by no Rust value here.
-        unsafe { libc::close(fd) };
-    }
+    // The supervisor inherited the extra fds.
+    drop(preserved);
 
     let mut answer = wait_ready(&listener, &mut child);
     let _ = std::fs::remove_file(&ready_path);

@@ -183,17 +183,13 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         ],
     };
     // The extra fds go after stdio (the supervisor relays them as the process's 3, 4, ...).
-    fds.extend(&preserved);
+    fds.extend(preserved.raw());
     // A foreground terminal on the caller's own tty: raw, as runc makes it.
     let _raw = (terminal && pty.is_none()).then(RawGuard::stdin);
     let (sock, container) = rec.control(&ctx.root);
     let (conn, exec_id) = control::start_exec_in(&sock, container.as_deref(), process_json, &fds)?;
-    // The supervisor's relay holds the only copies now: a reader of one sees EOF when the
-    // process closes it, not when this process exits.
-    for fd in preserved {
-        // SAFETY: close takes no pointers; the caller's fd is owned by no Rust value here.
-        unsafe { libc::close(fd) };
-    }
+    // The supervisor has its copies of the extra fds.
+    drop(preserved);
     if let Some(f) = &a.exec_id_file {
         let id = exec_id.unwrap_or_default();
         crate::state::write_atomic(f, id.as_bytes())

@@ -308,7 +308,7 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, sandbox: &str) -> anyhow::Result<()> {
         ],
     };
     // The extra fds go after stdio (the supervisor relays them as the container's 3, ...).
-    stdio.extend(&preserved);
+    stdio.extend(preserved.raw());
     let (sock, _) = sb.control(&ctx.root);
     let add = Request::AddContainer {
         id: a.id.clone(),
@@ -317,11 +317,8 @@ pub fn create(ctx: &Ctx, a: &CreateArgs, sandbox: &str) -> anyhow::Result<()> {
         bundle: bundle.dir.clone(),
     };
     let added = control::call_in(&sock, None, &add, &stdio, Some(ADD_TIMEOUT));
-    // The supervisor's relay holds the only copies of the extra fds now.
-    for fd in preserved {
-        // SAFETY: close takes no pointers; the caller's fd is owned by no Rust value here.
-        unsafe { libc::close(fd) };
-    }
+    // The supervisor has its copies of the extra fds.
+    drop(preserved);
     match added {
         Ok(_) => cleanup.added = true,
         // The supervisor answered: it made nothing (or removed it again).

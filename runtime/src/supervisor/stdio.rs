@@ -376,6 +376,24 @@ fn spawn_input(
         });
 }
 
+/// Relays the stream socket `sock` both ways with the guest stream `fd` (a both extra fd, or
+/// a connection to a listening one): an input relay on a copy, and the output relay, which
+/// shuts `sock` down for writing at the guest's EOF; returns the output relay's thread.
+fn spawn_both(
+    client: &AgentClient,
+    id: &str,
+    exec: &str,
+    fd: u32,
+    sock: File,
+    done: &Arc<AtomicBool>,
+) -> Option<JoinHandle<()>> {
+    match sock.try_clone() {
+        Ok(input) => spawn_input(client, id, exec, fd, input, Arc::clone(done)),
+        Err(e) => tracing::warn!("fd {fd} relay: {e}"),
+    }
+    spawn_output(client, id, exec, (false, fd), sock, true)
+}
+
 /// Accepts on the host listening socket `listener` (the process's extra fd `fd`) until `done`:
 /// each connection gets a connection to the process's listening socket in the guest (the
 /// agent's ConnectExtraFd) and is relayed both ways like a stream socket.
@@ -432,11 +450,7 @@ fn spawn_listener(
                     continue;
                 }
             };
-            match conn.try_clone() {
-                Ok(input) => spawn_input(&client, &id, &exec, stream, input, Arc::clone(&done)),
-                Err(e) => tracing::warn!("fd {fd} relay: {e}"),
-            }
-            let _ = spawn_output(&client, &id, &exec, (false, stream), conn, true);
+            let _ = spawn_both(&client, &id, &exec, stream, conn, &done);
         });
 }
 
@@ -482,13 +496,7 @@ impl Relay {
                 Direction::Out => {
                     outputs.extend(spawn_output(client, id, exec, (false, fd), f, false));
                 }
-                Direction::Both => {
-                    match f.try_clone() {
-                        Ok(input) => spawn_input(client, id, exec, fd, input, Arc::clone(&done)),
-                        Err(e) => tracing::warn!("fd {fd} relay: {e}"),
-                    }
-                    outputs.extend(spawn_output(client, id, exec, (false, fd), f, true));
-                }
+                Direction::Both => outputs.extend(spawn_both(client, id, exec, fd, f, &done)),
                 Direction::Listen => spawn_listener(client, id, exec, fd, f, Arc::clone(&done)),
             }
         }
