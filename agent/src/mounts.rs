@@ -254,6 +254,15 @@ fn mount_one(sys: &dyn Syscall, plan: &RootfsPlan, m: &Mount) -> Result<(), Sysc
     let opts = MountOptions::parse(m.options().as_deref().unwrap_or_default());
     let source = m.source().as_deref();
     let data = opts.data();
+    // A bind mount ignores other flags; they take effect on a remount.
+    let remount_bind_flags = || {
+        let rest = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        if rest.is_empty() {
+            return Ok(());
+        }
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rest;
+        sys.mount(None, at(Create::Nothing)?.path(), None, flags, None)
+    };
     if is_bind(m, &opts) {
         let src = source.ok_or_else(|| {
             SyscallError::new("bind (no source)", dest, nix::errno::Errno::EINVAL)
@@ -271,12 +280,7 @@ fn mount_one(sys: &dyn Syscall, plan: &RootfsPlan, m: &Mount) -> Result<(), Sysc
         };
         let bind = MsFlags::MS_BIND | (opts.flags & MsFlags::MS_REC);
         sys.mount(Some(src), at(create)?.path(), None, bind, None)?;
-        // A bind mount ignores other flags; they take effect on a remount.
-        let rest = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-        if !rest.is_empty() {
-            let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rest;
-            sys.mount(None, at(Create::Nothing)?.path(), None, flags, None)?;
-        }
+        remount_bind_flags()?;
     } else {
         let fstype = m.typ().as_deref().unwrap_or("none");
         // cgroup v1 does not exist in the guest; "cgroup" means the container's cgroup2 view.
@@ -312,11 +316,7 @@ fn mount_one(sys: &dyn Syscall, plan: &RootfsPlan, m: &Mount) -> Result<(), Sysc
                     MsFlags::MS_BIND,
                     None,
                 )?;
-                let rest = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-                if !rest.is_empty() {
-                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | rest;
-                    sys.mount(None, at(Create::Nothing)?.path(), None, flags, None)?;
-                }
+                remount_bind_flags()?;
             }
             (Err(e), _) => return Err(e),
         }
