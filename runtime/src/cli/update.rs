@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use oci_spec::runtime::LinuxResources;
 use serde_json::{Map, Value};
 
 use super::Ctx;
@@ -127,14 +128,18 @@ fn from_flags(a: &Args) -> Value {
     Value::Object(res)
 }
 
-/// The resources JSON to send: `-r`'s, checked as OCI LinuxResources, or the flags'.
-fn resources(ctx: &Ctx, a: &Args) -> anyhow::Result<String> {
+/// The resources JSON to send (`-r`'s, or the flags'), and it read as OCI LinuxResources
+/// (which checks it before anything changes).
+fn resources(ctx: &Ctx, a: &Args) -> anyhow::Result<(String, LinuxResources)> {
     let Some(path) = &a.resources else {
         if a.kernel_memory.is_some() || a.kernel_memory_tcp.is_some() {
             ctx.log
                 .warn("--kernel-memory and --kernel-memory-tcp are ignored (cgroup v2)");
         }
-        return Ok(from_flags(a).to_string());
+        let v = from_flags(a);
+        let res = serde_json::from_value(v.clone())
+            .context("the flags do not make a linux.resources object")?;
+        return Ok((v.to_string(), res));
     };
     let mut text = String::new();
     if path.as_os_str() == "-" {
@@ -144,23 +149,21 @@ fn resources(ctx: &Ctx, a: &Args) -> anyhow::Result<String> {
     }
     .with_context(|| format!("-r {}", path.display()))?;
     let v: Value = serde_json::from_str(&text).with_context(|| format!("-r {}", path.display()))?;
-    serde_json::from_value::<oci_spec::runtime::LinuxResources>(v.clone())
+    let res = serde_json::from_value(v.clone())
         .with_context(|| format!("-r {}: not a linux.resources object", path.display()))?;
-    Ok(v.to_string())
+    Ok((v.to_string(), res))
 }
 
 /// The verb.
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
-    let resources_json = resources(ctx, &a)?;
+    let (resources_json, res) = resources(ctx, &a)?;
     let _lock = ctx.root.lock(&a.id)?;
     let rec = ctx.root.read_record(&a.id)?;
     if ctx.root.status(&rec) == crate::state::Status::Stopped {
         bail!("container {} is not running", a.id);
     }
     let (sock, container) = rec.control(&ctx.root);
-    let req = Request::Update {
-        resources_json: resources_json.clone(),
-    };
+    let req = Request::Update { resources_json };
     control::call_in(
         &sock,
         container.as_deref(),
@@ -168,14 +171,12 @@ pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<i32> {
         &[],
         Some(Duration::from_secs(30)),
     )?;
-    update_host_cgroup(ctx, &a.id, &resources_json)?;
+    update_host_cgroup(ctx, &a.id, &res)?;
     Ok(0)
 }
 
 /// Writes the update's CPU controls to the container's host cgroup, if it has one.
-fn update_host_cgroup(ctx: &Ctx, id: &str, resources_json: &str) -> anyhow::Result<()> {
-    let res: oci_spec::runtime::LinuxResources =
-        serde_json::from_str(resources_json).context("resources: not a linux.resources object")?;
+fn update_host_cgroup(ctx: &Ctx, id: &str, res: &LinuxResources) -> anyhow::Result<()> {
     let Some(cpu) = res.cpu() else {
         return Ok(());
     };
